@@ -1,0 +1,39 @@
+"""An independent, deliberately naive restatement of the reference RQ semantics.
+
+The reference module (microsoft/random_quantize, MIT) assigns every value to a bin by
+building a [B*C, num_bins, H, W] boolean membership mask and taking its argmax. This
+file re-expresses that algorithm (not the package's code path) so that tests can check
+``dabs_rq.augment`` against it; it is O(num_bins x input) on purpose.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_quantize(x: torch.Tensor, num_bins: int, spacing: str, collapse: str) -> torch.Tensor:
+    b, c, h, w = x.shape
+    rows = x.reshape(b * c, h, w)
+    flat = rows.reshape(b * c, -1)
+    lo, hi = flat.min(1).values, flat.max(1).values
+    n = b * c
+    if spacing == "random":
+        fractions = torch.rand(n * (num_bins - 1)).reshape(n, num_bins - 1)
+    else:
+        step = torch.tensor(1) / (torch.tensor(num_bins - 1) + 1)
+        fractions = torch.tile(torch.arange(step, 1, step=step), [n]).reshape(n, num_bins - 1)
+    cuts = (fractions * (hi - lo).view(n, 1) + lo.view(n, 1)).view(n, -1, 1, 1)
+    right_check = torch.cat([cuts, hi.view(n, 1, 1, 1) + 1], dim=1).sort(1).values
+    right = torch.cat([cuts, hi.view(n, 1, 1, 1) + 1e-6], dim=1).sort(1).values
+    left = torch.cat([lo.view(n, 1, 1, 1), cuts], dim=1).sort(1).values
+    member = (rows.view(n, 1, h, w) < right_check) & (rows.view(n, 1, h, w) >= left)
+    assert bool((member.sum(1) == 1).all())
+    index = member.int().argmax(dim=1, keepdim=True)
+    if collapse == "middle":
+        proxies = (right + left) / 2
+    elif collapse == "inside_random":
+        u = torch.rand(n * num_bins).reshape(n, num_bins)
+        proxies = left + u.view(n, -1, 1, 1) * (right - left)
+    else:
+        return torch.zeros_like(x)
+    return torch.gather(proxies.expand(-1, -1, h, w), 1, index)[:, 0].reshape(b, c, h, w).to(x.dtype)

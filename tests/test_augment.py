@@ -1,0 +1,131 @@
+"""Properties of the RQ operator and equality with the reference semantics."""
+
+import pytest
+import torch
+
+from dabs_rq.augment import RandomizedQuantization, randomized_quantization
+from tests.reference_rq import reference_quantize
+
+SHAPES = [((4, 3), 1), ((4, 5, 7), -1), ((2, 3, 8, 8), 1), ((2, 6, 3, 4, 5), 2), ((3, 9, 16), 1)]
+
+
+def channel_rows(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    d = channel_dim % x.dim()
+    return x.movedim(d, 1).reshape(x.shape[0] * x.shape[d], -1)
+
+
+@pytest.mark.parametrize("shape,channel_dim", SHAPES)
+@pytest.mark.parametrize("collapse", ["inside_random", "middle"])
+@pytest.mark.parametrize("spacing", ["random", "uniform"])
+def test_values_inside_range_few_levels_and_order_preserved(shape, channel_dim, collapse, spacing):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 1
+    num_bins = 4
+    q = randomized_quantization(x, num_bins=num_bins, channel_dim=channel_dim, collapse=collapse, spacing=spacing)
+    assert q.shape == x.shape and q.dtype == x.dtype
+    xr, qr = channel_rows(x, channel_dim), channel_rows(q, channel_dim)
+    lo, hi = xr.min(1, keepdim=True).values, xr.max(1, keepdim=True).values
+    assert bool(((qr >= lo) & (qr <= hi)).all())
+    for row_x, row_q in zip(xr, qr):
+        assert len(torch.unique(row_q)) <= num_bins
+        order = torch.argsort(row_x)
+        assert bool((row_q[order].diff() >= 0).all()), "quantization must preserve order within a channel"
+    # it really quantizes: fewer distinct values than the input has
+    assert len(torch.unique(qr[0])) < len(torch.unique(xr[0])) or xr.shape[1] <= num_bins
+
+
+def test_p_zero_is_identity_and_p_mixes_per_sample():
+    x = torch.randn(64, 4, 10)
+    assert torch.equal(randomized_quantization(x, p=0.0), x)
+    g = torch.Generator().manual_seed(3)
+    q = randomized_quantization(x, p=0.5, generator=g)
+    unchanged = [(q[i] == x[i]).all().item() for i in range(64)]
+    assert 10 < sum(unchanged) < 54  # about half the samples untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_kept_and_no_nan(dtype):
+    x = (torch.randn(4, 3, 6, 6) * 10).to(dtype)
+    q = randomized_quantization(x, num_bins=5)
+    assert q.dtype == dtype and q.shape == x.shape
+    assert torch.isfinite(q).all()
+    xr, qr = channel_rows(x.float(), 1), channel_rows(q.float(), 1)
+    assert bool((qr >= xr.min(1, keepdim=True).values).all() and (qr <= xr.max(1, keepdim=True).values).all())
+
+
+def test_generator_reproducible_and_module_matches_functional():
+    x = torch.randn(8, 4, 5)
+    a = RandomizedQuantization(num_bins=6, channel_dim=-1, generator=torch.Generator().manual_seed(1))(x)
+    b = randomized_quantization(x, num_bins=6, channel_dim=-1, generator=torch.Generator().manual_seed(1))
+    c = randomized_quantization(x, num_bins=6, channel_dim=-1, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("num_bins", [2, 5, 8, 16])
+def test_deterministic_mode_equals_reference(num_bins):
+    torch.manual_seed(num_bins)
+    x = torch.randn(4, 3, 12, 12)
+    ours = randomized_quantization(x, num_bins=num_bins, spacing="uniform", collapse="middle")
+    assert torch.equal(ours, reference_quantize(x, num_bins, "uniform", "middle"))
+
+
+def test_random_mode_draws_match_reference_under_the_same_seed():
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(7)
+    ref = reference_quantize(x, 8, "random", "inside_random")
+    torch.manual_seed(7)
+    ours = randomized_quantization(x, num_bins=8)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_all_zeros_collapse_matches_reference():
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(randomized_quantization(x, collapse="all_zeros"), torch.zeros_like(x))
+
+
+def test_constant_channels_and_single_elements_stay_finite_and_unchanged():
+    x = torch.ones(3, 4, 5) * 2.5
+    assert torch.equal(randomized_quantization(x, channel_dim=1), x)
+    single = torch.randn(3, 4, 1)
+    assert torch.equal(randomized_quantization(single, channel_dim=1), single)
+
+
+def test_non_finite_values_pass_through_and_do_not_poison_statistics():
+    x = torch.randn(2, 3, 50)
+    x[0, 1, 5], x[1, 2, 7], x[1, 0, 0] = float("nan"), float("inf"), float("-inf")
+    q = randomized_quantization(x, num_bins=4)
+    assert torch.isnan(q[0, 1, 5]) and q[1, 2, 7] == float("inf") and q[1, 0, 0] == float("-inf")
+    finite = torch.isfinite(x)
+    assert torch.isfinite(q[finite]).all()
+    row = x[0, 1][torch.isfinite(x[0, 1])]
+    qrow = q[0, 1][torch.isfinite(x[0, 1])]
+    assert qrow.min() >= row.min() and qrow.max() <= row.max()
+
+
+def test_empty_batch_and_non_contiguous_input():
+    empty = torch.randn(0, 3, 4)
+    assert randomized_quantization(empty).shape == (0, 3, 4)
+    base = torch.randn(6, 8, 4)
+    view = base.transpose(1, 2)  # non-contiguous (6, 4, 8)
+    q = randomized_quantization(view, spacing="uniform", collapse="middle", channel_dim=1)
+    assert torch.equal(q, randomized_quantization(view.contiguous(), spacing="uniform", collapse="middle"))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"num_bins": 1}, "num_bins"), ({"p": 1.5}, "p must"), ({"collapse": "mean"}, "collapse"),
+     ({"spacing": "log"}, "spacing"), ({"channel_dim": 0}, "channel_dim"), ({"channel_dim": 5}, "channel_dim")],
+)
+def test_invalid_arguments_are_rejected_with_a_clear_message(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        randomized_quantization(torch.randn(2, 3, 4), **kwargs)
+    if "channel_dim" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            RandomizedQuantization(**kwargs)
+
+
+def test_rank_one_and_integer_inputs_are_rejected():
+    with pytest.raises(ValueError, match="rank"):
+        randomized_quantization(torch.randn(5))
+    with pytest.raises(TypeError, match="floating"):
+        randomized_quantization(torch.ones(2, 3, dtype=torch.long))
