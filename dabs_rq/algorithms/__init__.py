@@ -1,0 +1,1 @@
+"""Pretraining algorithms; each is one file and one ``conf/algorithm/*.yaml``."""

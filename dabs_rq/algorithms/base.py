@@ -1,0 +1,56 @@
+"""What every pretraining algorithm shares: the encoder, the optimizer, the step loop."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def info_nce(queries: Tensor, keys: Tensor, temperature: float, targets: Tensor | None = None) -> Tensor:
+    """In-batch contrastive loss between L2-normalised ``queries`` and ``keys``.
+
+    Row i's positive is key ``targets[i]`` (default: key i); every other key is a negative.
+    """
+    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
+    if targets is None:
+        targets = torch.arange(queries.shape[0], device=queries.device)
+    return F.cross_entropy(logits, targets)
+
+
+class PretrainingAlgorithm(pl.LightningModule):
+    """A LightningModule that pretrains ``encoder`` with ``loss(inputs)``.
+
+    Subclasses implement :meth:`loss`. ``requires_pretraining = False`` (the ``none``
+    algorithm) tells the runner to go straight to transfer with the initial encoder.
+    """
+
+    requires_pretraining = True
+
+    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.optimizer_factory = optimizer
+
+    def loss(self, inputs: Sequence[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, _labels = batch
+        loss = self.loss(inputs)
+        self.log("pretrain/loss", loss, prog_bar=True, batch_size=inputs[0].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_factory is None:
+            raise ValueError(f"{type(self).__name__} needs an optimizer factory to be trained")
+        return self.optimizer_factory(self.parameters())
+
+    def settings(self) -> dict:
+        """Algorithm settings recorded with every result (override to add more)."""
+        return {}
