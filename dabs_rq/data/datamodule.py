@@ -1,0 +1,53 @@
+"""Lightning datamodule built from a dataset YAML: the reader makes the splits, config the loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+
+class DomainDataModule(pl.LightningDataModule):
+    """Train/test loaders of one dataset; ``drop_last`` for pretraining (fixed contrastive batch)."""
+
+    def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
+                 batch_size: int | None = None) -> None:
+        super().__init__()
+        self.cfg = dataset_cfg
+        self.cache_dir = Path(cache_dir)
+        self.num_workers = int(dataset_cfg.get("num_workers", 0) if num_workers is None else num_workers)
+        self.batch_size = int(batch_size or dataset_cfg.batch_size)
+        self._splits: dict[str, Dataset] = {}
+
+    def split(self, name: str) -> Dataset:
+        if name not in self._splits:
+            self._splits[name] = instantiate(self.cfg.reader, split=name, cache_dir=self.cache_dir)
+        return self._splits[name]
+
+    def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            self.split(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def pretrain_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, drop_last=True)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, drop_last=False)
+
+    def eval_train_dataloader(self) -> DataLoader:
+        """Train split in order, for feature extraction."""
+        return self._loader("train", shuffle=False, drop_last=False)

@@ -1,0 +1,117 @@
+"""Dataset/domain YAMLs: found by name in ``domains/`` (and extra folders), validated on load.
+
+One YAML per dataset. Required keys for every file:
+
+``name`` (= file stem), ``domain`` (the group it is reported under), ``role``
+(``pretrain`` or ``transfer``), ``inputs`` (list of embedder configs, each with a
+``_target_``), ``reader`` (a ``_target_`` callable ``(split, cache_dir) -> Dataset``)
+and ``batch_size``. A ``pretrain`` file also lists its ``transfer`` datasets; a
+``transfer`` file has a ``task`` (``_target_`` of :mod:`dabs_rq.tasks`). Optional:
+``display_name``, ``paper_name`` (row of the paper's table), ``synthetic``,
+``num_workers``, ``description``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dabs_rq.paths import DOMAINS_DIR
+
+ROLES = ("pretrain", "transfer")
+REQUIRED = ("name", "domain", "role", "inputs", "reader", "batch_size")
+OPTIONAL = ("display_name", "paper_name", "synthetic", "num_workers", "description", "transfer", "task")
+EXTRA_DIRS_ENV = "DABS_RQ_DOMAINS"
+
+
+class DomainConfigError(ValueError):
+    """A domain YAML is missing, unknown or malformed (message names file, key and expectation)."""
+
+
+def search_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """Built-in ``domains/`` first, then ``extra`` folders, then ``$DABS_RQ_DOMAINS`` (os.pathsep list)."""
+    env = [p for p in os.environ.get(EXTRA_DIRS_ENV, "").split(os.pathsep) if p]
+    return [DOMAINS_DIR, *(Path(p).expanduser() for p in [*extra, *env])]
+
+
+def available(extra: Iterable[str | Path] = (), role: str | None = None) -> list[str]:
+    """Names of every dataset YAML found (optionally only those of one role)."""
+    names = {}
+    for folder in search_dirs(extra):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            names.setdefault(path.stem, path)
+    if role is None:
+        return sorted(names)
+    return sorted(n for n, p in names.items() if OmegaConf.load(p).get("role") == role)
+
+
+def find(name: str, extra: Iterable[str | Path] = ()) -> Path:
+    for folder in search_dirs(extra):
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise DomainConfigError(f"unknown domain/dataset '{name}'; valid: {', '.join(available(extra))}")
+
+
+def validate(cfg: DictConfig, path: Path) -> DictConfig:
+    def fail(key: str, expected: str) -> None:
+        raise DomainConfigError(f"{path}: key '{key}' {expected}")
+
+    for key in REQUIRED:
+        if key not in cfg:
+            fail(key, "is missing")
+    for key in cfg:
+        if key not in REQUIRED and key not in OPTIONAL:
+            fail(key, f"is not a known key; valid keys: {', '.join(REQUIRED + OPTIONAL)}")
+    if cfg.name != path.stem:
+        fail("name", f"must equal the file name '{path.stem}', got '{cfg.name}'")
+    if cfg.role not in ROLES:
+        fail("role", f"must be one of {', '.join(ROLES)}, got '{cfg.role}'")
+    if not isinstance(cfg.inputs, ListConfig) or not cfg.inputs:
+        fail("inputs", "must be a non-empty list of embedder configs")
+    for i, spec in enumerate(cfg.inputs):
+        if not isinstance(spec, DictConfig) or "_target_" not in spec:
+            fail(f"inputs[{i}]", "must be a mapping with a '_target_'")
+    if not isinstance(cfg.reader, DictConfig) or "_target_" not in cfg.reader:
+        fail("reader", "must be a mapping with a '_target_'")
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
+        fail("batch_size", f"must be a positive integer, got {cfg.batch_size!r}")
+    if cfg.role == "pretrain":
+        if not isinstance(cfg.get("transfer"), ListConfig) or not cfg.transfer:
+            fail("transfer", "must list the transfer datasets of a pretrain domain")
+    elif not isinstance(cfg.get("task"), DictConfig) or "_target_" not in cfg.task:
+        fail("task", "must be a mapping with a '_target_' (e.g. dabs_rq.tasks.MulticlassTask)")
+    return cfg
+
+
+def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None) -> DictConfig:
+    """The validated config of dataset ``name`` (of ``role``, if given)."""
+    path = find(name, extra)
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - yaml errors come in many types
+        raise DomainConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(cfg, DictConfig):
+        raise DomainConfigError(f"{path}: must be a YAML mapping")
+    validate(cfg, path)
+    if role is not None and cfg.role != role:
+        valid = ", ".join(available(extra, role))
+        raise DomainConfigError(f"'{name}' is a {cfg.role} dataset, not a {role} one; valid: {valid}")
+    return cfg
+
+
+def transfer_datasets(domain: DictConfig, extra: Sequence[str | Path] = ()) -> list[DictConfig]:
+    """The validated transfer datasets of a pretrain domain, checked to share its input spec."""
+    out = []
+    for name in domain.transfer:
+        cfg = load(str(name), extra, role="transfer")
+        if OmegaConf.to_container(cfg.inputs) != OmegaConf.to_container(domain.inputs):
+            raise DomainConfigError(
+                f"transfer dataset '{name}' has inputs that differ from domain '{domain.name}': "
+                "the pretrained encoder's embedders cannot read it"
+            )
+        out.append(cfg)
+    return out

@@ -1,0 +1,61 @@
+"""Offline speech synthesis through libespeak-ng as shipped in the ``espeakng-loader`` wheel.
+
+The wheel carries the shared library and its voice data, so no system package is
+needed; we drive the C API (``espeak_Initialize``/``espeak_Synth``) with ctypes in
+synchronous mode and collect the 16-bit samples from the synthesis callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+
+import numpy as np
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_PARAM_RATE, _PARAM_PITCH = 1, 3
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class EspeakSynthesizer:
+    """Synthesizes text to int16 mono audio at ``sample_rate`` (22,050 Hz for espeak-ng)."""
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError as err:  # pragma: no cover - dependency of the package
+            raise RuntimeError("speech synthesis needs the 'espeakng-loader' wheel: pip install espeakng-loader") from err
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.sample_rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        )
+        if self.sample_rate <= 0:
+            raise RuntimeError("libespeak-ng failed to initialise")
+        self._chunks: list[np.ndarray] = []
+
+        def collect(wav, num_samples, _events):  # called by the library during espeak_Synth
+            if num_samples > 0:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+            return 0
+
+        self._callback = _CALLBACK(collect)  # keep a reference: the library holds a raw pointer
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def synthesize(self, text: str, voice: str, pitch: int, rate: int) -> np.ndarray:
+        """One utterance of ``text`` by ``voice`` (e.g. ``"en-us+m3"``) at ``pitch`` 0-99, ``rate`` wpm."""
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"espeak-ng has no voice {voice!r}")
+        self._lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
+        self._lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
+        self._chunks.clear()
+        data = text.encode()
+        self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, 0, None, None)
+        self._lib.espeak_Synchronize()
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+
+
+@lru_cache(maxsize=1)
+def synthesizer() -> EspeakSynthesizer:
+    """The process-wide synthesizer (libespeak-ng keeps global state)."""
+    return EspeakSynthesizer()
