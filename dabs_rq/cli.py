@@ -1,0 +1,61 @@
+"""Command line: ``dabs-rq [hydra overrides]`` runs jobs; ``dabs-rq table`` rebuilds the table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dabs_rq.data.domains import DomainConfigError
+
+USER_ERRORS = (DomainConfigError, ValueError, FileNotFoundError, OSError)
+
+
+def table_main(argv: list[str]) -> int:
+    from dabs_rq.results.table import build_table, resolve_results_dir
+
+    parser = argparse.ArgumentParser(prog="dabs-rq table", description="Rebuild the results table from records.")
+    parser.add_argument("results_dirs", nargs="*", type=Path,
+                        help="folders holding records/ (default: the project's results/)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write table.{md,csv,png} (default: first folder)")
+    args = parser.parse_args(argv)
+    dirs = args.results_dirs or [resolve_results_dir(os.environ.get("DABS_RQ_RESULTS"))]
+    try:
+        paths = build_table(dirs, args.out)
+    except FileNotFoundError as err:
+        print(f"dabs-rq table: {err}", file=sys.stderr)
+        return 2
+    print(f"Results table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")
+    return 0
+
+
+def _hydra_main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from dabs_rq.paths import CONF_DIR
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def job(cfg: DictConfig) -> None:
+        from dabs_rq.run import run
+
+        try:
+            run(cfg)
+        except USER_ERRORS as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"dabs-rq: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    job()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "table":
+        sys.exit(table_main(sys.argv[2:]))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Result records (one JSON per transfer evaluation) and the comparison table built from them."""

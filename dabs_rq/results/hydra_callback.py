@@ -1,0 +1,26 @@
+"""Hydra callback: rebuild the results table when a run or a whole sweep ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from dabs_rq.results.table import build_table, resolve_results_dir
+
+
+class RebuildTable(Callback):
+    """Rebuilds ``<results_dir>/table.{md,csv,png}`` once, after all jobs (never mid-sweep)."""
+
+    def _rebuild(self, config: DictConfig) -> None:
+        if not config.get("table", {}).get("rebuild_on_end", True):
+            return
+        paths = build_table([resolve_results_dir(config.get("results_dir"))])
+        print(f"\nResults table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._rebuild(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._rebuild(config)
