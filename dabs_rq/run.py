@@ -20,10 +20,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
+from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader
 from dabs_rq.encoder import build_encoder
 from dabs_rq.paths import cache_dir as default_cache_dir
 from dabs_rq.results.records import git_commit, package_versions, record_path, write_json_atomic
@@ -76,10 +77,10 @@ def pretrain(cfg: DictConfig, algorithm: pl.LightningModule, data: DomainDataMod
     return int(trainer.global_step)
 
 
-def _features(cfg: DictConfig, encoder: torch.nn.Module, loader: DataLoader) -> TensorDataset:
+def _features(cfg: DictConfig, encoder: torch.nn.Module, loader: DataLoader) -> TensorInputsDataset:
     trainer = _quiet_trainer(cfg, None)
     batches = trainer.predict(FeatureExtractor(encoder), dataloaders=loader)
-    return TensorDataset(torch.cat([f for f, _ in batches]), torch.cat([y for _, y in batches]))
+    return TensorInputsDataset([torch.cat([f for f, _ in batches])], torch.cat([y for _, y in batches]))
 
 
 def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig, cache: Path,
@@ -92,8 +93,8 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     if cfg.transfer.mode == "cached_features":
         train_set = _features(cfg, encoder, data.eval_train_dataloader())
         test_set = _features(cfg, encoder, data.test_dataloader())
-        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
-        test_loader = DataLoader(test_set, batch_size=batch_size)
+        train_loader = make_loader(train_set, batch_size, shuffle=True, drop_last=False)
+        test_loader = make_loader(test_set, batch_size, shuffle=False, drop_last=False)
         probe_encoder = None
     else:
         train_loader, test_loader, probe_encoder = data.train_dataloader(), data.test_dataloader(), encoder

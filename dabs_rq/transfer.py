@@ -37,7 +37,7 @@ class FeatureExtractor(pl.LightningModule):
 class LinearProbe(pl.LightningModule):
     """``Linear(dim, task.num_outputs)`` trained with the task's loss; the encoder never updates.
 
-    With ``encoder=None`` the batches already hold features (cached mode).
+    With ``encoder=None`` the batches hold ``(features,)`` instead of raw inputs (cached mode).
     """
 
     def __init__(
@@ -59,7 +59,7 @@ class LinearProbe(pl.LightningModule):
 
     def _logits(self, inputs: Any) -> Tensor:
         if self.encoder is None:
-            return self.head(inputs)
+            return self.head(inputs[0])
         with torch.no_grad():
             features = self.encoder(inputs)
         return self.head(features.float())

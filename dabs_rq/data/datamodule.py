@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from dabs_rq.data.tensor_dataset import make_loader
+
 
 class DomainDataModule(pl.LightningDataModule):
     """Train/test loaders of one dataset; ``drop_last`` for pretraining (fixed contrastive batch)."""
@@ -29,15 +31,8 @@ class DomainDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            self.split(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return make_loader(self.split(split), self.batch_size, shuffle, drop_last, self.num_workers,
+                           pin_memory=torch.cuda.is_available())
 
     def pretrain_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=True)

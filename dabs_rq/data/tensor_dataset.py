@@ -10,11 +10,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 
 class TensorInputsDataset(Dataset):
-    """Item i is ``((inputs[0][i], inputs[1][i], ...), labels[i])``."""
+    """Item i is ``((inputs[0][i], inputs[1][i], ...), labels[i])``.
+
+    Indexing with a list of indices returns the whole batch at once, which
+    :func:`make_loader` uses to skip per-sample collation of in-memory data.
+    """
+
+    supports_batch_indexing = True
 
     def __init__(self, inputs: Sequence[Tensor], labels: Tensor) -> None:
         if any(len(x) != len(labels) for x in inputs):
@@ -24,8 +30,19 @@ class TensorInputsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[tuple[Tensor, ...], Tensor]:
+    def __getitem__(self, index: int | list[int]) -> tuple[tuple[Tensor, ...], Tensor]:
         return tuple(x[index] for x in self.inputs), self.labels[index]
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader; in-memory datasets are sliced a batch at a time instead of collated sample by sample."""
+    workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    if getattr(dataset, "supports_batch_indexing", False):
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        sampler = BatchSampler(order, batch_size=batch_size, drop_last=drop_last)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, **workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **workers)
 
 
 def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
