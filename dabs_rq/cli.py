@@ -13,17 +13,21 @@ USER_ERRORS = (DomainConfigError, ValueError, FileNotFoundError, OSError)
 
 
 def table_main(argv: list[str]) -> int:
-    from dabs_rq.results.table import build_table, resolve_results_dir
+    from dabs_rq.results.table import build_table, inject_into_readme, resolve_results_dir
 
     parser = argparse.ArgumentParser(prog="dabs-rq table", description="Rebuild the results table from records.")
     parser.add_argument("results_dirs", nargs="*", type=Path,
                         help="folders holding records/ (default: the project's results/)")
     parser.add_argument("--out", type=Path, default=None, help="where to write table.{md,csv,png} (default: first folder)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also put the Markdown table between the TABLE START/END markers of this file")
     args = parser.parse_args(argv)
     dirs = args.results_dirs or [resolve_results_dir(os.environ.get("DABS_RQ_RESULTS"))]
     try:
         paths = build_table(dirs, args.out)
-    except FileNotFoundError as err:
+        if args.readme:
+            inject_into_readme(args.readme, paths["md"].read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError) as err:
         print(f"dabs-rq table: {err}", file=sys.stderr)
         return 2
     print(f"Results table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shlex
+import sys
 import tempfile
 import time
 import warnings
@@ -47,6 +49,18 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as err:
         raise OSError(f"results directory {folder} is not writable ({err.strerror}); set results_dir=<folder>") from err
+
+
+def _launch() -> dict:
+    """How this job was started: the command typed and this job's own overrides (when run by Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"command": None, "job_overrides": None}
+    return {
+        "command": " ".join(["dabs-rq", *(shlex.quote(arg) for arg in sys.argv[1:])]),
+        "job_overrides": list(HydraConfig.get().overrides.task),
+    }
 
 
 def _validate(cfg: DictConfig) -> None:
@@ -166,6 +180,7 @@ def run(cfg: DictConfig) -> list[dict]:
             },
             "encoder_checkpoint": str(output_dir / "encoder.pt"),
             "config": config,
+            **_launch(),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "timings": {"pretrain_s": round(pretrain_seconds, 3), "transfer_s": round(time.perf_counter() - t0, 3)},

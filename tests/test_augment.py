@@ -129,3 +129,21 @@ def test_rank_one_and_integer_inputs_are_rejected():
         randomized_quantization(torch.randn(5))
     with pytest.raises(TypeError, match="floating"):
         randomized_quantization(torch.ones(2, 3, dtype=torch.long))
+
+
+def _largest_allocation(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max((e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0), default=0)
+
+
+def test_memory_is_linear_in_the_input_not_in_the_number_of_bins():
+    x = torch.randn(8, 16, 32, 32)
+    input_bytes = x.numel() * x.element_size()
+    # 64 bins: a per-bin membership mask would need >= 16x the input in one allocation
+    ours = _largest_allocation(lambda: randomized_quantization(x, num_bins=64))
+    assert ours <= 2 * input_bytes, f"largest allocation {ours} B for a {input_bytes} B input"
+    naive = _largest_allocation(lambda: reference_quantize(x, 64, "random", "inside_random"))
+    assert naive >= 16 * input_bytes  # the check can tell the two apart

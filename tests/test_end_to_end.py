@@ -47,6 +47,10 @@ def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_ca
         assert (results / f"records/embedded/embedded_watch_exercise/{algorithm}/seed0.json").exists()
     md = (results / "table.md").read_text()
     assert "| none | emix |" in md.splitlines()[0].replace("Metric | ", "")
+    record = json.loads((results / "records/embedded/embedded_watch_exercise/none/seed0.json").read_text())
+    assert record["command"].startswith("dabs-rq -m experiment=embedded domain=embedded_sensor")
+    assert "algorithm=none" in record["job_overrides"]
+    assert "Produced by:\n- `dabs-rq -m experiment=embedded" in md
 
 
 def test_bad_domain_on_the_command_line_is_one_clear_line(tmp_path):

@@ -77,3 +77,17 @@ def test_table_command_aggregates_several_folders_and_fails_cleanly_on_none(tmp_
     assert "GTSRB" in (out / "table.md").read_text() and "CIFAR-10" in (out / "table.md").read_text()
     assert table_main([str(tmp_path / "empty")]) == 2
     assert "no result records" in capsys.readouterr().err
+
+
+def test_commands_that_produced_the_records_are_listed_and_readme_block_is_replaced(results, tmp_path):
+    path = record_path(results, "exp", "dtd", "rq", 0)
+    record = json.loads(path.read_text())
+    write_json_atomic(path, {**record, "command": "dabs-rq -m experiment=embedded"})
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- TABLE START -->\nold table\n<!-- TABLE END -->\noutro\n")
+    assert table_main([str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("<!-- TABLE END -->\noutro\n")
+    assert "Produced by:\n- `dabs-rq -m experiment=embedded`" in text
+    readme.write_text("no markers")
+    assert table_main([str(results), "--readme", str(readme)]) == 2

@@ -22,6 +22,7 @@ PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
 PAPER_ALGORITHMS = ("none", "emix", "rq")
 KNOWN_ORDER = ("none", "emix", "rq")
 RECORD_FIELDS = ("dataset", "display_name", "domain", "algorithm", "seed", "metric", "value")
+README_START, README_END = "<!-- TABLE START -->", "<!-- TABLE END -->"
 
 
 def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
@@ -39,10 +40,11 @@ def load_records(results_dirs: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]
                 if missing:
                     raise ValueError(f"missing fields {', '.join(missing)}")
                 rows.append({**{f: record[f] for f in RECORD_FIELDS}, "value": float(record["value"]),
-                             "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic"))})
+                             "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic")),
+                             "command": record.get("command")})
             except (OSError, ValueError, TypeError) as err:
                 problems.append(f"{path}: {err}")
-    columns = [*RECORD_FIELDS, "paper_name", "synthetic"]
+    columns = [*RECORD_FIELDS, "paper_name", "synthetic", "command"]
     return pd.DataFrame(rows, columns=columns), problems
 
 
@@ -82,7 +84,7 @@ def _num(value: float, signed: bool = False) -> str:
     return "" if pd.isna(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
 
-def to_markdown(summary: pd.DataFrame) -> str:
+def to_markdown(summary: pd.DataFrame, commands: Sequence[str] = ()) -> str:
     """Human view: a row per dataset, ours (mean ± std (seeds)) per algorithm, paper and delta."""
     algorithms = list(summary["algorithm"].cat.categories)
     with_paper = [a for a in algorithms if a in PAPER_ALGORITHMS and summary.loc[summary.algorithm == a, "paper"].notna().any()]
@@ -107,7 +109,19 @@ def to_markdown(summary: pd.DataFrame) -> str:
         ]) + " |")
     legend = ("Cells: mean ± std over seeds (number of seeds). Paper: Wu et al. 2023, supplement Table 1. "
               "Δ = ours − paper. Synthetic = generated data (not real recordings).")
+    produced = "".join(f"\n- `{command}`" for command in commands)
+    if produced:
+        legend += "\n\nProduced by:" + produced
     return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def inject_into_readme(readme: Path, markdown: str) -> None:
+    """Replace the text between the README's table markers with ``markdown``."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no '{README_START}' ... '{README_END}' block to put the table in")
+    readme.write_text(text[: start + len(README_START)] + "\n" + markdown + text[end:], encoding="utf-8")
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:
@@ -161,7 +175,8 @@ def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None,
     summary = summarize(records, paper)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "png": out_dir / "table.png"}
-    paths["md"].write_text(to_markdown(summary), encoding="utf-8")
+    commands = sorted(c for c in records["command"].dropna().unique())
+    paths["md"].write_text(to_markdown(summary, commands), encoding="utf-8")
     tidy = summary.drop(columns=["paper_name"]).copy()
     tidy["algorithm"] = tidy["algorithm"].astype(str)
     tidy.to_csv(paths["csv"], index=False, float_format="%.4f")
