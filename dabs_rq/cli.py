@@ -1,4 +1,5 @@
-"""Command line: ``dabs-rq [hydra overrides]`` runs jobs; ``dabs-rq table`` rebuilds the table."""
+"""Command line: ``dabs-rq [hydra overrides]`` runs jobs; ``dabs-rq table`` rebuilds the table;
+``dabs-rq data status`` lists the datasets and whether they are on disk."""
 
 from __future__ import annotations
 
@@ -34,6 +35,25 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
+def data_main(argv: list[str]) -> int:
+    from dabs_rq.data import domains, storage
+
+    parser = argparse.ArgumentParser(prog="dabs-rq data", description="Datasets known to dabs-rq and their state.")
+    parser.add_argument("action", choices=["status"], help="status: list every dataset, its state, path and size")
+    parser.add_argument("--data-root", default=None, help=f"data root (default: ${storage.DATA_ENV} or ./DATASETS)")
+    args = parser.parse_args(argv)
+    root = storage.data_root(args.data_root)
+    rows = [storage.status(domains.load(name), root) for name in domains.available()]
+    header = ("dataset", "role", "state", "size", "path")
+    table = [header] + [(r.name, r.role, r.state, r.size, r.path) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    counts = {state: sum(r.state == state for r in rows) for state in sorted({r.state for r in rows})}
+    print(f"\n{len(rows)} datasets under {root}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
+
+
 def _hydra_main() -> None:
     import hydra
     from omegaconf import DictConfig
@@ -58,6 +78,8 @@ def _hydra_main() -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         sys.exit(table_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "data":
+        sys.exit(data_main(sys.argv[2:]))
     _hydra_main()
 
 

@@ -102,7 +102,8 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     """Linear-probe ``encoder`` on one transfer dataset; returns (metric value, details)."""
     task = instantiate(dataset_cfg.task)
     batch_size = cfg.transfer.batch_size or dataset_cfg.batch_size
-    data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size)
+    data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
+                            data_root=cfg.data_root, download=cfg.download)
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
         train_set = _features(cfg, encoder, data.eval_train_dataloader())
@@ -134,7 +135,8 @@ def run(cfg: DictConfig) -> list[dict]:
     encoder = build_encoder(cfg.model, domain.inputs)
     algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=instantiate(cfg.pretrain.optimizer))
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers, batch_size=cfg.pretrain.batch_size)
+    data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers, batch_size=cfg.pretrain.batch_size,
+                            data_root=cfg.data_root, download=cfg.download)
 
     started = time.perf_counter()
     steps = pretrain(cfg, algorithm, data, logger) if algorithm.requires_pretraining else 0
@@ -155,6 +157,7 @@ def run(cfg: DictConfig) -> list[dict]:
             "display_name": dataset_cfg.get("display_name", dataset_cfg.name),
             "paper_name": dataset_cfg.get("paper_name"),
             "synthetic": bool(dataset_cfg.get("synthetic", False)),
+            "quirks": OmegaConf.to_container(dataset_cfg.quirks) if "quirks" in dataset_cfg else {},
             "domain": dataset_cfg.domain,
             "pretrain_dataset": domain.name,
             "algorithm": cfg.algorithm.name,

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from dabs_rq.data import storage
 from dabs_rq.data.tensor_dataset import make_loader
 
 
@@ -17,17 +18,28 @@ class DomainDataModule(pl.LightningDataModule):
     """Train/test loaders of one dataset; ``drop_last`` for pretraining (fixed contrastive batch)."""
 
     def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False) -> None:
         super().__init__()
         self.cfg = dataset_cfg
         self.cache_dir = Path(cache_dir)
+        self.data_root = storage.data_root(data_root)
+        self.download = bool(download)
         self.num_workers = int(dataset_cfg.get("num_workers", 0) if num_workers is None else num_workers)
         self.batch_size = int(batch_size or dataset_cfg.batch_size)
         self._splits: dict[str, Dataset] = {}
 
+    def reader_kwargs(self) -> dict:
+        """What the reader gets besides its YAML arguments: cache, data folder, quirk choices."""
+        kwargs: dict = {"cache_dir": self.cache_dir}
+        if "data" in self.cfg:
+            kwargs["root"] = storage.require(self.cfg, self.data_root, self.download)
+            kwargs["download"] = self.download
+        kwargs.update(self.cfg.get("quirks") or {})
+        return kwargs
+
     def split(self, name: str) -> Dataset:
         if name not in self._splits:
-            self._splits[name] = instantiate(self.cfg.reader, split=name, cache_dir=self.cache_dir)
+            self._splits[name] = instantiate(self.cfg.reader, split=name, **self.reader_kwargs())
         return self._splits[name]
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
