@@ -14,7 +14,8 @@ USER_ERRORS = (DomainConfigError, ValueError, FileNotFoundError, OSError)
 
 
 def table_main(argv: list[str]) -> int:
-    from dabs_rq.results.table import build_table, inject_into_readme, resolve_results_dir
+    from dabs_rq.readme import inject_block
+    from dabs_rq.results.table import build_table, resolve_results_dir
 
     parser = argparse.ArgumentParser(prog="dabs-rq table", description="Rebuild the results table from records.")
     parser.add_argument("results_dirs", nargs="*", type=Path,
@@ -27,7 +28,7 @@ def table_main(argv: list[str]) -> int:
     try:
         paths = build_table(dirs, args.out)
         if args.readme:
-            inject_into_readme(args.readme, paths["md"].read_text(encoding="utf-8"))
+            inject_block(args.readme, "TABLE", paths["md"].read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError) as err:
         print(f"dabs-rq table: {err}", file=sys.stderr)
         return 2
@@ -39,9 +40,21 @@ def data_main(argv: list[str]) -> int:
     from dabs_rq.data import domains, storage
 
     parser = argparse.ArgumentParser(prog="dabs-rq data", description="Datasets known to dabs-rq and their state.")
-    parser.add_argument("action", choices=["status"], help="status: list every dataset, its state, path and size")
+    parser.add_argument("action", choices=["status", "table"],
+                        help="status: every dataset, its state, path and size; table: Markdown list of sources")
     parser.add_argument("--data-root", default=None, help=f"data root (default: ${storage.DATA_ENV} or ./DATASETS)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="with 'table': put it between the DATASETS START/END markers of this file")
     args = parser.parse_args(argv)
+    if args.action == "table":
+        from dabs_rq.readme import inject_block
+
+        markdown = storage.sources_markdown([domains.load(name) for name in domains.available()])
+        if args.readme:
+            inject_block(args.readme, "DATASETS", markdown)
+        else:
+            print(markdown, end="")
+        return 0
     root = storage.data_root(args.data_root)
     rows = [storage.status(domains.load(name), root) for name in domains.available()]
     header = ("dataset", "role", "state", "size", "path")

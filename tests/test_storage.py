@@ -78,3 +78,12 @@ def test_data_status_command_lists_every_dataset():
     assert done.returncode == 0, done.stderr
     assert "embedded_image" in done.stdout and "embedded" in done.stdout
     assert "datasets under" in done.stdout.splitlines()[-1]
+
+
+def test_sources_table_lists_real_datasets_with_their_manual_steps():
+    cfgs = [dataset_cfg(download="manual", manual_steps="register | unzip", license="CC BY 4.0"),
+            OmegaConf.create({"name": "e", "domain": "d", "role": "pretrain"})]
+    markdown = storage.sources_markdown(cfgs)
+    assert markdown.splitlines()[0].startswith("| dataset | role | domain | download | size | license |")
+    assert "| `toy` | transfer | Images | manual | 1 GB | CC BY 4.0 | https://example.org/toy | register \\| unzip |" in markdown
+    assert "`e`" not in markdown  # embedded datasets ship with packages: no download to describe

@@ -88,3 +88,16 @@ def require(cfg: DictConfig, root: Path, allow_download: bool) -> Path:
         f"dataset '{cfg.name}' is not on disk: missing {', '.join(str(p) for p in missing)}; "
         f"{how}, and put it in {folder} (data root: data_root=... or ${DATA_ENV})"
     )
+
+
+def sources_markdown(configs: list[DictConfig]) -> str:
+    """A Markdown table of every real dataset: source, size, license, download mode and manual steps."""
+    lines = ["| dataset | role | domain | download | size | license | source | manual steps |",
+             "|---|---|---|---|---|---|---|---|"]
+    for cfg in sorted((c for c in configs if "data" in c), key=lambda c: (str(c.domain), str(c.name))):
+        data = cfg.data
+        cells = [f"`{cfg.name}`", str(cfg.role), str(cfg.domain), str(data.get("download", "manual")),
+                 str(data.get("size", "?")), str(data.get("license", "?")), str(data.get("source", "?")),
+                 " ".join(str(data.get("manual_steps", "") or "").split()) or "-"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

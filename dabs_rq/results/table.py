@@ -22,7 +22,6 @@ PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
 PAPER_ALGORITHMS = ("none", "emix", "rq")
 KNOWN_ORDER = ("none", "emix", "rq")
 RECORD_FIELDS = ("dataset", "display_name", "domain", "algorithm", "seed", "metric", "value")
-README_START, README_END = "<!-- TABLE START -->", "<!-- TABLE END -->"
 
 
 def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
@@ -113,15 +112,6 @@ def to_markdown(summary: pd.DataFrame, commands: Sequence[str] = ()) -> str:
     if produced:
         legend += "\n\nProduced by:" + produced
     return "\n".join(lines) + "\n\n" + legend + "\n"
-
-
-def inject_into_readme(readme: Path, markdown: str) -> None:
-    """Replace the text between the README's table markers with ``markdown``."""
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme} has no '{README_START}' ... '{README_END}' block to put the table in")
-    readme.write_text(text[: start + len(README_START)] + "\n" + markdown + text[end:], encoding="utf-8")
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:

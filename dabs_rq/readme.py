@@ -1,0 +1,15 @@
+"""Keep generated Markdown blocks of the README (results table, dataset list) in sync with their source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def inject_block(readme: Path, block: str, markdown: str) -> None:
+    """Replace the text between ``<!-- {block} START -->`` and ``<!-- {block} END -->`` with ``markdown``."""
+    start_marker, end_marker = f"<!-- {block} START -->", f"<!-- {block} END -->"
+    text = Path(readme).read_text(encoding="utf-8")
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no '{start_marker}' ... '{end_marker}' block to update")
+    Path(readme).write_text(text[: start + len(start_marker)] + "\n" + markdown + text[end:], encoding="utf-8")
