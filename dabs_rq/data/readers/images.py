@@ -1,0 +1,411 @@
+"""Readers of DABS's natural-image datasets: ImageNet (pretraining) and six transfer sets.
+
+Each reader lists a split's images and labels from the dataset's own on-disk format
+(index files, folders, pickles), reproducing DABS's split rule, then preprocesses every
+image once the way DABS does -- ``Resize((224, 224)) -> CenterCrop(224) -> ToTensor()``,
+no normalisation, no augmentation -- into a uint8 memory-mapped cache under ``cache_dir``.
+Items are ``((image,), label)`` with ``image`` float32 ``[3, 224, 224]`` in [0, 1]; uint8
+divided by 255 is bit-identical to ``ToTensor`` on the resized PIL image.
+
+Layouts under the dataset folder are those of the original archives extracted in place (as
+DABS does); ``download=True`` fetches the archives DABS uses with
+:mod:`torchvision.datasets.utils` where they are public. ImageNet and CUB-200 are manual.
+
+Besides its own keys, every reader takes ``image_size`` (224), ``memmap`` (true; false
+decodes on the fly, for ImageNet's ~200 GB cache) and ``workers`` (threads that build the
+cache; default: all CPUs), and ``download`` and ``root`` from the datamodule.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy.io import loadmat
+from torch.utils.data import Dataset
+from torchvision import transforms
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.folder import IMG_EXTENSIONS, DatasetFolder, find_classes
+from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, memmap_cache
+from dabs_rq.data.storage import DatasetMissingError
+
+SPLITS = ("train", "test")
+IMAGE_SIZE = 224
+Box = tuple[int, int, int, int]
+
+
+# --------------------------------------------------------------------------- downloads
+
+@dataclass(frozen=True)
+class Download:
+    """One file DABS fetches: archives are extracted into the dataset folder, other files kept as they are."""
+
+    url: str
+    md5: str | None = None
+    extract: bool = True
+
+
+VGG = "https://www.robots.ox.ac.uk/~vgg/data"
+DOWNLOADS: dict[str, list[Download]] = {
+    "cifar10": [Download(CIFAR10.url, CIFAR10.tgz_md5)],
+    "dtd": [Download(f"{VGG}/dtd/download/dtd-r1.0.1.tar.gz", "fff73e5086ae6bdbea199a49dfb8a4c1")],
+    "vgg_flower": [
+        Download(f"{VGG}/flowers/102/102flowers.tgz", "52808999861908f626f3c1f4e79d11fa"),
+        Download(f"{VGG}/flowers/102/imagelabels.mat", "e0620be6f572b9609742df49c70aed4d", extract=False),
+    ],
+    # DABS's archive: the official training set (39,209 images). torchvision.datasets.GTSRB
+    # downloads a different training archive (GTSRB-Training_fixed.zip), so it is not used.
+    "traffic_sign": [Download("https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
+                              "GTSRB_Final_Training_Images.zip")],
+    "aircraft": [Download(f"{VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz")],
+}
+
+
+def _fetch(name: str, root: Path) -> None:
+    for item in DOWNLOADS[name]:
+        if item.extract:
+            download_and_extract_archive(item.url, download_root=str(root), md5=item.md5)
+        else:
+            download_url(item.url, str(root), md5=item.md5)
+
+
+def ensure_files(name: str, root: Path, needed: Iterable[Path], download: bool) -> None:
+    """Fetch ``name`` when asked to and a needed file is missing; then insist that all are there.
+
+    Downloading only when something is missing keeps a present (or hand-placed) copy from
+    being re-fetched because its checksum differs.
+    """
+    needed = list(needed)
+    if download and name in DOWNLOADS and not all(p.exists() for p in needed):
+        _fetch(name, root)
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise DatasetMissingError(f"dataset '{name}' is incomplete in {root}: missing {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------- preprocessing and cache
+
+def dabs_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
+    """DABS's image pipeline up to ``ToTensor``, ending in uint8 (``ToTensor`` = this / 255)."""
+    size = (image_size, image_size)
+    return transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.PILToTensor()])
+
+
+def open_rgb(path: str | Path, box: Box | None = None) -> Image.Image:
+    """The image at ``path`` as RGB (CMYK/greyscale files exist in ImageNet and CUB), cropped to ``box``."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    return image.crop(box) if box is not None else image
+
+
+# Image sources and the preprocessing step are small classes rather than closures so that
+# an on-the-fly dataset (memmap: false) can be sent to DataLoader worker processes.
+
+@dataclass
+class FileImages:
+    """Image ``i`` = file ``paths[i]`` as RGB, cropped to ``boxes[i]`` when boxes are given."""
+
+    paths: list[str]
+    boxes: list[Box] | None = None
+
+    def __call__(self, i: int) -> Image.Image:
+        return open_rgb(self.paths[i], self.boxes[i] if self.boxes is not None else None)
+
+
+@dataclass
+class ArrayImages:
+    """Image ``i`` = ``pixels[i]``, a uint8 ``[H, W, 3]`` array (CIFAR-10)."""
+
+    pixels: np.ndarray
+
+    def __call__(self, i: int) -> Image.Image:
+        return Image.fromarray(self.pixels[i])
+
+
+@dataclass
+class Preprocessed:
+    """Row ``i`` of the cache: ``transform(open_image(i))`` as a uint8 ``[3, s, s]`` array."""
+
+    open_image: Callable[[int], Image.Image]
+    transform: Callable[[Image.Image], torch.Tensor]
+
+    def __call__(self, i: int) -> np.ndarray:
+        return self.transform(self.open_image(i)).numpy()
+
+
+class ImageArrayDataset(ArrayDataset):
+    """uint8 ``[N, 3, H, W]`` (memory-mapped) images served as float32 in [0, 1]; batch indexing supported."""
+
+    def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        (images,), labels = super().__getitem__(index)
+        return (images.div_(255.0),), labels  # in place: the uint8 -> float32 cast made a fresh tensor
+
+
+class LazyImageDataset(Dataset):
+    """Decodes and preprocesses one image per item (``memmap: false``): no cache on disk, needs loader workers."""
+
+    def __init__(self, load: Callable[[int], np.ndarray], labels: np.ndarray) -> None:
+        self.load, self.labels = load, torch.as_tensor(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor], torch.Tensor]:
+        return (torch.from_numpy(self.load(index)).float().div_(255.0),), self.labels[index]
+
+
+class ParallelRows:
+    """A ``fill(i)`` for :func:`memmap_cache` that decodes images on a thread pool, a chunk at a time.
+
+    PIL releases the GIL while decoding and resizing, so threads give a near-linear speed-up
+    when a cache is first built (ImageNet: 1.3 M JPEGs). The pool starts on the first call only.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None,
+                 chunk: int = 256) -> None:
+        self.load, self.count, self.chunk = load, count, chunk
+        self.workers = workers or _cpus()
+        self._pool: ThreadPoolExecutor | None = None
+        self._start, self._rows = 0, []
+
+    def __call__(self, i: int) -> np.ndarray:
+        if not self._start <= i < self._start + len(self._rows):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers)
+            self._start = i
+            self._rows = list(self._pool.map(self.load, range(i, min(i + self.chunk, self.count))))
+        return self._rows[i - self._start]
+
+    def __enter__(self) -> "ParallelRows":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _cpus() -> int:
+    """CPUs this process may use (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def digest(items: Iterable[Any]) -> str:
+    """A short fingerprint of a sample list (paths, labels, boxes), so that changed data gets a new cache."""
+    sha = hashlib.sha1()
+    for item in items:
+        sha.update(repr(item).encode())
+        sha.update(b"\n")
+    return sha.hexdigest()[:16]
+
+
+def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image], labels: Sequence[int],
+                  cache_dir: Path, source: str, settings: dict[str, Any] | None = None, image_size: int = IMAGE_SIZE,
+                  memmap: bool = True, workers: int | None = None) -> Dataset:
+    """Items ``((float32 [3, s, s] in [0, 1],), label)`` for images ``open_image(i)``, cached as uint8 memmap.
+
+    The cache file is keyed by dataset, split, ``source`` (a fingerprint of the sample list),
+    ``image_size`` and the reader's ``settings`` (split/crop choices), so any change builds a
+    new one. ``memmap=False`` decodes on the fly instead; ``workers`` threads build the cache.
+    """
+    load = Preprocessed(open_image, dabs_transform(image_size))
+    labels = np.asarray(labels, dtype=np.int64)
+    if not memmap:
+        return LazyImageDataset(load, labels)
+    key = cache_key(dataset=name, split=split, source=source, image_size=image_size, **(settings or {}))
+    path = Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"
+    with ParallelRows(load, len(labels), workers) as fill:
+        images = memmap_cache(path, len(labels), (3, image_size, image_size), np.uint8, fill,
+                              desc=f"{name} {split}: resizing images")
+    return ImageArrayDataset([images], labels)
+
+
+def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Sequence[int], cache_dir: Path,
+                  boxes: Sequence[Box] | None = None, settings: dict[str, Any] | None = None,
+                  **options: Any) -> Dataset:
+    """:func:`image_dataset` of image files (optionally cropped to ``boxes``, as DABS does for Aircraft)."""
+    paths = [str(p) for p in paths]
+    labels = [int(y) for y in labels]
+    if not paths:
+        raise DatasetMissingError(f"dataset '{name}': no {split} images found")
+    boxes = list(boxes) if boxes is not None else None
+    source = digest(zip(paths, labels, boxes if boxes is not None else [None] * len(paths)))
+    return image_dataset(name, split, FileImages(paths, boxes), labels, cache_dir, source, settings, **options)
+
+
+def _is_train(split: str) -> bool:
+    """True for the train split; DABS has only ``train`` and ``test`` (its ``train=False``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    return split == "train"
+
+
+def per_class_split(groups: Iterable[tuple[int, Sequence[Any]]], train: bool, seed: int = 42,
+                    train_fraction: float = 0.8) -> tuple[list[Any], list[int]]:
+    """DABS's per-class random split (Flowers, GTSRB): items and labels of one side.
+
+    One ``RandomState(seed)`` shuffles each class's items in turn, in the order ``groups``
+    gives the classes; the first ``int(train_fraction * n)`` of a class are train, the rest test.
+    """
+    rs = np.random.RandomState(seed)
+    items, labels = [], []
+    for label, members in groups:
+        order = np.arange(len(members))
+        rs.shuffle(order)
+        cut = int(train_fraction * len(members))
+        chosen = order[:cut] if train else order[cut:]
+        items += [members[j] for j in chosen]
+        labels += [label] * len(chosen)
+    return items, labels
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- datasets
+
+def cifar10(split: str, cache_dir: Path, root: Path, download: bool = False, **options: Any) -> Dataset:
+    """CIFAR-10: official train (50k) / test (10k) python-pickle batches in ``cifar-10-batches-py/``.
+
+    The batches are read directly (``torchvision.datasets.CIFAR10`` would insist on the
+    published checksums); ``download=True`` fetches the same archive torchvision does.
+    """
+    train = _is_train(split)
+    folder = Path(root) / CIFAR10.base_folder
+    files = [folder / name for name, _ in (CIFAR10.train_list if train else CIFAR10.test_list)]
+    ensure_files("cifar10", Path(root), files, download)
+    batches = []
+    for path in files:
+        with open(path, "rb") as f:
+            batches.append(pickle.load(f, encoding="latin1"))
+    pixels = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+    pixels = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))  # HWC, as PIL wants
+    labels = np.concatenate([b["labels"] for b in batches])
+    source = digest((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return image_dataset("cifar10", split, ArrayImages(pixels), labels, cache_dir, source, **options)
+
+
+def cu_birds(split: str, cache_dir: Path, root: Path, download: bool = False, **options: Any) -> Dataset:
+    """CUB-200-2011: official ``train_test_split.txt`` (5,994 / 5,794), label = class id - 1, no bbox crop.
+
+    Manual download (``download`` cannot fetch it; accepted for the common reader signature).
+    """
+    train = _is_train(split)
+    base = Path(root) / "CUB_200_2011"
+    tables = {"images.txt": "path", "image_class_labels.txt": "class_id", "train_test_split.txt": "is_train"}
+    ensure_files("cu_birds", Path(root), [base / name for name in tables], download)
+    table = pd.concat([pd.read_csv(base / name, sep=" ", header=None, names=["id", column], index_col="id")
+                       for name, column in tables.items()], axis=1, join="inner")
+    rows = table[table.is_train == int(train)]
+    return files_dataset("cu_birds", split, [base / "images" / p for p in rows.path], rows.class_id - 1,
+                         cache_dir, **options)
+
+
+def vgg_flower(split: str, cache_dir: Path, root: Path, download: bool = False, seed: int = 42,
+               train_fraction: float = 0.8, **options: Any) -> Dataset:
+    """Oxford Flowers-102, DABS's split: per-class random 80/20 of all 8,189 images (``setid.mat`` unused).
+
+    Classes are visited in order of first appearance in ``imagelabels.mat`` (DABS's dict
+    order), each shuffled by one shared ``RandomState(42)``; labels 1..102 become 0..101.
+    """
+    train = _is_train(split)
+    root = Path(root)
+    ensure_files("vgg_flower", root, [root / "jpg", root / "imagelabels.mat"], download)
+    labels = loadmat(root / "imagelabels.mat")["labels"].reshape(-1).astype(int) - 1
+    classes: dict[int, list[int]] = {}
+    for image_id, label in enumerate(labels, start=1):
+        classes.setdefault(int(label), []).append(image_id)
+    ids, split_labels = per_class_split(classes.items(), train, seed, train_fraction)
+    paths = [root / "jpg" / f"image_{i:05d}.jpg" for i in ids]
+    return files_dataset("vgg_flower", split, paths, split_labels, cache_dir, **options)
+
+
+def dtd(split: str, cache_dir: Path, root: Path, download: bool = False, partition: int = 1,
+        **options: Any) -> Dataset:
+    """DTD: ``train{p}.txt`` + ``val{p}.txt`` (3,760) / ``test{p}.txt`` (1,880); label = index in sorted categories."""
+    train = _is_train(split)
+    base = Path(root) / "dtd"
+    lists = [base / "labels" / f"{name}{partition}.txt" for name in (["train", "val"] if train else ["test"])]
+    ensure_files("dtd", Path(root), [base / "images", *lists], download)
+    categories = sorted(p.name for p in (base / "images").iterdir() if p.is_dir())
+    rows = [row for path in lists for row in _lines(path)]
+    labels = [categories.index(row.split("/")[0]) for row in rows]
+    return files_dataset("dtd", split, [base / "images" / row for row in rows], labels, cache_dir,
+                         settings={"partition": partition}, **options)
+
+
+def traffic_sign(split: str, cache_dir: Path, root: Path, download: bool = False, seed: int = 42,
+                 train_fraction: float = 0.8, num_classes: int = 43, gtsrb_sorted_files: bool = True,
+                 **options: Any) -> Dataset:
+    """GTSRB, DABS's split: the official training set only, per-class random 80/20 with ``RandomState(42)``.
+
+    Quirk ``gtsrb_sorted_files``: DABS shuffles each class's files in ``glob`` order, which
+    depends on the filesystem; ``true`` sorts them first (reproducible anywhere), ``false``
+    keeps this filesystem's ``glob`` order as DABS did.
+    """
+    train = _is_train(split)
+    images = Path(root) / "GTSRB" / "Final_Training" / "Images"
+    ensure_files("traffic_sign", Path(root), [images], download)
+
+    def files(label: int) -> list[str]:
+        found = glob.glob(str(images / f"{label:05d}" / "*.ppm"))
+        return sorted(found) if gtsrb_sorted_files else found
+
+    paths, labels = per_class_split(((c, files(c)) for c in range(num_classes)), train, seed, train_fraction)
+    return files_dataset("traffic_sign", split, paths, labels, cache_dir,
+                         settings={"gtsrb_sorted_files": gtsrb_sorted_files}, **options)
+
+
+def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, aircraft_bbox_crop: bool = True,
+             aircraft_head_outputs: int = 102, **options: Any) -> Dataset:
+    """FGVC-Aircraft 2013b: ``images_variant_trainval.txt`` (6,667) / ``images_variant_test.txt`` (3,333).
+
+    Label = index of the variant in the sorted variant names. Quirks: ``aircraft_bbox_crop``
+    crops each image to its ``images_box.txt`` box before resizing (DABS); the head has
+    ``aircraft_head_outputs`` logits (DABS: 102 for 100 variants), checked to hold every label.
+    """
+    train = _is_train(split)
+    data = Path(root) / "fgvc-aircraft-2013b" / "data"
+    index = data / f"images_variant_{'trainval' if train else 'test'}.txt"
+    ensure_files("aircraft", Path(root), [data / "images", data / "variants.txt", data / "images_box.txt", index],
+                 download)
+    variants = sorted(_lines(data / "variants.txt"))
+    if aircraft_head_outputs < len(variants):
+        raise ValueError(f"aircraft_head_outputs={aircraft_head_outputs} cannot hold {len(variants)} variants")
+    rows = [line.split(" ", 1) for line in _lines(index)]
+    boxes = None
+    if aircraft_bbox_crop:
+        all_boxes = {name: tuple(int(v) for v in box) for name, *box in map(str.split, _lines(data / "images_box.txt"))}
+        boxes = [all_boxes[name] for name, _ in rows]
+    paths = [data / "images" / f"{name}.jpg" for name, _ in rows]
+    labels = [variants.index(variant) for _, variant in rows]
+    return files_dataset("aircraft", split, paths, labels, cache_dir, boxes=boxes,
+                         settings={"aircraft_bbox_crop": aircraft_bbox_crop}, **options)
+
+
+def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
+             folders: dict[str, str] | None = None, **options: Any) -> Dataset:
+    """ImageNet-1k as two ImageFolders (``train/`` and ``val/``, one folder per wnid); label = sorted wnid index.
+
+    Classes come from the train folder for both splits, so labels agree even if a split
+    lacks a class. Manual download (``download`` is accepted for the common signature).
+    """
+    _is_train(split)  # validates the name
+    folders = {"train": "train", "test": "val", **(folders or {})}
+    ensure_files("imagenet", Path(root), [Path(root) / f for f in folders.values()], download)
+    _, class_to_idx = find_classes(Path(root) / folders["train"])
+    samples = DatasetFolder.make_dataset(str(Path(root) / folders[split]), class_to_idx, extensions=IMG_EXTENSIONS)
+    paths, labels = zip(*samples) if samples else ((), ())
+    return files_dataset("imagenet", split, paths, labels, cache_dir, **options)
