@@ -1,0 +1,459 @@
+"""Readers of the DABS speech datasets: LibriSpeech, VoxCeleb1, AudioMNIST, Speech Commands, Fluent Speech.
+
+Every reader indexes its dataset (through ``torchaudio.datasets`` where one exists,
+for the file lists and official splits only), decodes audio with ``soundfile`` and turns
+each clip into DABS's log-mel "image":
+
+1. native sample rate (no resampling; AudioMNIST stays at 48 kHz), channel 0;
+2. fixed length of :data:`MAX_LENGTH` = 150,526 samples: a shorter clip is zero-padded at
+   the end; a longer one keeps its first window (evaluation) or, in training, its first
+   or its last window at random;
+3. ``librosa.feature.melspectrogram(y, sr, hop_length=672, n_mels=224)`` with librosa's
+   defaults (n_fft = win_length = 2048, periodic Hann, ``center=True``, power 2, Slaney
+   mel scale and Slaney area normalisation, 0 Hz .. sr/2), computed with
+   ``torchaudio.transforms.MelSpectrogram(norm="slaney", mel_scale="slaney")``. Padding
+   of the centred frames is ``reflect`` (librosa < 0.10, the DABS 1.0 era; librosa
+   >= 0.10 pads with zeros: ``pad_mode="constant"``), which only touches the edge frames;
+4. ``librosa.power_to_db(S ** 2)`` (ref 1.0, amin 1e-10, top_db 80, the 80 dB floor taken
+   per clip), computed with ``torchaudio.functional.amplitude_to_DB`` on a
+   ``[B, 1, F, T]`` batch, whose per-example floor is exactly librosa's per-clip one.
+   Squaring the power is DABS's quirk: ``power_to_db(S**2) == 2 * power_to_db(S,
+   amin=1e-5, top_db=40)``, i.e. a 40 dB dynamic range on a doubled scale;
+5. ``(x - mean) / std`` with the dataset's scalar constants -> float32 ``[1, 224, 224]``.
+
+The result matches librosa 0.11 (``pad_mode="reflect"``) to within 1e-3 dB.
+
+Spectrograms are computed once per (data folder, file list, split, settings; not labels,
+so the three Fluent tasks share one) and stored, normalised, as float16 memory maps under
+``cache_dir/speech``, with the clip lengths of the training split. The training-time
+random window is kept exactly as in DABS by caching both windows: the first window of
+every clip and, in a second array, the last window of every clip longer than 150,526
+samples; each access of a long training clip then draws first-or-last with a fresh coin
+from torch's global generator (seeded by ``seed_everything``; per worker in loader
+workers), like DABS's unseeded ``random.getrandbits(1)`` in every ``__getitem__``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from torch import Tensor
+
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, memmap_cache
+
+MAX_LENGTH = 150_526
+N_MELS = 224
+SPLITS = ("train", "test")
+#: clips decoded and transformed together when a cache is built
+CHUNK = 64
+
+LIBRISPEECH_TRAIN = ("train-clean-100", "train-clean-360", "train-other-500")
+AUDIO_MNIST_TRAIN_SPEAKERS = (28, 56, 7, 19, 35, 1, 6, 16, 23, 34, 46, 53, 36, 57, 9, 24, 37, 2, 8, 17, 29, 39, 48,
+                              54, 43, 58, 14, 25, 38, 3, 10, 20, 30, 40, 49, 55)
+AUDIO_MNIST_VAL_SPEAKERS = (12, 47, 59, 15, 27, 41, 4, 11, 21, 31, 44, 50)
+AUDIO_MNIST_TEST_SPEAKERS = (26, 52, 60, 18, 32, 42, 5, 13, 22, 33, 45, 51)
+#: DABS's label order (index = class); 35 words + ``_background_noise_`` (36 outputs)
+GSC_LABELS = ("eight", "right", "happy", "three", "yes", "up", "no", "stop", "on", "four", "nine", "zero", "down",
+              "go", "six", "two", "left", "five", "off", "seven", "one", "cat", "bird", "marvin", "wow", "tree", "dog",
+              "sheila", "bed", "house", "follow", "visual", "backward", "forward", "learn", "_background_noise_")
+GSC_BACKGROUND = "_background_noise_"
+FLUENT_LABELS = {
+    "action": ("change language", "activate", "deactivate", "increase", "decrease", "bring"),
+    "object": ("none", "music", "lights", "volume", "heat", "lamp", "newspaper", "juice", "socks", "shoes", "Chinese",
+               "Korean", "English", "German"),
+    "location": ("none", "kitchen", "bedroom", "washroom"),
+}
+
+
+# --------------------------------------------------------------------------- front-end
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """The DABS log-mel settings of one dataset (all of them are part of the cache key)."""
+
+    mean: float
+    std: float
+    db_of_squared_power: bool = True
+    resample_to: int | None = None
+    pad_mode: str = "reflect"
+    max_length: int = MAX_LENGTH
+    n_fft: int = 2048
+    hop_length: int = 672
+    n_mels: int = N_MELS
+
+    def scale(self) -> tuple[float, float]:
+        """(mean, std) to normalise with: DABS's constants, halved for ``power_to_db(S)``.
+
+        The DABS constants describe ``power_to_db(S**2)``, which is twice the dB value of
+        ``S``; halving them keeps the normalised scale comparable (exact away from the floor).
+        """
+        if self.db_of_squared_power:
+            return self.mean, self.std
+        return self.mean / 2, self.std / 2
+
+
+@lru_cache(maxsize=8)
+def _mel(sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
+         pad_mode: str) -> torchaudio.transforms.MelSpectrogram:
+    """librosa-default mel power spectrogram (Slaney mel scale and normalisation) at ``sample_rate``."""
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop_length, f_min=0.0, f_max=None,
+        n_mels=n_mels, window_fn=torch.hann_window, power=2.0, normalized=False, center=True, pad_mode=pad_mode,
+        norm="slaney", mel_scale="slaney",
+    )
+
+
+def fix_length(wave: np.ndarray, length: int = MAX_LENGTH, last: bool = False) -> np.ndarray:
+    """``length`` samples: the first (or, with ``last``, the final) window, or the clip zero-padded at the end."""
+    if len(wave) > length:
+        return wave[-length:] if last else wave[:length]
+    out = np.zeros(length, dtype=np.float32)
+    out[: len(wave)] = wave
+    return out
+
+
+def log_mel(waves: Tensor, sample_rate: int, front_end: FrontEnd) -> Tensor:
+    """[B, samples] waveforms -> [B, 1, n_mels, frames] normalised DABS log-mel spectrograms (float32)."""
+    fe = front_end
+    power = _mel(sample_rate, fe.n_fft, fe.hop_length, fe.n_mels, fe.pad_mode)(waves.float()).unsqueeze(1)
+    if fe.db_of_squared_power:
+        power = power**2
+    db = torchaudio.functional.amplitude_to_DB(power, multiplier=10.0, amin=1e-10, db_multiplier=0.0, top_db=80.0)
+    mean, std = fe.scale()
+    return (db - mean) / std
+
+
+def frames(front_end: FrontEnd) -> int:
+    """Number of STFT frames of a fixed-length clip (224 for DABS's settings)."""
+    return 1 + front_end.max_length // front_end.hop_length
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Channel 0 of an audio file as float32 in [-1, 1) and its native sample rate."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data[:, 0], int(rate)
+
+
+def _prepare(path: Path, front_end: FrontEnd) -> tuple[np.ndarray, int]:
+    """Decoded clip, resampled only if the front-end asks for it (not DABS)."""
+    wave, rate = read_audio(path)
+    if front_end.resample_to and rate != front_end.resample_to:
+        wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, front_end.resample_to).numpy()
+        rate = front_end.resample_to
+    return wave, rate
+
+
+def _spectrogram_batch(paths: Sequence[Path], front_end: FrontEnd, last: bool) -> np.ndarray:
+    """Normalised log-mels of ``paths`` (their first or last windows) as [B, 1, n_mels, frames] float16."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # soundfile releases the GIL
+        decoded = list(pool.map(lambda p: _prepare(p, front_end), paths))
+    out = np.empty((len(paths), 1, front_end.n_mels, frames(front_end)), dtype=np.float16)
+    for rate in sorted({r for _, r in decoded}):
+        rows = [i for i, (_, r) in enumerate(decoded) if r == rate]
+        waves = torch.from_numpy(np.stack([fix_length(decoded[i][0], front_end.max_length, last) for i in rows]))
+        with torch.no_grad():
+            out[rows] = log_mel(waves, rate, front_end).numpy().astype(np.float16)
+    return out
+
+
+def _chunked(build: Callable[[range], np.ndarray], count: int, chunk: int = CHUNK) -> Callable[[int], np.ndarray]:
+    """A row-by-row ``fill(i)`` for :func:`memmap_cache` that computes ``chunk`` rows at a time."""
+    held: dict[int, np.ndarray] = {}
+
+    def fill(i: int) -> np.ndarray:
+        start = i - i % chunk
+        if start not in held:
+            held.clear()
+            held[start] = build(range(start, min(start + chunk, count)))
+        return held[start][i - start]
+
+    return fill
+
+
+def _lengths(paths: Sequence[Path], front_end: FrontEnd) -> np.ndarray:
+    """Clip lengths in samples at the rate the front-end sees (header reads only, unless resampling)."""
+    def length(path: Path) -> int:
+        info = sf.info(str(path))
+        if front_end.resample_to and info.samplerate != front_end.resample_to:
+            return int(np.ceil(info.frames * front_end.resample_to / info.samplerate))
+        return int(info.frames)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return np.fromiter(pool.map(length, paths), dtype=np.int64, count=len(paths))
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class SpeechDataset(ArrayDataset):
+    """Cached spectrograms ``(([1, 224, 224],), label)``; batch-indexable.
+
+    With ``last`` (training), a clip longer than the window (``last_row[i] >= 0``) is read
+    as its first or its last window with probability 1/2 each, drawn anew at every access.
+    ``files`` lists the audio file of every example (for inspection).
+    """
+
+    def __init__(self, first: np.ndarray, labels: np.ndarray, files: Sequence[str], last: np.ndarray | None = None,
+                 last_row: np.ndarray | None = None) -> None:
+        super().__init__([first], labels)
+        self.files = list(files)
+        self.last, self.last_row = last, last_row
+
+    def __getitem__(self, index: int | list[int]) -> tuple[tuple[Tensor, ...], Tensor]:
+        (x,), y = super().__getitem__(index)
+        if self.last is None:
+            return (x,), y
+        rows = np.atleast_1d(self.last_row[index])
+        flip = (rows >= 0) & (torch.rand(len(rows)) < 0.5).numpy()
+        if flip.any():
+            batch = x.view(-1, *x.shape[-3:])
+            picked = torch.as_tensor(np.asarray(self.last[rows[flip]])).to(batch.dtype)
+            batch[torch.from_numpy(np.flatnonzero(flip))] = picked
+        return (x,), y
+
+
+@dataclass(frozen=True)
+class Clips:
+    """One split of a dataset: audio files and integer labels, in a fixed order."""
+
+    files: list[Path]
+    labels: np.ndarray
+
+
+def _cache_path(cache_dir: Path, name: str, split: str, window: str, root: Path, clips: Clips,
+                front_end: FrontEnd) -> Path:
+    """Cache file of one (file list, window, front-end) combination; labels are not part of it."""
+    files = [os.path.relpath(f, root) for f in clips.files]
+    key = cache_key(root=str(Path(root).resolve()), files=files, window=window, **asdict(front_end))
+    return Path(cache_dir) / "speech" / f"{name}-{split}-{window}-{key}.npy"
+
+
+def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, name: str,
+                        front_end: FrontEnd) -> SpeechDataset:
+    """The cached :class:`SpeechDataset` of ``clips`` (built on first use; random windows for ``train``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if not clips.files:
+        raise FileNotFoundError(f"{name} ({split}): no audio files found under {root}")
+    shape = (1, front_end.n_mels, frames(front_end))
+    count = len(clips.files)
+    first = memmap_cache(
+        _cache_path(cache_dir, name, split, "first", root, clips, front_end), count, shape, np.float16,
+        _chunked(lambda rows: _spectrogram_batch([clips.files[i] for i in rows], front_end, last=False), count),
+        desc=f"{name} {split} spectrograms",
+    )
+    files = [str(f) for f in clips.files]
+    if split != "train":
+        return SpeechDataset(first, clips.labels, files)
+    lengths = memmap_cache(
+        _cache_path(cache_dir, name, split, "lengths", root, clips, front_end), count, (), np.int64,
+        _chunked(lambda rows: _lengths([clips.files[i] for i in rows], front_end), count, chunk=1024),
+        desc=f"{name} {split} clip lengths",
+    )
+    long = np.flatnonzero(np.asarray(lengths) > front_end.max_length)
+    if not len(long):
+        return SpeechDataset(first, clips.labels, files)
+    last = memmap_cache(
+        _cache_path(cache_dir, name, split, "last", root, clips, front_end), len(long), shape, np.float16,
+        _chunked(lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
+                 len(long)),
+        desc=f"{name} {split} last windows",
+    )
+    last_row = np.full(count, -1, dtype=np.int64)
+    last_row[long] = np.arange(len(long))
+    return SpeechDataset(first, clips.labels, files, last=last, last_row=last_row)
+
+
+def _front_end(mean: float, std: float, db_of_squared_power: bool, pad_mode: str,
+               resample_to: int | None = None) -> FrontEnd:
+    """The front-end of a reader's YAML arguments (cast: Hydra may hand over OmegaConf nodes)."""
+    return FrontEnd(mean=float(mean), std=float(std), db_of_squared_power=bool(db_of_squared_power),
+                    pad_mode=str(pad_mode), resample_to=resample_to)
+
+
+def _index_map(values: Iterable) -> dict:
+    """Class index of every distinct value, in sorted order (DABS's speaker-id mapping)."""
+    return {v: i for i, v in enumerate(sorted(set(values)))}
+
+
+# --------------------------------------------------------------------------- LibriSpeech
+
+
+def _librispeech_subset(root: Path, subset: str, download: bool) -> tuple[list[Path], list[int]]:
+    """Files and speaker ids of one LibriSpeech subset, in torchaudio's (sorted) walker order."""
+    if download:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    ds = torchaudio.datasets.LIBRISPEECH(root, url=subset, folder_in_archive="LibriSpeech", download=download)
+    meta = [ds.get_metadata(n) for n in range(len(ds))]
+    return [Path(root) / "LibriSpeech" / m[0] for m in meta], [int(m[3]) for m in meta]
+
+
+def librispeech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
+                train_subsets: Sequence[str] = LIBRISPEECH_TRAIN, test_subset: str = "dev-clean",
+                db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+    """LibriSpeech pretraining set: ``train`` = the 960 h subsets, ``test`` = dev-clean.
+
+    Labels are speaker indices (sorted speaker ids of the split); pretraining ignores them.
+    """
+    subsets = list(train_subsets) if split == "train" else [test_subset]
+    files, speakers = [], []
+    for subset in subsets:
+        f, s = _librispeech_subset(root, subset, download)
+        files += f
+        speakers += s
+    index = _index_map(speakers)
+    clips = Clips(files, np.array([index[s] for s in speakers], dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
+    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech", front_end)
+
+
+def per_speaker_split(speakers: Sequence[int], train_fraction: float = 0.8, seed: int = 42) -> tuple[list[int],
+                                                                                                      list[int]]:
+    """DABS's LibriSpeech split: per speaker (sorted), shuffle its utterances with one RandomState, first 80% train."""
+    rs = np.random.RandomState(seed)
+    speakers = np.asarray(speakers)
+    train, test = [], []
+    for speaker in sorted(set(speakers.tolist())):
+        rows = np.where(speakers == speaker)[0]
+        rs.shuffle(rows)
+        cut = int(train_fraction * len(rows))
+        train += rows[:cut].tolist()
+        test += rows[cut:].tolist()
+    return train, test
+
+
+def librispeech_speaker_id(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
+                           subset: str = "dev-clean", train_fraction: float = 0.8, split_seed: int = 42,
+                           db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+    """Speaker identification on dev-clean (40 speakers), DABS's per-speaker 80/20 split with RandomState(42)."""
+    files, speakers = _librispeech_subset(root, subset, download)
+    index = _index_map(speakers)
+    train, test = per_speaker_split(speakers, train_fraction, split_seed)
+    rows = train if split == "train" else test
+    clips = Clips([files[i] for i in rows], np.array([index[speakers[i]] for i in rows], dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
+    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech_speaker_id", front_end)
+
+
+# --------------------------------------------------------------------------- VoxCeleb1
+
+
+def voxceleb1(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
+              db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+    """VoxCeleb1 speaker identification from ``iden_split.txt``: train = sets 1 + 2, test = set 3.
+
+    Labels index the sorted speaker ids of all three sets (DABS indexes each split's own
+    speakers, which is the same mapping since every speaker is in every set). The data
+    is manual: ``download`` is ignored (torchaudio would fetch the archives from a host
+    that now needs registration).
+    """
+    subsets = ("train", "dev") if split == "train" else ("test",)
+    lists = {s: torchaudio.datasets.VoxCeleb1Identification(root, subset=s, download=False)
+             for s in ("train", "dev", "test")}
+    index = _index_map(Path(lists[s].get_metadata(n)[0]).parts[0] for s in lists for n in range(len(lists[s])))
+    files, labels = [], []
+    for s in subsets:
+        for n in range(len(lists[s])):
+            relative = lists[s].get_metadata(n)[0]
+            files.append(Path(root) / "wav" / relative)
+            labels.append(index[Path(relative).parts[0]])
+    clips = Clips(files, np.array(labels, dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
+    return spectrogram_dataset(clips, split, cache_dir, root, "voxceleb1", front_end)
+
+
+# --------------------------------------------------------------------------- AudioMNIST
+
+
+def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
+                native_sample_rate: bool = True, db_of_squared_power: bool = True,
+                pad_mode: str = "reflect") -> SpeechDataset:
+    """AudioMNIST digits (``data/NN/{digit}_{speaker}_{rep}.wav``), DABS's speaker split (48 / 12 speakers).
+
+    ``native_sample_rate`` (DABS) keeps the 48 kHz audio; ``False`` resamples to 16 kHz
+    like the other speech datasets. The clone is manual: ``download`` is ignored.
+    """
+    speakers = AUDIO_MNIST_TRAIN_SPEAKERS + AUDIO_MNIST_VAL_SPEAKERS if split == "train" else AUDIO_MNIST_TEST_SPEAKERS
+    files = [f for s in speakers for f in sorted((Path(root) / "data" / f"{s:02d}").glob("*.wav"))]
+    clips = Clips(files, np.array([int(f.name.split("_")[0]) for f in files], dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode, None if native_sample_rate else 16_000)
+    return spectrogram_dataset(clips, split, cache_dir, root, "audio_mnist", front_end)
+
+
+# --------------------------------------------------------------------------- Speech Commands
+
+
+def _speech_commands(root: Path, subset: str | None, url: str, folder_in_archive: str,
+                     download: bool) -> list[tuple[Path, str]]:
+    """(file, word) of one torchaudio SPEECHCOMMANDS subset (None = every word clip), sorted."""
+    if download:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    ds = torchaudio.datasets.SPEECHCOMMANDS(root, url=url, folder_in_archive=folder_in_archive, download=download,
+                                            subset=subset)
+    meta = [ds.get_metadata(n) for n in range(len(ds))]
+    return [(Path(root) / folder_in_archive / m[0], m[2]) for m in meta]
+
+
+def google_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
+                  url: str = "speech_commands_v0.02", folder_in_archive: str = "SpeechCommands",
+                  gsc_train_includes_test: bool = True, gsc_background_noise_class: bool = True,
+                  db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+    """Google Speech Commands v0.02, 35 words (+ ``_background_noise_``), labels in DABS's order.
+
+    ``test`` = ``testing_list.txt``. ``train`` = the official training files plus
+    ``validation_list.txt``; with ``gsc_train_includes_test`` (DABS's bug: list lines kept
+    their newline, so nothing was removed) it is every clip, test files included, plus
+    the validation list a second time. ``gsc_background_noise_class`` adds the six long
+    ``_background_noise_`` recordings to train as class 35, as DABS's directory walk did.
+    """
+    def get(subset: str | None) -> list[tuple[Path, str]]:
+        return _speech_commands(root, subset, url, folder_in_archive, download)
+
+    if split == "test":
+        items = get("testing")
+    else:
+        items = get(None) if gsc_train_includes_test else get("training")
+        if gsc_background_noise_class:
+            folder = Path(root) / folder_in_archive / url / GSC_BACKGROUND
+            items += [(f, GSC_BACKGROUND) for f in sorted(folder.glob("*.wav"))]
+        items += get("validation")
+    clips = Clips([f for f, _ in items], np.array([GSC_LABELS.index(w.lower()) for _, w in items], dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
+    return spectrogram_dataset(clips, split, cache_dir, root, "google_speech", front_end)
+
+
+# --------------------------------------------------------------------------- Fluent Speech Commands
+
+
+def fluent_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, label: str,
+                  download: bool = False, db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+    """Fluent Speech Commands, one slot (``action``, ``object`` or ``location``) as the class.
+
+    train = ``train_data.csv`` + ``valid_data.csv``, test = ``test_data.csv``; labels index
+    DABS's fixed lists. The three slots share one spectrogram cache. Manual data:
+    ``download`` is ignored.
+    """
+    if label not in FLUENT_LABELS:
+        raise ValueError(f"label must be one of {', '.join(FLUENT_LABELS)}; got {label!r}")
+    column = {"action": 5, "object": 6, "location": 7}[label]  # fields of FluentSpeechCommands.get_metadata
+    folder = Path(root) / "fluent_speech_commands_dataset"
+    files, labels = [], []
+    for subset in ("train", "valid") if split == "train" else ("test",):
+        ds = torchaudio.datasets.FluentSpeechCommands(root, subset=subset)
+        for n in range(len(ds)):
+            meta = ds.get_metadata(n)
+            files.append(folder / meta[0])
+            labels.append(FLUENT_LABELS[label].index(meta[column]))
+    clips = Clips(files, np.array(labels, dtype=np.int64))
+    front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
+    return spectrogram_dataset(clips, split, cache_dir, root, "fluent_speech", front_end)
