@@ -128,8 +128,9 @@ def run(cfg: DictConfig) -> list[dict]:
     _check_writable(results_dir)
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     output_dir = Path(cfg.output_dir)
-    domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain")
-    transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs)
+    overrides = OmegaConf.to_container(cfg.dataset_overrides) if cfg.get("dataset_overrides") else {}
+    domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
+    transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     encoder = build_encoder(cfg.model, domain.inputs)

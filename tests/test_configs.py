@@ -85,3 +85,19 @@ def test_extra_domain_folders_are_searched_after_the_builtin_one(tmp_path, monke
     monkeypatch.setenv(domains.EXTRA_DIRS_ENV, str(tmp_path))
     assert "my_digits" in domains.available()
     assert domains.load("my_digits").task.num_classes == 10
+
+
+def test_dataset_overrides_are_merged_over_the_yaml_and_validated():
+    cfg = domains.load("embedded_mnist", overrides={"batch_size": 16, "reader": {"test_fraction": 0.5}})
+    assert cfg.batch_size == 16 and cfg.reader.test_fraction == 0.5 and cfg.reader._target_.endswith("mnist5k")
+    with pytest.raises(domains.DomainConfigError, match="batch_size"):
+        domains.load("embedded_mnist", overrides={"batch_size": -1})
+
+
+def test_dataset_overrides_reach_the_run_from_the_command_line(tiny_run_overrides):
+    from dabs_rq.run import run
+
+    cfg = compose_config([*tiny_run_overrides, "domain=embedded_image", "algorithm=none",
+                          "+dataset_overrides.embedded_mnist.reader.test_fraction=0.5"])
+    records = run(cfg)
+    assert records[0]["protocol"]["n_test"] == 2500 and records[1]["protocol"]["n_test"] == 359

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -89,8 +89,13 @@ def validate(cfg: DictConfig, path: Path) -> DictConfig:
     return cfg
 
 
-def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None) -> DictConfig:
-    """The validated config of dataset ``name`` (of ``role``, if given)."""
+def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
+         overrides: Mapping[str, Any] | None = None) -> DictConfig:
+    """The validated config of dataset ``name`` (of ``role``, if given).
+
+    ``overrides`` (from the run config's ``dataset_overrides.<name>``) are merged over the
+    YAML before validation, e.g. ``{"reader": {"max_train": 1000}, "batch_size": 32}``.
+    """
     path = find(name, extra)
     try:
         cfg = OmegaConf.load(path)
@@ -98,6 +103,8 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None) -
         raise DomainConfigError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(cfg, DictConfig):
         raise DomainConfigError(f"{path}: must be a YAML mapping")
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(overrides)))
     validate(cfg, path)
     if role is not None and cfg.role != role:
         valid = ", ".join(available(extra, role))
@@ -105,11 +112,12 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None) -
     return cfg
 
 
-def transfer_datasets(domain: DictConfig, extra: Sequence[str | Path] = ()) -> list[DictConfig]:
+def transfer_datasets(domain: DictConfig, extra: Sequence[str | Path] = (),
+                      overrides: Mapping[str, Any] | None = None) -> list[DictConfig]:
     """The validated transfer datasets of a pretrain domain, checked to share its input spec."""
     out = []
     for name in domain.transfer:
-        cfg = load(str(name), extra, role="transfer")
+        cfg = load(str(name), extra, role="transfer", overrides=(overrides or {}).get(str(name)))
         if OmegaConf.to_container(cfg.inputs) != OmegaConf.to_container(domain.inputs):
             raise DomainConfigError(
                 f"transfer dataset '{name}' has inputs that differ from domain '{domain.name}': "
