@@ -69,6 +69,32 @@ class BinaryTask(Task):
         return torch.sigmoid(logits.view(-1)), labels.long().view(-1)
 
 
+class BinaryCorrelationTask(BinaryTask):
+    """One logit trained with BCE, scored by a correlation over the whole split.
+
+    ``pearson`` reproduces DABS's CoLA: Pearson r between the raw logit and the 0/1 label
+    (not the usual Matthews correlation); ``matthews`` gives GLUE's MCC of the thresholded
+    prediction instead.
+    """
+
+    METRICS = ("pearson", "matthews")
+
+    def __init__(self, metric: str = "pearson") -> None:
+        if metric not in self.METRICS:
+            raise ValueError(f"metric must be one of {', '.join(self.METRICS)}; got {metric!r}")
+        self.metric_name = metric
+
+    def metric(self) -> torchmetrics.Metric:
+        if self.metric_name == "pearson":
+            return torchmetrics.PearsonCorrCoef()
+        return torchmetrics.classification.BinaryMatthewsCorrCoef(threshold=0.5)
+
+    def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        if self.metric_name == "pearson":
+            return logits.view(-1).float(), labels.float().view(-1)
+        return super().metric_inputs(logits, labels)
+
+
 class MultilabelTask(Task):
     """Multi-label classification: BCE and macro mean of per-label AUROC (X-ray)."""
 

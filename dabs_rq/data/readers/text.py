@@ -1,0 +1,474 @@
+"""DABS's text datasets: GLUE and WikiText-103 (English), PAWS-X and mC4 (multilingual).
+
+Every example becomes ``((input_ids,), label)`` with ``input_ids`` an int32 ``[max_length]``
+tensor: DABS feeds only the ids of a pretrained tokenizer (bert-base-uncased for English,
+xlm-roberta-base for multilingual), padded and truncated to 128, sentence pairs encoded as a
+pair. Tokenizers come from ``<data_root>/tokenizers/<name>`` when present (see
+:mod:`dabs_rq.data.readers.tokenize`), ``data_root`` being the parent of the dataset folder.
+
+Files are read with Hugging Face ``datasets`` from the dataset folder, in the layout of the
+hub repositories (``<config>/<split>-NNNNN-of-NNNNN.parquet``) or of the original archives
+(GLUE and PAWS-X TSVs, WikiText ``wiki.*.tokens``, C4 ``json.gz`` shards). With
+``download=true`` a missing split is fetched from the hub into the same layout, so later
+runs are offline. Token ids are cached as ``.npy`` files under ``cache_dir`` (keyed by the
+source files, split, tokenizer and length) and memory-mapped, so a re-run does not tokenize.
+
+mC4 is read as a stream (:func:`mc4`), tokenized on the fly; see :class:`TokenStream`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from dabs_rq.data.array_cache import ArrayDataset, cache_key
+from dabs_rq.data.readers.tokenize import encode, load_tokenizer
+from dabs_rq.data.storage import DatasetMissingError
+
+log = logging.getLogger(__name__)
+
+BERT = "bert-base-uncased"
+XLMR = "xlm-roberta-base"
+GLUE_HUB = "nyu-mll/glue"
+PAWSX_HUB = "google-research-datasets/paws-x"
+WIKITEXT_HUB = "Salesforce/wikitext"
+C4_HUB = "allenai/c4"
+#: DABS's mC4 languages, in its interleaving order.
+MC4_LANGUAGES = ("en", "fr", "de", "zh", "es", "ja", "ko")
+SPLITS = ("train", "test")
+#: Bump when the preprocessing changes, so old caches are not reused.
+CACHE_VERSION = 1
+#: Original-archive file names of the hub split names (GLUE ``dev.tsv``, PAWS-X ``dev_2k.tsv``, ...).
+GLUE_TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv", "validation_matched": "dev_matched.tsv",
+                  "validation_mismatched": "dev_mismatched.tsv"}
+NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
+NLI2 = {"entailment": 0, "not_entailment": 1}
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """Columns of one GLUE config: on the hub (parquet) and in the original TSVs (label strings mapped)."""
+
+    inputs: tuple[str, ...]
+    tsv_inputs: tuple[str, ...]
+    tsv_label: str = "label"
+    tsv_names: tuple[str, ...] | None = None  # header-less TSV (CoLA): its column names
+    label_map: dict[str, int] | None = None
+    regression: bool = False
+
+
+GLUE_TASKS = {
+    "cola": GlueTask(("sentence",), ("sentence",), tsv_names=("source", "label", "original_label", "sentence")),
+    "sst2": GlueTask(("sentence",), ("sentence",)),
+    "mrpc": GlueTask(("sentence1", "sentence2"), ("#1 String", "#2 String"), tsv_label="Quality"),
+    "qqp": GlueTask(("question1", "question2"), ("question1", "question2"), tsv_label="is_duplicate"),
+    "stsb": GlueTask(("sentence1", "sentence2"), ("sentence1", "sentence2"), tsv_label="score", regression=True),
+    "mnli": GlueTask(("premise", "hypothesis"), ("sentence1", "sentence2"), tsv_label="gold_label", label_map=NLI3),
+    "qnli": GlueTask(("question", "sentence"), ("question", "sentence"), label_map=NLI2),
+    "rte": GlueTask(("sentence1", "sentence2"), ("sentence1", "sentence2"), label_map=NLI2),
+    "wnli": GlueTask(("sentence1", "sentence2"), ("sentence1", "sentence2")),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a split is on disk
+
+
+@dataclass(frozen=True)
+class TableSplit:
+    """One split of a text table on disk and how ``datasets`` reads it (see :func:`open_stream`).
+
+    ``builder`` is a packaged ``datasets`` builder (``parquet``, ``csv``, ``text``) and
+    ``options`` its keyword arguments; ``inputs`` are the text columns (two for a pair task),
+    ``label`` the label column (None: unlabelled, label 0), ``label_map`` maps label strings
+    of the original TSVs to ints.
+    """
+
+    name: str
+    builder: str
+    files: tuple[Path, ...]
+    inputs: tuple[str, ...]
+    label: str | None = "label"
+    label_map: dict[str, int] | None = None
+    regression: bool = False
+    options: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> list:
+        """Identity of the source files (path, size, modification time) for the cache key."""
+        return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
+
+
+def tsv_options(columns: Sequence[str], names: Sequence[str] | None = None) -> dict:
+    """``datasets`` csv-builder options for GLUE/PAWS-X TSVs: tab-separated, quotes literal, all strings.
+
+    GLUE and PAWS-X TSVs are not quoted (``"`` is text), may start with a byte-order mark
+    (MRPC) and have empty cells that must stay ``""`` rather than become NaN.
+    """
+    from datasets import Features, Value
+
+    options = {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False, "encoding": "utf-8-sig",
+               "on_bad_lines": "warn", "usecols": list(columns),
+               "features": Features({c: Value("string") for c in columns})}
+    if names is not None:
+        options.update(header=None, column_names=list(names))
+    return options
+
+
+def hub_files(folder: Path, split: str) -> tuple[Path, ...]:
+    """The parquet shards of ``split`` in a hub-layout config folder (``<split>-NNNNN-of-NNNNN.parquet``)."""
+    return tuple(sorted(folder.glob(f"{split}-*.parquet")))
+
+
+def fetch_from_hub(repo_id: str, patterns: Sequence[str], root: Path) -> None:
+    """Download the files of a hub dataset repository matching ``patterns`` into ``root``, keeping its layout.
+
+    The files land exactly where the local readers look for them, so later runs need no network
+    (``huggingface_hub`` keeps its download metadata under ``root/.cache``).
+    """
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s from https://huggingface.co/datasets/%s into %s", ", ".join(patterns), repo_id, root)
+    snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=list(patterns), local_dir=str(root))
+
+
+def locate(folder: Path, split: str, original: Path, repo_id: str, download: bool) -> tuple[tuple[Path, ...], bool]:
+    """The files of one split and whether they are the ``original`` archive's file rather than hub parquet.
+
+    Order: hub parquet shards of ``split`` in ``folder``; else the ``original`` file; else, with
+    ``download``, the shards fetched from hub repository ``repo_id`` into ``folder``.
+    """
+    shards = hub_files(folder, split)
+    if shards:
+        return shards, False
+    if original.is_file():
+        return (original,), True
+    pattern = f"{folder.name}/{split}-*.parquet"
+    if download:
+        fetch_from_hub(repo_id, [pattern], folder.parent)
+        shards = hub_files(folder, split)
+        if shards:
+            return shards, False
+        raise DatasetMissingError(f"https://huggingface.co/datasets/{repo_id} has no files matching {pattern}")
+    raise DatasetMissingError(
+        f"{folder} has neither {split}-*.parquet (layout of https://huggingface.co/datasets/{repo_id}) nor "
+        f"{original.name} (original archive); re-run with download=true to fetch the parquet files"
+    )
+
+
+def glue_table(root: Path, config: str, split: str, download: bool) -> TableSplit:
+    """Split ``split`` (hub name) of GLUE config ``config`` under ``root`` (hub parquet or original TSV)."""
+    task = GLUE_TASKS[config]
+    folder = root / config
+    files, is_original = locate(folder, split, folder / GLUE_TSV_FILES[split], GLUE_HUB, download)
+    name = f"glue-{config}-{split}"
+    if not is_original:
+        return TableSplit(name, "parquet", files, task.inputs, "label", regression=task.regression)
+    columns = (*task.tsv_inputs, task.tsv_label)
+    return TableSplit(name, "csv", files, task.tsv_inputs, task.tsv_label, task.label_map, task.regression,
+                      tsv_options(columns, task.tsv_names))
+
+
+def paws_x_table(root: Path, language: str, split: str, download: bool) -> TableSplit:
+    """Split ``split`` (hub name) of PAWS-X ``language`` under ``root`` (hub parquet or ``x-final`` TSV)."""
+    folder = root / language
+    if split == "train":
+        original = "train.tsv" if language == "en" else "translated_train.tsv"
+    else:
+        original = {"validation": "dev_2k.tsv", "test": "test_2k.tsv"}[split]
+    files, is_original = locate(folder, split, folder / original, PAWSX_HUB, download)
+    inputs = ("sentence1", "sentence2")
+    name = f"paws-x-{language}-{split}"
+    if not is_original:
+        return TableSplit(name, "parquet", files, inputs, "label")
+    return TableSplit(name, "csv", files, inputs, "label", options=tsv_options((*inputs, "label")))
+
+
+def wikitext_table(root: Path, config: str, split: str, download: bool) -> TableSplit:
+    """Split ``split`` (hub name) of WikiText under ``root`` (hub parquet or the zip's ``wiki.*.tokens``)."""
+    folder = root / config
+    original = folder / f"wiki.{'valid' if split == 'validation' else split}.tokens"
+    files, is_original = locate(folder, split, original, WIKITEXT_HUB, download)
+    name = f"{config}-{split}"
+    if not is_original:
+        return TableSplit(name, "parquet", files, ("text",), None)
+    return TableSplit(name, "text", files, ("text",), None, options={"keep_linebreaks": False})
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading, filtering, tokenizing and caching a split
+
+
+def open_stream(builder: str, files: Sequence[Path], cache_dir: Path, **options: Any) -> Any:
+    """Local files as a ``datasets.IterableDataset`` read by the packaged ``builder`` (parquet, csv, text, json).
+
+    Goes through ``Dataset.from_<builder>(..., streaming=True)`` rather than ``load_dataset``, which
+    would also send a usage-count request to the hub for every local read (a DNS timeout offline).
+    """
+    from datasets import Dataset
+
+    readers = {"parquet": Dataset.from_parquet, "csv": Dataset.from_csv, "text": Dataset.from_text,
+               "json": Dataset.from_json}
+    return readers[builder]([str(f) for f in files], streaming=True, cache_dir=str(cache_dir / "hf_datasets"),
+                            **options)
+
+
+def iter_batches(table: TableSplit, cache_dir: Path, batch_size: int = 4096) -> Iterator[dict[str, list]]:
+    """Column batches of a split, streamed from its files (nothing converted to Arrow on disk)."""
+    columns = [*table.inputs, *([table.label] if table.label else [])]
+    data = open_stream(table.builder, table.files, cache_dir, **table.options)
+    yield from data.select_columns(columns).iter(batch_size=batch_size)
+
+
+def convert_labels(table: TableSplit, values: Sequence[Any] | None, count: int) -> np.ndarray:
+    """Labels as int64 (-1: missing/unknown) or float32 (regression; NaN: missing); zeros if unlabelled."""
+    if values is None:
+        return np.zeros(count, dtype=np.int64)
+    if table.regression:
+        return np.array([float(v) if v not in (None, "") else np.nan for v in values], dtype=np.float32)
+    if table.label_map is not None:
+        return np.array([table.label_map.get(v, -1) for v in values], dtype=np.int64)
+    return np.array([int(float(v)) if v not in (None, "") else -1 for v in values], dtype=np.int64)
+
+
+def keep_rows(texts: Sequence[Sequence[str]], labels: np.ndarray, drop_empty: bool) -> np.ndarray:
+    """Rows to keep: a valid label (>= 0, or not NaN) and, with ``drop_empty``, no empty input text."""
+    keep = ~np.isnan(labels) if labels.dtype.kind == "f" else labels >= 0
+    if drop_empty:
+        for column in texts:
+            keep &= np.array([bool(t.strip()) for t in column], dtype=bool)
+    return keep
+
+
+def tokenizer_identity(name: str, data_root: Path) -> str:
+    """What decides the ids a tokenizer gives: its local folder (and when it changed), else its hub name."""
+    local = Path(data_root) / "tokenizers" / name
+    if local.is_dir():
+        return f"{local.resolve()}@{max(p.stat().st_mtime_ns for p in local.iterdir())}"
+    return name
+
+
+def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_length: int, drop_empty: bool,
+                   cache_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split."""
+    tok = load_tokenizer(tokenizer, data_root)
+    total = dropped = 0
+    for batch in iter_batches(table, cache_dir):
+        texts = [[t if t is not None else "" for t in batch[c]] for c in table.inputs]
+        labels = convert_labels(table, batch[table.label] if table.label else None, len(texts[0]))
+        keep = keep_rows(texts, labels, drop_empty)
+        total, dropped = total + len(keep), dropped + int((~keep).sum())
+        kept = [[t for t, k in zip(column, keep) if k] for column in texts]
+        if kept[0]:
+            ids = encode(tok, kept[0], kept[1] if len(kept) > 1 else None, max_length=max_length)
+            yield ids.numpy(), labels[keep]
+    log.info("%s: %d of %d rows kept (%d dropped: empty input or no label)", table.name, total - dropped, total,
+             dropped)
+
+
+def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+                max_length: int) -> None:
+    """Write the chunks as two ``.npy`` files, atomically (labels first; the ids file marks completion)."""
+    ids_chunks, label_chunks = [], []
+    for ids, labels in chunks:
+        ids_chunks.append(ids)
+        label_chunks.append(labels)
+    labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
+    count = sum(len(c) for c in ids_chunks)
+    ids_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_labels = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.tmp.npy")
+    tmp_ids = ids_path.with_name(f".{ids_path.name}.{os.getpid()}.tmp.npy")
+    try:
+        np.save(tmp_labels, labels)
+        os.replace(tmp_labels, labels_path)
+        array = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(count, max_length))
+        start = 0
+        while ids_chunks:
+            chunk = ids_chunks.pop(0)
+            array[start : start + len(chunk)] = chunk
+            start += len(chunk)
+        array.flush()
+        del array
+        os.replace(tmp_ids, ids_path)
+    finally:
+        for tmp in (tmp_labels, tmp_ids):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root: Path, max_length: int,
+                  drop_empty: bool) -> ArrayDataset:
+    """The kept rows of a split as ``((input_ids,), label)``, tokenized once and memory-mapped from the cache."""
+    key = cache_key(files=table.fingerprint(), builder=table.builder, inputs=table.inputs, label=table.label,
+                    label_map=table.label_map, regression=table.regression, max_length=max_length,
+                    tokenizer=tokenizer_identity(tokenizer, data_root), drop_empty=drop_empty, version=CACHE_VERSION)
+    folder = Path(cache_dir) / "text"
+    ids_path, labels_path = folder / f"{table.name}-{key}.ids.npy", folder / f"{table.name}-{key}.labels.npy"
+    if not ids_path.exists():
+        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir))
+        save_arrays(ids_path, labels_path, chunks, max_length)
+    return ArrayDataset([np.load(ids_path, mmap_mode="r")], np.load(labels_path), dtypes=[torch.int32])
+
+
+def check_split(split: str) -> None:
+    """DABS has two splits: ``train`` and ``test`` (the split whose metric is reported)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers named by the dataset YAMLs
+
+
+def glue(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "cola",
+         eval_split: str = "validation", tokenizer: str = BERT, max_length: int = 128,
+         drop_empty: bool = True) -> ArrayDataset:
+    """A GLUE task as DABS uses it: GLUE train for ``train``, ``eval_split`` (a validation split) for ``test``.
+
+    GLUE's test labels are hidden, so DABS evaluates on validation; rows with an empty input
+    are dropped (``drop_empty``); pair tasks are tokenized as a pair. Labels: int 0/1 (0/1/2
+    for MNLI) or a float 0-5 for STS-B.
+    """
+    check_split(split)
+    if config not in GLUE_TASKS:
+        raise ValueError(f"config must be one of {', '.join(GLUE_TASKS)}; got {config!r}")
+    if eval_split == "train" or eval_split not in GLUE_TSV_FILES:
+        raise ValueError(f"eval_split must be a validation split ({', '.join(list(GLUE_TSV_FILES)[1:])}); "
+                         f"got {eval_split!r}")
+    table = glue_table(Path(root), config, "train" if split == "train" else eval_split, download)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty)
+
+
+def paws_x(split: str, cache_dir: Path, root: Path, download: bool = False, language: str = "en",
+           tokenizer: str = XLMR, max_length: int = 128, drop_empty: bool = False) -> ArrayDataset:
+    """PAWS-X ``language``: its train split for ``train``, validation (2,000 pairs) for ``test``, as DABS.
+
+    Rows whose label is not 0/1 (the hub marks unlabelled pairs -1) are always dropped: BCE
+    and accuracy are undefined for them. DABS keeps rows with an empty (untranslated)
+    sentence; ``drop_empty`` drops them instead.
+    """
+    check_split(split)
+    table = paws_x_table(Path(root), language, "train" if split == "train" else "validation", download)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty)
+
+
+def wikitext(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "wikitext-103-v1",
+             tokenizer: str = BERT, max_length: int = 128) -> ArrayDataset:
+    """WikiText (DABS: ``wikitext-103-v1``, the ``<unk>`` version): every non-empty line is one example.
+
+    ``train`` is the train split, ``test`` the validation split; labels are all 0 (unlabelled).
+    """
+    check_split(split)
+    table = wikitext_table(Path(root), config, "train" if split == "train" else "validation", download)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# mC4: a stream
+
+
+class TokenStream(IterableDataset):
+    """``((input_ids,), 0)`` for every document of a streaming ``datasets.IterableDataset``.
+
+    How pretraining consumes it: the datamodule's pretraining loader is a plain ``DataLoader``
+    over this iterable (no sampler, no shuffling by the loader; ``drop_last`` batches of
+    ``batch_size``) and training stops at ``pretrain.max_steps``. Documents come in stream
+    order, tokenized in chunks of ``chunk`` as they arrive. With loader workers, each worker
+    reads its own share of the shards (``datasets`` splits them by worker); under DDP each
+    rank reads its own part (``split_dataset_by_node``). Nothing is cached on disk.
+    """
+
+    supports_batch_indexing = False
+
+    def __init__(self, stream: Any, tokenizer: str, data_root: Path, max_length: int = 128,
+                 text_column: str = "text", chunk: int = 256) -> None:
+        super().__init__()
+        self.stream, self.tokenizer, self.data_root = stream, tokenizer, Path(data_root)
+        self.max_length, self.text_column, self.chunk = int(max_length), text_column, int(chunk)
+
+    def _stream_for_this_rank(self) -> Any:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from datasets.distributed import split_dataset_by_node
+
+            return split_dataset_by_node(self.stream, rank=torch.distributed.get_rank(),
+                                         world_size=torch.distributed.get_world_size())
+        return self.stream
+
+    def _encode(self, tok: Any, texts: list[str]) -> Iterator[tuple[tuple[Tensor], int]]:
+        for row in encode(tok, texts, max_length=self.max_length):
+            yield (row,), 0
+
+    def __iter__(self) -> Iterator[tuple[tuple[Tensor], int]]:
+        tok = load_tokenizer(self.tokenizer, self.data_root)
+        texts: list[str] = []
+        for example in self._stream_for_this_rank():
+            texts.append(example[self.text_column] or "")
+            if len(texts) == self.chunk:
+                yield from self._encode(tok, texts)
+                texts = []
+        if texts:
+            yield from self._encode(tok, texts)
+
+
+def c4_pattern(language: str, split: str) -> str:
+    """The hub/local path pattern of mC4 shards (``allenai/c4`` layout) of one language and split."""
+    suffix = "" if split == "train" else "-validation"
+    return f"multilingual/c4-{language}{suffix}.tfrecord-*.json.gz"
+
+
+def c4_stream(files: Sequence[Path] | None, language: str, split: str, cache_dir: Path) -> Any:
+    """One language of mC4 as a ``datasets`` stream: local ``json.gz`` shards, or the hub when ``files`` is None."""
+    from datasets import load_dataset
+
+    if files:
+        data = open_stream("json", files, cache_dir)
+    else:
+        data = load_dataset(C4_HUB, data_files={"train": c4_pattern(language, split)}, split="train",
+                            streaming=True, cache_dir=str(cache_dir / "hf_datasets"))
+    return data.select_columns(["text"])
+
+
+def mc4(split: str, cache_dir: Path, root: Path, download: bool = False,
+        languages: Sequence[str] = MC4_LANGUAGES, tokenizer: str = XLMR, max_length: int = 128,
+        shuffle_buffer: int = 0, seed: int = 0) -> TokenStream:
+    """mC4 in ``languages``, interleaved round-robin (DABS), as a :class:`TokenStream`.
+
+    ``train`` reads the train shards, ``test`` the validation shards. Local shards in the
+    ``allenai/c4`` layout (``<root>/multilingual/c4-<lang>.tfrecord-*.json.gz``) are used
+    when any are present (then every language must have some); otherwise the shards are
+    streamed from the hub (no download; ``download`` is not needed). Interleaving stops when
+    the first language runs out. DABS meant to shuffle but discarded the result, so
+    ``shuffle_buffer=0`` (no shuffling) reproduces it; a positive value shuffles documents
+    in a buffer of that size (seeded).
+    """
+    from datasets import interleave_datasets
+
+    check_split(split)
+    hub_split = "train" if split == "train" else "validation"
+    local = {lang: sorted(Path(root).glob(c4_pattern(lang, hub_split))) for lang in languages}
+    missing = [lang for lang, files in local.items() if not files]
+    if missing and len(missing) < len(languages):
+        raise DatasetMissingError(
+            f"mC4 shards missing in {Path(root) / 'multilingual'} for {', '.join(missing)} "
+            f"(expected {c4_pattern(missing[0], hub_split)}); add them, or remove the local shards to stream "
+            f"all languages from https://huggingface.co/datasets/{C4_HUB}"
+        )
+    try:
+        streams = [c4_stream(local[lang] or None, lang, hub_split, Path(cache_dir)) for lang in languages]
+    except (ConnectionError, OSError) as err:
+        raise DatasetMissingError(
+            f"mC4 could not be streamed from https://huggingface.co/datasets/{C4_HUB} ({err}); put "
+            f"{c4_pattern('<lang>', hub_split)} shards under {root} to read them locally"
+        ) from err
+    stream = interleave_datasets(streams) if len(streams) > 1 else streams[0]
+    if shuffle_buffer > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return TokenStream(stream, tokenizer, Path(root).parent, max_length)
