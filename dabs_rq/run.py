@@ -178,6 +178,7 @@ def run(cfg: DictConfig) -> list[dict]:
             },
             "pretraining": {
                 "dataset": domain.name,
+                "quirks": OmegaConf.to_container(domain.quirks) if "quirks" in domain else {},
                 "steps": steps,
                 "batch_size": cfg.pretrain.batch_size or domain.batch_size,
                 "optimizer": OmegaConf.to_container(cfg.pretrain.optimizer),

@@ -87,3 +87,14 @@ def test_sources_table_lists_real_datasets_with_their_manual_steps():
     assert markdown.splitlines()[0].startswith("| dataset | role | domain | download | size | license |")
     assert "| `toy` | transfer | Images | manual | 1 GB | CC BY 4.0 | https://example.org/toy | register \\| unzip |" in markdown
     assert "`e`" not in markdown  # embedded datasets ship with packages: no download to describe
+
+
+def failing_reader(split, cache_dir):
+    raise storage.DatasetMissingError("dataset 'toy' split 'test' is not on disk: put it in /x")
+
+
+def test_a_reader_error_reaches_the_user_as_itself_not_wrapped_by_hydra(tmp_path):
+    cfg = OmegaConf.create({"name": "toy", "domain": "d", "role": "transfer", "batch_size": 2,
+                            "reader": {"_target_": "tests.test_storage.failing_reader"}})
+    with pytest.raises(storage.DatasetMissingError, match="^dataset 'toy' split 'test' is not on disk"):
+        DomainDataModule(cfg, tmp_path).split("test")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -39,7 +40,13 @@ class DomainDataModule(pl.LightningDataModule):
 
     def split(self, name: str) -> Dataset:
         if name not in self._splits:
-            self._splits[name] = instantiate(self.cfg.reader, split=name, **self.reader_kwargs())
+            try:
+                self._splits[name] = instantiate(self.cfg.reader, split=name, **self.reader_kwargs())
+            except InstantiationException as err:
+                # Hydra wraps reader errors; a user-facing one must reach the CLI as its own one line.
+                if isinstance(err.__cause__, (storage.DatasetMissingError, FileNotFoundError, ValueError)):
+                    raise err.__cause__ from None
+                raise
         return self._splits[name]
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
 
 
 class TensorInputsDataset(Dataset):
@@ -38,6 +38,8 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: boo
                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader; in-memory datasets are sliced a batch at a time instead of collated sample by sample."""
     workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    if isinstance(dataset, IterableDataset):  # streams (mC4) order and shard themselves
+        return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **workers)
     if getattr(dataset, "supports_batch_indexing", False):
         order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         sampler = BatchSampler(order, batch_size=batch_size, drop_last=drop_last)
