@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from dabs_rq.data import domains
+from dabs_rq.data import domains, storage
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader
 from dabs_rq.encoder import build_encoder
@@ -135,6 +135,11 @@ def run(cfg: DictConfig) -> list[dict]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     encoder = build_encoder(cfg.model, domain.inputs)
     algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=instantiate(cfg.pretrain.optimizer))
+    # Every dataset this job reads must be on disk (or downloadable) before any training starts.
+    needed = ([domain] if algorithm.requires_pretraining else []) + transfer_sets
+    for dataset_cfg in needed:
+        if "data" in dataset_cfg:
+            storage.require(dataset_cfg, storage.data_root(cfg.data_root), cfg.download)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers, batch_size=cfg.pretrain.batch_size,
                             data_root=cfg.data_root, download=cfg.download)

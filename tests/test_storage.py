@@ -98,3 +98,13 @@ def test_a_reader_error_reaches_the_user_as_itself_not_wrapped_by_hydra(tmp_path
                             "reader": {"_target_": "tests.test_storage.failing_reader"}})
     with pytest.raises(storage.DatasetMissingError, match="^dataset 'toy' split 'test' is not on disk"):
         DomainDataModule(cfg, tmp_path).split("test")
+
+
+def test_running_a_domain_whose_data_is_missing_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", "domain=imagenet", f"data_root={tmp_path}", "algorithm=rq",
+         f"hydra.run.dir={tmp_path / 'run'}", f"results_dir={tmp_path / 'results'}"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "dataset 'imagenet' is not on disk" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results" / "records").exists()
