@@ -22,10 +22,9 @@ from torchvision import transforms
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.readers import images as image_readers
-from dabs_rq.data.storage import DatasetMissingError
 from dabs_rq.run import run
 from tests import image_fixtures as fx
-from tests.conftest import compose_config
+from tests.conftest import compose_config, load_split, missing_dataset, pipeline_overrides
 
 NAMES = list(fx.WRITERS)
 TRANSFER = ["cifar10", "cu_birds", "vgg_flower", "dtd", "traffic_sign", "aircraft"]
@@ -37,11 +36,6 @@ def image_root(tmp_path_factory) -> tuple[Path, dict]:
     """All seven fixture datasets under one data root, and their expected split sizes."""
     root = tmp_path_factory.mktemp("dabs_images")
     return root, fx.write_all(root)
-
-
-def load(name: str, split: str, root: Path, cache: Path, cfg=None):
-    cfg = cfg if cfg is not None else domains.load(name)
-    return DomainDataModule(cfg, cache_dir=cache, data_root=root).split(split)
 
 
 def everything(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +55,7 @@ def test_split_sizes_shapes_range_and_labels_match_the_files(name, image_root, d
     root, expected = image_root
     seen = {}
     for split in ("train", "test"):
-        dataset = load(name, split, root, data_cache)
+        dataset = load_split(name, split, root, data_cache)
         assert getattr(dataset, "supports_batch_indexing", False)
         assert len(dataset) == expected[name][split]
         (image,), label = dataset[0]
@@ -106,7 +100,7 @@ def test_flowers_split_is_dabs_per_class_split_in_first_appearance_order(image_r
         by_class.setdefault(int(label), []).append((int(label) - 1, k))
     for split in ("train", "test"):
         expected = [tuple(c) for c in dabs_per_class_split(list(by_class.values()), split == "train")]
-        assert codes(everything(load("vgg_flower", split, root, data_cache))[0]) == expected
+        assert codes(everything(load_split("vgg_flower", split, root, data_cache))[0]) == expected
 
 
 def test_gtsrb_split_shuffles_sorted_files_or_the_filesystem_order(image_root, data_cache):
@@ -124,18 +118,18 @@ def test_gtsrb_split_shuffles_sorted_files_or_the_filesystem_order(image_root, d
         groups = [[(c, instance(p)) for p in (sorted(files) if sort else files)] for c, files in enumerate(listing)]
         for split in ("train", "test"):
             expected = [tuple(c) for c in dabs_per_class_split(groups, split == "train")]
-            assert codes(everything(load("traffic_sign", split, root, data_cache, cfg))[0]) == expected
+            assert codes(everything(load_split("traffic_sign", split, root, data_cache, cfg))[0]) == expected
 
 
 def test_aircraft_labels_follow_sorted_variants_and_the_bbox_crop_is_a_quirk(image_root, data_cache):
     root, _ = image_root
-    images, labels = everything(load("aircraft", "train", root, data_cache))
+    images, labels = everything(load_split("aircraft", "train", root, data_cache))
     names = sorted(fx.AIRCRAFT_VARIANTS)
     assert [names[y] for y in labels.tolist()] == [v for v in fx.AIRCRAFT_VARIANTS for _ in range(2)]
     assert float(images.std(dim=(2, 3)).max()) < 0.02, "cropped to the box: one solid colour"
     cfg = domains.load("aircraft")
     cfg.quirks.aircraft_bbox_crop = False
-    whole, _ = everything(load("aircraft", "train", root, data_cache, cfg))
+    whole, _ = everything(load_split("aircraft", "train", root, data_cache, cfg))
     assert float(whole.std(dim=(1, 2, 3)).min()) > 0.1, "uncropped: the black surround is kept"
     cfg.quirks.aircraft_head_outputs = 100
     assert instantiate(cfg.task).num_outputs == 100  # the head follows the quirk value
@@ -144,7 +138,7 @@ def test_aircraft_labels_follow_sorted_variants_and_the_bbox_crop_is_a_quirk(ima
 def test_on_the_fly_decoding_gives_the_cached_items(image_root, data_cache):
     root, _ = image_root
     cfg = domains.load("imagenet")
-    cached = load("imagenet", "test", root, data_cache)
+    cached = load_split("imagenet", "test", root, data_cache)
     cfg.reader.memmap = False
     data = DomainDataModule(cfg, cache_dir=data_cache, data_root=root)
     lazy = data.split("test")
@@ -167,11 +161,6 @@ def test_preprocessing_is_bit_identical_to_dabs_resize_centercrop_totensor(tmp_p
     assert torch.equal(ours, dabs(photo))
 
 
-def test_parallel_decoding_keeps_row_order_across_chunks():
-    with image_readers.ParallelRows(lambda i: np.full(2, i), count=10, workers=3, chunk=4) as fill:
-        assert [int(fill(i)[0]) for i in range(10)] == list(range(10))
-
-
 @pytest.mark.parametrize("name", ["cifar10", "vgg_flower", "dtd", "traffic_sign", "aircraft"])
 def test_download_true_does_not_refetch_data_already_on_disk(name, image_root, data_cache):
     root, expected = image_root
@@ -182,10 +171,10 @@ def test_download_true_does_not_refetch_data_already_on_disk(name, image_root, d
 @pytest.mark.parametrize("name", NAMES)
 def test_missing_dataset_says_how_to_get_it(name, tmp_path):
     cfg = domains.load(name)
-    with pytest.raises(DatasetMissingError) as err:
-        load(name, "train", tmp_path, tmp_path / "cache")
+    with missing_dataset(name) as err:
+        load_split(name, "train", tmp_path, tmp_path / "cache")
     message = str(err.value)
-    assert f"dataset '{name}' is not on disk" in message and str(cfg.data.source) in message
+    assert str(cfg.data.source) in message
     if cfg.data.download == "auto":
         assert "download=true" in message
     else:
@@ -194,13 +183,8 @@ def test_missing_dataset_says_how_to_get_it(name, tmp_path):
 
 def test_tiny_imagenet_pretraining_then_transfer_to_every_image_set(image_root, tmp_path, data_cache):
     root, expected = image_root
-    cfg = compose_config([
-        "model=tiny", "logger=none", "algorithm=rq", "domain=imagenet", "pretrain.max_steps=2",
-        "pretrain.batch_size=4", "transfer.epochs=1", "transfer.mode=cached_features",
-        "trainer.enable_progress_bar=false", f"data_root={root}", f"results_dir={tmp_path / 'results'}",
-        f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-    ])
-    records = run(cfg)
+    records = run(compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="imagenet", algorithm="rq",
+                                                    batch_size=4)))
     assert [r["dataset"] for r in records] == TRANSFER
     for name in TRANSFER:
         stored = json.loads((tmp_path / f"results/records/default/{name}/rq/seed0.json").read_text())

@@ -7,12 +7,10 @@ import torch
 from omegaconf import OmegaConf
 
 from dabs_rq.data import domains
-from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.readers import pamap2 as reader
-from dabs_rq.data.storage import DatasetMissingError
 from dabs_rq.paths import DOMAINS_DIR
 from dabs_rq.run import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, fixture_root, load_split, missing_dataset, pipeline_overrides
 from tests.dabs_fixtures import serve_folder, write_pamap2
 
 TRAIN_SUBJECTS = {101, 102, 103, 104, 107, 108, 109}
@@ -21,17 +19,11 @@ HAND_TEMPERATURE, CHEST_TEMPERATURE, HEART_RATE = 1, 18, 0  # channels the fixtu
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dabs_data")
-    write_pamap2(root)
-    return root
-
-
-def _split(name, split, data_root, cache):
-    return DomainDataModule(domains.load(name), cache_dir=cache, data_root=data_root).split(split)
+    return fixture_root(tmp_path_factory, write_pamap2)
 
 
 def test_windows_have_dabs_shape_labels_and_subject_split(data_root, data_cache):
-    train, test = (_split("pamap2_transfer", s, data_root, data_cache) for s in ("train", "test"))
+    train, test = (load_split("pamap2_transfer", s, data_root, data_cache) for s in ("train", "test"))
     assert (len(train), len(test)) == (50_000, 10_000)
     for dataset, subjects in ((train, TRAIN_SUBJECTS), (test, {105})):
         (x,), y = dataset[list(range(0, len(dataset), 37))]
@@ -47,13 +39,13 @@ def test_windows_have_dabs_shape_labels_and_subject_split(data_root, data_cache)
 
 
 def test_pretraining_pool_and_windows_are_reproducible(data_root, data_cache, tmp_path):
-    pretrain = _split("pamap2", "train", data_root, data_cache)
+    pretrain = load_split("pamap2", "train", data_root, data_cache)
     assert len(pretrain) == 1_000_000  # a larger pool than an epoch: DABS draws fresh windows every step
     idx = list(range(0, len(pretrain), 9973))
     (x,), y = pretrain[idx]
     assert set(x[:, :, CHEST_TEMPERATURE].unique().int().tolist()) == TRAIN_SUBJECTS
     assert torch.bincount(y).min() > len(idx) / 11 / 2  # class-balanced
-    fresh = _split("pamap2", "train", data_root, tmp_path / "fresh_cache")
+    fresh = load_split("pamap2", "train", data_root, tmp_path / "fresh_cache")
     assert torch.equal(fresh[idx][0][0], x) and torch.equal(fresh[idx][1], y)
 
 
@@ -68,8 +60,8 @@ def test_grid_quirk_enumerates_every_window(data_root, data_cache):
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(DatasetMissingError, match="dataset 'pamap2' is not on disk.*download=true.*uci.edu"):
-        _split("pamap2", "train", tmp_path, tmp_path / "cache")
+    with missing_dataset("pamap2", "download=true.*uci.edu"):
+        load_split("pamap2", "train", tmp_path, tmp_path / "cache")
 
 
 def test_download_unpacks_the_uci_archive(data_root, tmp_path):
@@ -99,13 +91,8 @@ def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path, monkeyp
         cfg.reader.update(train_windows=512, test_windows=256)
         OmegaConf.save(cfg, folder / f"{name}.yaml")
     monkeypatch.setattr(domains, "DOMAINS_DIR", folder)
-    cfg = compose_config([
-        "model=tiny", "logger=none", "algorithm=emix", "domain=pamap2", "pretrain.max_steps=2",
-        "pretrain.batch_size=16", "transfer.epochs=1", "transfer.mode=cached_features",
-        "trainer.enable_progress_bar=false", f"data_root={data_root}", f"results_dir={tmp_path / 'results'}",
-        f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-    ])
-    (record,) = run(cfg)
+    (record,) = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="pamap2",
+                                                      algorithm="emix", batch_size=16)))
     assert record["dataset"] == "pamap2_transfer" and record["paper_name"] == "PAMAP2"
     assert record["domain"] == "Sensor" and record["metric"] == "accuracy" and 0 <= record["value"] <= 100
     assert record["quirks"] == {"windows": "seeded", "window_seed": 0}

@@ -14,9 +14,8 @@ from omegaconf import OmegaConf
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.readers.speech import MAX_LENGTH
-from dabs_rq.data.storage import DatasetMissingError
 from dabs_rq.run import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, missing_dataset, pipeline_overrides
 from tests.speech_fixtures import write_all
 
 SPEECH = ["librispeech", "librispeech_transfer", "voxceleb1", "audio_mnist", "google_speech", "fluent_speech_location",
@@ -173,24 +172,19 @@ def test_google_speech_quirk_flags_choose_the_training_set(speech_data, data_cac
 @pytest.mark.parametrize("name", ["voxceleb1", "audio_mnist", "fluent_speech_action"])
 def test_missing_manual_dataset_says_how_to_get_it(name, tmp_path, data_cache):
     data = _module(name, tmp_path / "empty", data_cache)
-    with pytest.raises(DatasetMissingError, match=f"dataset '{name}' is not on disk.*download it by hand from http"):
+    with missing_dataset(name, "download it by hand from http"):
         data.split("test")
 
 
 def test_missing_downloadable_dataset_points_to_download_true(tmp_path, data_cache):
-    with pytest.raises(DatasetMissingError, match="re-run with download=true to fetch it from"):
+    with missing_dataset("google_speech", "re-run with download=true to fetch it from"):
         _module("google_speech", tmp_path / "empty", data_cache).split("train")
 
 
 def test_pretrain_on_librispeech_and_transfer_to_every_speech_set(speech_data, data_cache, tmp_path):
     root, sizes = speech_data
-    cfg = compose_config([
-        "domain=librispeech", "model=tiny", "logger=none", "algorithm=emix", "pretrain.max_steps=2",
-        "pretrain.batch_size=4", "transfer.epochs=1", "transfer.mode=cached_features",
-        "trainer.enable_progress_bar=false", f"data_root={root}", f"results_dir={tmp_path / 'results'}",
-        f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-    ])
-    records = run(cfg)
+    records = run(compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="librispeech",
+                                                    algorithm="emix", batch_size=4)))
     assert [r["dataset"] for r in records] == TRANSFER
     for record in records:
         path = tmp_path / "results/records/default" / record["dataset"] / "emix/seed0.json"

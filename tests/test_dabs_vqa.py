@@ -4,39 +4,26 @@ import zipfile
 
 import pytest
 import torch
-from PIL import Image
 from torchvision import transforms
 
-from dabs_rq.data import domains
-from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.readers import vqa as reader
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
-from dabs_rq.data.storage import DatasetMissingError
 from dabs_rq.run import run
-from tests.conftest import compose_config
+from tests.conftest import (compose_config, dabs_reference, fixture_root, load_split, missing_dataset,
+                            pipeline_overrides)
 from tests.dabs_fixtures import COCO_CATEGORY_IDS, VQA_CHOICES, VQA_QUESTIONS, serve_folder, write_mscoco, write_vqa
 from tests.tokenizer_fixtures import write_bert_tokenizer
 
-# DABS's captioned-image transform, applied the way DABS does (on the RGB image, to float).
-DABS_TRANSFORM = transforms.Compose([transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
-                                     transforms.Resize((224, 224)), transforms.ToTensor()])
-
 
 def dabs_image(path) -> torch.Tensor:
-    return DABS_TRANSFORM(Image.open(path).convert("RGB"))
+    """DABS's captioned-image transform, applied the way DABS does (on the RGB image, to float)."""
+    return dabs_reference(path, transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
+                          transforms.Resize((224, 224)))
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dabs_data")
-    write_mscoco(root)
-    write_vqa(root)
-    write_bert_tokenizer(root)
-    return root
-
-
-def _split(name, split, data_root, cache):
-    return DomainDataModule(domains.load(name), cache_dir=cache, data_root=data_root).split(split)
+    return fixture_root(tmp_path_factory, write_mscoco, write_vqa, write_bert_tokenizer)
 
 
 def _ids(data_root, first, second=None):
@@ -45,7 +32,7 @@ def _ids(data_root, first, second=None):
 
 def test_mscoco_image_last_caption_and_last_instance_label(data_root, data_cache):
     for split, part, count in (("train", "train2017", 12), ("test", "val2017", 6)):
-        dataset = _split("mscoco", split, data_root, data_cache)
+        dataset = load_split("mscoco", split, data_root, data_cache)
         assert len(dataset) == count - 1  # the image without an instance annotation is dropped
         (image, tokens), labels = dataset[list(range(len(dataset)))]
         assert image.shape == (count - 1, 3, 224, 224) and image.dtype == torch.float32
@@ -78,7 +65,7 @@ def _decoded_answers(data_root, tokens):
 
 def test_vqa_pairs_right_or_wrong_answers_with_images(data_root, data_cache):
     for split, part, images in (("train", "train2014", 8), ("test", "val2014", 4)):
-        dataset = _split("vqa", split, data_root, data_cache)
+        dataset = load_split("vqa", split, data_root, data_cache)
         examples = _vqa_examples(part, images)
         assert len(dataset) == len(examples)  # questions whose gold answer is not a choice are dropped
         (image, tokens), labels = dataset[list(range(len(dataset)))]
@@ -94,7 +81,7 @@ def test_vqa_pairs_right_or_wrong_answers_with_images(data_root, data_cache):
 
 def test_vqa_answer_seed_quirk(data_root, data_cache, tmp_path):
     kwargs = dict(root=data_root / "vqa", tokenizer="bert-base-uncased")
-    default = _split("vqa", "train", data_root, data_cache).labels
+    default = load_split("vqa", "train", data_root, data_cache).labels
     assert torch.equal(reader.vqa("train", cache_dir=tmp_path / "fresh", **kwargs).labels, default)
     assert not torch.equal(reader.vqa("train", cache_dir=tmp_path / "fresh", answer_seed=1, **kwargs).labels, default)
     unseeded = [reader.vqa("train", cache_dir=tmp_path / "fresh", answer_seed=None, **kwargs) for _ in range(3)]
@@ -106,8 +93,8 @@ def test_vqa_answer_seed_quirk(data_root, data_cache, tmp_path):
 
 @pytest.mark.parametrize("name,hint", [("mscoco", "images.cocodataset.org"), ("vqa", "cvmlp")])
 def test_missing_data_says_how_to_get_it(name, hint, tmp_path):
-    with pytest.raises(DatasetMissingError, match=f"dataset '{name}' is not on disk.*download=true.*{hint}"):
-        _split(name, "train", tmp_path, tmp_path / "cache")
+    with missing_dataset(name, f"download=true.*{hint}"):
+        load_split(name, "train", tmp_path, tmp_path / "cache")
 
 
 def test_mscoco_download_fetches_and_unpacks_the_coco_zips(data_root, tmp_path, monkeypatch):
@@ -129,13 +116,8 @@ def test_mscoco_download_fetches_and_unpacks_the_coco_zips(data_root, tmp_path, 
 
 
 def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
-    cfg = compose_config([
-        "model=tiny", "logger=none", "algorithm=emix", "domain=mscoco", "pretrain.max_steps=2",
-        "pretrain.batch_size=8", "transfer.epochs=1", "transfer.mode=cached_features",
-        "trainer.enable_progress_bar=false", f"data_root={data_root}", f"results_dir={tmp_path / 'results'}",
-        f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-    ])
-    (record,) = run(cfg)
+    (record,) = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="mscoco",
+                                                      algorithm="emix", batch_size=8)))
     assert record["dataset"] == "vqa" and record["paper_name"] == "VQA" and record["domain"] == "Vision/Language"
     assert record["metric"] == "accuracy" and 0 <= record["value"] <= 100
     assert record["protocol"]["task"]["num_outputs"] == 1 and record["quirks"] == {"answer_seed": 0}

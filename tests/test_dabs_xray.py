@@ -7,39 +7,28 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from dabs_rq.data import domains
-from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.readers import xray as reader
-from dabs_rq.data.storage import DatasetMissingError
 from dabs_rq.run import run
-from tests.conftest import compose_config
+from tests.conftest import (compose_config, dabs_reference, fixture_root, load_split, missing_dataset,
+                            pipeline_overrides)
 from tests.dabs_fixtures import write_chexpert, write_xray8
-
-# DABS's X-ray transform, applied the way DABS does (on the RGB image, to float).
-DABS_TRANSFORM = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor()])
 
 
 def dabs_image(path) -> torch.Tensor:
-    return DABS_TRANSFORM(Image.open(path).convert("RGB"))
+    """DABS's X-ray transform, applied the way DABS does (on the RGB image, to float)."""
+    return dabs_reference(path, transforms.Resize((224, 224)))
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dabs_data")
-    write_chexpert(root)
-    write_xray8(root)
-    return root
-
-
-def _split(name, split, data_root, cache):
-    return DomainDataModule(domains.load(name), cache_dir=cache, data_root=data_root).split(split)
+    return fixture_root(tmp_path_factory, write_chexpert, write_xray8)
 
 
 def test_chexpert_images_match_dabs_and_labels_are_u_zeros(data_root, data_cache):
     base = data_root / "chexpert"
     for split, csv in (("train", "train.csv"), ("test", "valid.csv")):
         table = pd.read_csv(base / "CheXpert-v1.0-small" / csv)
-        dataset = _split("chexpert_transfer", split, data_root, data_cache)
+        dataset = load_split("chexpert_transfer", split, data_root, data_cache)
         (x,), y = dataset[list(range(len(dataset)))]
         assert len(dataset) == len(table) and x.shape == (len(table), 3, 224, 224) and x.dtype == torch.float32
         assert 0 <= x.min() and x.max() <= 1 and y.dtype == torch.long
@@ -47,15 +36,15 @@ def test_chexpert_images_match_dabs_and_labels_are_u_zeros(data_root, data_cache
         assert torch.equal(y, expected)
         for i in (0, len(table) - 1):
             assert torch.equal(x[i], dabs_image(base / table["Path"][i]))
-    pretrain = _split("chexpert", "train", data_root, data_cache)
-    transfer = _split("chexpert_transfer", "train", data_root, data_cache)
+    pretrain = load_split("chexpert", "train", data_root, data_cache)
+    transfer = load_split("chexpert_transfer", "train", data_root, data_cache)
     assert torch.equal(pretrain[[0, 5]][0][0], transfer[[0, 5]][0][0])
 
 
 def test_parallel_decoding_gives_the_same_cache(data_root, data_cache, tmp_path):
     kwargs = dict(root=data_root / "chexpert")
     parallel = reader.chexpert("test", cache_dir=tmp_path / "cache", decode_workers=2, **kwargs)
-    serial = _split("chexpert_transfer", "test", data_root, data_cache)
+    serial = load_split("chexpert_transfer", "test", data_root, data_cache)
     assert np.array_equal(parallel.images, serial.images) and parallel.images.shape == (8, 1, 224, 224)
 
 
@@ -74,7 +63,7 @@ def test_xray8_split_images_and_labels_follow_dabs(data_root, data_cache):
     splits, labels = _xray8_expected(data_root, sorted(p.name for p in images.iterdir()))
     assert (len(splits["train"]), len(splits["test"])) == (36, 4)
     for split, names in splits.items():
-        dataset = _split("xray8", split, data_root, data_cache)
+        dataset = load_split("xray8", split, data_root, data_cache)
         (x,), y = dataset[list(range(len(dataset)))]
         assert len(dataset) == len(names) and x.shape == (len(names), 3, 224, 224)
         assert y.tolist() == [labels[n] for n in names]
@@ -88,7 +77,7 @@ def test_xray8_sort_files_quirk(data_root, data_cache, monkeypatch):
     monkeypatch.setattr(reader.os, "listdir", lambda path: list(listing))
     kwargs = dict(cache_dir=data_cache, root=data_root / "xray8")
     sorted_split = reader.chestxray8("test", **kwargs)
-    assert torch.equal(sorted_split.labels, _split("xray8", "test", data_root, data_cache).labels)
+    assert torch.equal(sorted_split.labels, load_split("xray8", "test", data_root, data_cache).labels)
     splits, labels = _xray8_expected(data_root, listing)
     dabs_order = reader.chestxray8("test", sort_files=False, **kwargs)
     assert dabs_order.labels.tolist() == [labels[n] for n in splits["test"]]
@@ -107,18 +96,13 @@ def test_xray8_images_missing_from_metadata_are_reported(data_root, tmp_path):
                                        ("chexpert_transfer", "CheXpert-v1.0-small.zip"),
                                        ("xray8", "nihcc.*metadata.csv")])
 def test_missing_data_says_how_to_get_it_by_hand(name, hint, tmp_path):
-    with pytest.raises(DatasetMissingError, match=f"dataset '{name}' is not on disk.*download it by hand.*{hint}"):
-        _split(name, "train", tmp_path, tmp_path / "cache")
+    with missing_dataset(name, f"download it by hand.*{hint}"):
+        load_split(name, "train", tmp_path, tmp_path / "cache")
 
 
 def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
-    cfg = compose_config([
-        "model=tiny", "logger=none", "algorithm=emix", "domain=chexpert", "pretrain.max_steps=2",
-        "pretrain.batch_size=8", "transfer.epochs=1", "transfer.mode=cached_features",
-        "trainer.enable_progress_bar=false", f"data_root={data_root}", f"results_dir={tmp_path / 'results'}",
-        f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-    ])
-    records = run(cfg)
+    records = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="chexpert",
+                                                    algorithm="emix", batch_size=8)))
     assert [r["dataset"] for r in records] == ["chexpert_transfer", "xray8"]
     assert [r["paper_name"] for r in records] == ["CheXpert", "ChestX-ray8"]
     for record, labels in zip(records, (5, 8)):

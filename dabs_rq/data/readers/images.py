@@ -3,7 +3,8 @@
 Each reader lists a split's images and labels from the dataset's own on-disk format
 (index files, folders, pickles), reproducing DABS's split rule, then preprocesses every
 image once the way DABS does -- ``Resize((224, 224)) -> CenterCrop(224) -> ToTensor()``,
-no normalisation, no augmentation -- into a uint8 memory-mapped cache under ``cache_dir``.
+no normalisation, no augmentation -- into the shared uint8 memory-mapped cache
+(:mod:`dabs_rq.data.image_cache`) under ``cache_dir``.
 Items are ``((image,), label)`` with ``image`` float32 ``[3, 224, 224]`` in [0, 1]; uint8
 divided by 255 is bit-identical to ``ToTensor`` on the resized PIL image.
 
@@ -19,17 +20,13 @@ cache; default: all CPUs), and ``download`` and ``root`` from the datamodule.
 from __future__ import annotations
 
 import glob
-import hashlib
-import os
 import pickle
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 from scipy.io import loadmat
 from torch.utils.data import Dataset
@@ -38,12 +35,12 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, DatasetFolder, find_classes
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, memmap_cache
+from dabs_rq.data import image_cache
+from dabs_rq.data.image_cache import Box, FileImages, list_digest
 from dabs_rq.data.storage import DatasetMissingError
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = 224
-Box = tuple[int, int, int, int]
 
 
 # --------------------------------------------------------------------------- downloads
@@ -98,35 +95,14 @@ def ensure_files(name: str, root: Path, needed: Iterable[Path], download: bool) 
 # --------------------------------------------------------------------------- preprocessing and cache
 
 def dabs_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
-    """DABS's image pipeline up to ``ToTensor``, ending in uint8 (``ToTensor`` = this / 255)."""
+    """DABS's image pipeline up to ``ToTensor``; the cache stores its uint8 result (``ToTensor`` = that / 255)."""
     size = (image_size, image_size)
-    return transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.PILToTensor()])
-
-
-def open_rgb(path: str | Path, box: Box | None = None) -> Image.Image:
-    """The image at ``path`` as RGB (CMYK/greyscale files exist in ImageNet and CUB), cropped to ``box``."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    return image.crop(box) if box is not None else image
-
-
-# Image sources and the preprocessing step are small classes rather than closures so that
-# an on-the-fly dataset (memmap: false) can be sent to DataLoader worker processes.
-
-@dataclass
-class FileImages:
-    """Image ``i`` = file ``paths[i]`` as RGB, cropped to ``boxes[i]`` when boxes are given."""
-
-    paths: list[str]
-    boxes: list[Box] | None = None
-
-    def __call__(self, i: int) -> Image.Image:
-        return open_rgb(self.paths[i], self.boxes[i] if self.boxes is not None else None)
+    return transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size)])
 
 
 @dataclass
 class ArrayImages:
-    """Image ``i`` = ``pixels[i]``, a uint8 ``[H, W, 3]`` array (CIFAR-10)."""
+    """Image ``i`` = ``pixels[i]``, a uint8 ``[H, W, 3]`` array (CIFAR-10); a class so it can go to loader workers."""
 
     pixels: np.ndarray
 
@@ -134,101 +110,21 @@ class ArrayImages:
         return Image.fromarray(self.pixels[i])
 
 
-@dataclass
-class Preprocessed:
-    """Row ``i`` of the cache: ``transform(open_image(i))`` as a uint8 ``[3, s, s]`` array."""
-
-    open_image: Callable[[int], Image.Image]
-    transform: Callable[[Image.Image], torch.Tensor]
-
-    def __call__(self, i: int) -> np.ndarray:
-        return self.transform(self.open_image(i)).numpy()
-
-
-class ImageArrayDataset(ArrayDataset):
-    """uint8 ``[N, 3, H, W]`` (memory-mapped) images served as float32 in [0, 1]; batch indexing supported."""
-
-    def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        (images,), labels = super().__getitem__(index)
-        return (images.div_(255.0),), labels  # in place: the uint8 -> float32 cast made a fresh tensor
-
-
-class LazyImageDataset(Dataset):
-    """Decodes and preprocesses one image per item (``memmap: false``): no cache on disk, needs loader workers."""
-
-    def __init__(self, load: Callable[[int], np.ndarray], labels: np.ndarray) -> None:
-        self.load, self.labels = load, torch.as_tensor(labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor], torch.Tensor]:
-        return (torch.from_numpy(self.load(index)).float().div_(255.0),), self.labels[index]
-
-
-class ParallelRows:
-    """A ``fill(i)`` for :func:`memmap_cache` that decodes images on a thread pool, a chunk at a time.
-
-    PIL releases the GIL while decoding and resizing, so threads give a near-linear speed-up
-    when a cache is first built (ImageNet: 1.3 M JPEGs). The pool starts on the first call only.
-    """
-
-    def __init__(self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None,
-                 chunk: int = 256) -> None:
-        self.load, self.count, self.chunk = load, count, chunk
-        self.workers = workers or _cpus()
-        self._pool: ThreadPoolExecutor | None = None
-        self._start, self._rows = 0, []
-
-    def __call__(self, i: int) -> np.ndarray:
-        if not self._start <= i < self._start + len(self._rows):
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers)
-            self._start = i
-            self._rows = list(self._pool.map(self.load, range(i, min(i + self.chunk, self.count))))
-        return self._rows[i - self._start]
-
-    def __enter__(self) -> "ParallelRows":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
-def _cpus() -> int:
-    """CPUs this process may use (the affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def digest(items: Iterable[Any]) -> str:
-    """A short fingerprint of a sample list (paths, labels, boxes), so that changed data gets a new cache."""
-    sha = hashlib.sha1()
-    for item in items:
-        sha.update(repr(item).encode())
-        sha.update(b"\n")
-    return sha.hexdigest()[:16]
-
-
 def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image], labels: Sequence[int],
                   cache_dir: Path, source: str, settings: dict[str, Any] | None = None, image_size: int = IMAGE_SIZE,
                   memmap: bool = True, workers: int | None = None) -> Dataset:
     """Items ``((float32 [3, s, s] in [0, 1],), label)`` for images ``open_image(i)``, cached as uint8 memmap.
 
-    The cache file is keyed by dataset, split, ``source`` (a fingerprint of the sample list),
-    ``image_size`` and the reader's ``settings`` (split/crop choices), so any change builds a
-    new one. ``memmap=False`` decodes on the fly instead; ``workers`` threads build the cache.
+    The cache (:mod:`dabs_rq.data.image_cache`) is keyed by dataset, split, ``source`` (a
+    fingerprint of the sample list), ``image_size`` and the reader's ``settings`` (split/crop
+    choices), so any change builds a new one. ``memmap=False`` decodes on the fly instead;
+    ``workers`` threads build the cache.
     """
-    load = Preprocessed(open_image, dabs_transform(image_size))
     labels = np.asarray(labels, dtype=np.int64)
-    if not memmap:
-        return LazyImageDataset(load, labels)
-    key = cache_key(dataset=name, split=split, source=source, image_size=image_size, **(settings or {}))
-    path = Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"
-    with ParallelRows(load, len(labels), workers) as fill:
-        images = memmap_cache(path, len(labels), (3, image_size, image_size), np.uint8, fill,
-                              desc=f"{name} {split}: resizing images")
-    return ImageArrayDataset([images], labels)
+    cache = (image_cache.cache_file(cache_dir, name, split, source=source, image_size=image_size, **(settings or {}))
+             if memmap else None)
+    return image_cache.image_dataset(open_image, len(labels), dabs_transform(image_size), labels, cache=cache,
+                                     shape=(3, image_size, image_size), workers=workers)
 
 
 def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Sequence[int], cache_dir: Path,
@@ -240,7 +136,7 @@ def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Se
     if not paths:
         raise DatasetMissingError(f"dataset '{name}': no {split} images found")
     boxes = list(boxes) if boxes is not None else None
-    source = digest(zip(paths, labels, boxes if boxes is not None else [None] * len(paths)))
+    source = list_digest(zip(paths, labels, boxes if boxes is not None else [None] * len(paths)))
     return image_dataset(name, split, FileImages(paths, boxes), labels, cache_dir, source, settings, **options)
 
 
@@ -293,7 +189,7 @@ def cifar10(split: str, cache_dir: Path, root: Path, download: bool = False, **o
     pixels = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
     pixels = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))  # HWC, as PIL wants
     labels = np.concatenate([b["labels"] for b in batches])
-    source = digest((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    source = list_digest((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return image_dataset("cifar10", split, ArrayImages(pixels), labels, cache_dir, source, **options)
 
 

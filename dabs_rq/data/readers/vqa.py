@@ -18,7 +18,8 @@ image transform ``Resize((640, 480))`` -> ``CenterCrop(480)`` -> ``Resize((224, 
   run; here ``answer_seed`` (default 0) seeds a generator per split, ``null`` restores the
   unseeded draw. Image file names come from COCO 2014's ``captions_*2014.json``.
 
-Images are decoded once into a memory-mapped ``uint8`` cache (one row per distinct image);
+Images are decoded once into the shared memory-mapped ``uint8`` cache
+(:mod:`dabs_rq.data.image_cache`, one row per distinct image, ``decode_workers`` threads);
 token ids and labels are cached per tokenizer (and per seed for VQA).
 """
 
@@ -33,9 +34,10 @@ import numpy as np
 import torch
 from torchvision import transforms
 
+from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import cache_key
+from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
-from dabs_rq.data.readers.xray import CachedImageDataset, cache_images, files_digest, to_rgb
 from dabs_rq.data.tensor_dataset import cached_tensors
 
 COCO_URL = "http://images.cocodataset.org"
@@ -43,9 +45,21 @@ VQA_URL = "https://s3.amazonaws.com/cvmlp/vqa/mscoco/vqa"
 
 
 def coco_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
-    """DABS's captioned-image transform up to ``ToTensor``."""
-    return transforms.Compose([to_rgb, transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
+    """DABS's captioned-image transform up to ``ToTensor``, after the cache's ``convert("RGB")``."""
+    return transforms.Compose([transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
                                transforms.Resize(tuple(size))])
+
+
+def coco_dataset(files: Sequence[Path], cache: Path, image_size: Sequence[int], text: dict[str, Any],
+                 workers: int | None = None) -> ImageDataset:
+    """``files`` through :func:`coco_transform` into the shared cache, served with ``text``'s token ids and labels.
+
+    ``text["rows"]``, where present, maps each example to its image (VQA: questions share images).
+    """
+    rows = text["rows"].numpy() if "rows" in text else None
+    return image_cache.image_dataset(FileImages(files), len(files), coco_transform(image_size), text["labels"],
+                                     cache=cache, shape=(3, *image_size), rows=rows, extra=[text["tokens"]],
+                                     workers=workers)
 
 
 def fetch(root: Path, components: Sequence[tuple[str, str]]) -> None:
@@ -93,7 +107,7 @@ def mscoco(
     seq_len: int = 32,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
-) -> CachedImageDataset:
+) -> ImageDataset:
     """COCO 2017 ``train2017`` (train) / ``val2017`` (test): (image, caption ids) -> category 0..79."""
     _check_split(split)
     part = "train2017" if split == "train" else "val2017"
@@ -110,10 +124,9 @@ def mscoco(
     key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok))
     text = cached_tensors(Path(cache_dir) / "mscoco" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f"{i:012d}.jpg" for i in text["image_ids"].tolist()]
-    image_key = cache_key(part=part, size=list(image_size), files=files_digest(files))
-    images = cache_images(Path(cache_dir) / "mscoco" / f"{split}-images-{image_key}.npy", files,
-                          coco_transform(image_size), (3, *image_size), decode_workers)
-    return CachedImageDataset(images, text["labels"], extra=[text["tokens"]])
+    cache = image_cache.cache_file(cache_dir, "mscoco", split, part=part, size=list(image_size),
+                                   files=list_digest(files))
+    return coco_dataset(files, cache, image_size, text, decode_workers)
 
 
 def vqa_questions(root: Path, part: str) -> list[dict]:
@@ -158,7 +171,7 @@ def vqa(
     answer_seed: int | None = 0,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
-) -> CachedImageDataset:
+) -> ImageDataset:
     """VQA v1 multiple choice, ``train2014`` (train) / ``val2014`` (test): (image, question+answer ids) -> 0/1.
 
     ``answer_seed``: the swap draws come from ``random.Random("<seed>:<split>")``; ``None``
@@ -191,7 +204,6 @@ def vqa(
         key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok))
         text = cached_tensors(Path(cache_dir) / "vqa" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f for f in text["files"]]
-    image_key = cache_key(part=part, size=list(image_size), files=files_digest(text["files"]))
-    images = cache_images(Path(cache_dir) / "vqa" / f"{split}-images-{image_key}.npy", files,
-                          coco_transform(image_size), (3, *image_size), decode_workers)
-    return CachedImageDataset(images, text["labels"], rows=text["rows"].numpy(), extra=[text["tokens"]])
+    cache = image_cache.cache_file(cache_dir, "vqa", split, part=part, size=list(image_size),
+                                   files=list_digest(text["files"]))
+    return coco_dataset(files, cache, image_size, text, decode_workers)

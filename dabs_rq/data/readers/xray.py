@@ -4,12 +4,12 @@ Both give ``([3, 224, 224] float32 in [0, 1],)`` -> multi-hot ``long`` labels, w
 transform ``convert('RGB')`` -> ``Resize((224, 224))`` (aspect ratio not kept) ->
 ``ToTensor()`` and no normalisation.
 
-Decoded images are cached once per split as a memory-mapped ``uint8`` array (ToTensor's
-``/255`` is applied when a batch is read, which gives the same floats). X-rays are
-grayscale, so one channel is stored and repeated to three on reading: for an image whose
-RGB channels are equal (every CheXpert/NIH image) this is exactly DABS's tensor, at a
-third of the disk space. The image cache and dataset here are also used by
-:mod:`dabs_rq.data.readers.vqa` (three channels, plus token ids).
+Decoded images are cached once per split in the shared ``uint8`` image cache
+(:mod:`dabs_rq.data.image_cache`; ToTensor's ``/255`` is applied when a batch is read,
+which gives the same floats). X-rays are grayscale, so one channel is stored and repeated
+to three on reading: for an image whose RGB channels are equal (every CheXpert/NIH image)
+this is exactly DABS's tensor, at a third of the disk space. ``decode_workers`` threads
+decode a split when its cache is first built (default: all CPUs).
 
 * **CheXpert** (``CheXpert-v1.0-small`` layout): ``train.csv`` / ``valid.csv`` list the
   images (``Path`` column, relative to the dataset folder) and 14 observation columns;
@@ -22,28 +22,22 @@ third of the disk space. The image cache and dataset here are also used by
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
+from numpy.typing import ArrayLike
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from dabs_rq.data.array_cache import cache_key, memmap_cache
+from dabs_rq.data import image_cache
+from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
 
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 XRAY8_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                      "Pneumothorax")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """DABS's first step for every image: `.convert("RGB")`."""
-    return image.convert("RGB")
 
 
 def to_gray(image: Image.Image) -> Image.Image:
@@ -51,81 +45,16 @@ def to_gray(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def xray_transform(size: Sequence[int] = (224, 224)) -> Callable[[Image.Image], Image.Image]:
-    """DABS's X-ray transform up to ``ToTensor``, producing one (grayscale) channel."""
-    return transforms.Compose([to_rgb, to_gray, transforms.Resize(tuple(size))])
+def xray_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
+    """DABS's X-ray transform up to ``ToTensor``, after the cache's ``convert("RGB")``, producing one channel."""
+    return transforms.Compose([to_gray, transforms.Resize(tuple(size))])
 
 
-class _DecodedImages(Dataset):
-    """Item i: ``transform(open(files[i]))`` as a channel-first ``uint8`` array (for loader workers)."""
-
-    def __init__(self, files: Sequence[Path], transform: Callable[[Image.Image], Image.Image]) -> None:
-        self.files, self.transform = list(files), transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        with Image.open(self.files[index]) as image:
-            array = np.array(self.transform(image), dtype=np.uint8)  # a writable copy
-        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def files_digest(files: Sequence[str | Path]) -> str:
-    """A digest of a file list (part of a cache key: another list means another cache)."""
-    return hashlib.sha1("\n".join(map(str, files)).encode()).hexdigest()[:12]
-
-
-def cache_images(path: Path, files: Sequence[Path], transform: Callable[[Image.Image], Image.Image],
-                 shape: Sequence[int], workers: int | None = None) -> np.ndarray:
-    """``uint8 [len(files), *shape]`` memory map of the transformed images, decoded once.
-
-    Decoding runs in ``workers`` DataLoader processes (default: up to 8 when there are many
-    images); rows arrive in file order.
-    """
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1) if len(files) >= 2048 else 0
-    items = None
-
-    def fill(i: int) -> np.ndarray:
-        nonlocal items
-        if items is None:  # started lazily: nothing is decoded when the cache exists
-            loader = DataLoader(_DecodedImages(files, transform), batch_size=None, num_workers=workers)
-            items = iter(loader)
-        return np.asarray(next(items))
-
-    return memmap_cache(path, len(files), tuple(shape), np.uint8, fill, desc=f"decoding {Path(path).parent.name}")
-
-
-class CachedImageDataset(Dataset):
-    """Items ``((image, *extra), label)`` with ``image = images[rows[i]] / 255`` as float32.
-
-    ``images`` is a ``uint8 [M, C, H, W]`` (memory-mapped) array; ``rows`` maps examples to
-    images (several questions may share one image; default: row i); one-channel images are
-    repeated to ``channels``. ``extra`` arrays (e.g. token ids) have one row per example.
-    Batch indexing supported.
-    """
-
-    supports_batch_indexing = True
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray | torch.Tensor, rows: np.ndarray | None = None,
-                 extra: Sequence[np.ndarray | torch.Tensor] = (), channels: int = 3) -> None:
-        self.images, self.channels = images, int(channels)
-        self.labels = torch.as_tensor(np.asarray(labels))
-        self.rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
-        self.extra = [torch.as_tensor(np.asarray(x)) for x in extra]
-        if len(self.rows) != len(self.labels) or any(len(x) != len(self.labels) for x in self.extra):
-            raise ValueError("rows and every extra input need one entry per label")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        batch = self.images[self.rows[index]]  # one row of a read-only memory map is a view: copy it
-        image = torch.from_numpy(np.array(batch) if not batch.flags.writeable else batch).float().div_(255)
-        if image.shape[-3] != self.channels:
-            image = image.expand(*image.shape[:-3], self.channels, *image.shape[-2:]).contiguous()
-        return (image, *(x[index] for x in self.extra)), self.labels[index]
+def xray_dataset(files: Sequence[Path], labels: ArrayLike, cache: Path, image_size: Sequence[int],
+                 workers: int | None = None) -> ImageDataset:
+    """X-ray files through :func:`xray_transform` into the shared cache: one channel stored, three served."""
+    return image_cache.image_dataset(FileImages(files), len(files), xray_transform(image_size), labels, cache=cache,
+                                     shape=(1, *image_size), workers=workers)
 
 
 def _check_split(split: str) -> None:
@@ -149,7 +78,7 @@ def chexpert(
     uncertain: int = 0,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
-) -> CachedImageDataset:
+) -> ImageDataset:
     """CheXpert ``train.csv`` (train) or ``valid.csv`` (test): X-ray -> 5 competition labels.
 
     ``download`` is accepted for the common reader signature; CheXpert needs registration,
@@ -158,10 +87,9 @@ def chexpert(
     _check_split(split)
     table = pd.read_csv(Path(root) / folder / ("train.csv" if split == "train" else "valid.csv"))
     files = [Path(root) / p for p in table["Path"]]
-    key = cache_key(folder=folder, split=split, size=list(image_size), files=files_digest(table["Path"]))
-    images = cache_images(Path(cache_dir) / "chexpert" / f"{split}-{key}.npy", files, xray_transform(image_size),
-                          (1, *image_size), decode_workers)
-    return CachedImageDataset(images, chexpert_labels(table, tasks, uncertain))
+    cache = image_cache.cache_file(cache_dir, "chexpert", split, folder=folder, size=list(image_size),
+                                   files=list_digest(table["Path"]))
+    return xray_dataset(files, chexpert_labels(table, tasks, uncertain), cache, image_size, decode_workers)
 
 
 def xray8_split(names: Sequence[str], split: str, train_fraction: float = 0.9, seed: int = 42) -> list[str]:
@@ -188,7 +116,7 @@ def chestxray8(
     sort_files: bool = True,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
-) -> CachedImageDataset:
+) -> ImageDataset:
     """ChestX-ray8 ``images/*.png`` -> 8 pathology labels, DABS's seeded 90/10 split.
 
     ``sort_files`` sorts the names before shuffling (reproducible); ``False`` keeps
@@ -204,8 +132,6 @@ def chestxray8(
         missing = findings.index[findings.isna()]
         raise ValueError(f"{len(missing)} images of {Path(root) / 'images'} are not in metadata.csv "
                          f"(e.g. {missing[0]}): is metadata.csv the NIH Data_Entry_2017 file?")
-    key = cache_key(split=split, size=list(image_size), files=files_digest(names))
-    images = cache_images(Path(cache_dir) / "xray8" / f"{split}-{key}.npy",
-                          [Path(root) / "images" / n for n in names], xray_transform(image_size), (1, *image_size),
-                          decode_workers)
-    return CachedImageDataset(images, xray8_labels(findings, pathologies))
+    cache = image_cache.cache_file(cache_dir, "xray8", split, size=list(image_size), files=list_digest(names))
+    return xray_dataset([Path(root) / "images" / n for n in names], xray8_labels(findings, pathologies), cache,
+                        image_size, decode_workers)

@@ -1,0 +1,208 @@
+"""The uint8 image cache every image reader shares (natural images, chest X-rays, captioned images).
+
+Each distinct image is opened as RGB (DABS's first step everywhere), put through its reader's
+DABS transform once -- PIL to PIL, everything before ``ToTensor`` -- and stored as a uint8
+``[C, H, W]`` row of a memory map (:func:`dabs_rq.data.array_cache.memmap_cache`). Items are
+read back as float32 ``row / 255``, which is bit-identical to ``ToTensor`` on the transformed
+image, so the cache costs a quarter of float32's disk space and changes no value.
+
+What the readers need beyond that, all here in one place:
+
+* one-channel storage (X-rays, whose RGB channels are equal) repeated to three channels on read;
+* an example -> image row mapping (VQA: several questions share one image);
+* extra per-example inputs served next to the image (token ids);
+* decoding on a thread pool when a cache is first built, and batch indexing afterwards;
+* an on-the-fly variant that decodes per item instead of caching (ImageNet's ~200 GB);
+* :func:`list_digest`, the fingerprint of a sample list that keys a cache file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dabs_rq.data.array_cache import cache_key, memmap_cache
+
+Box = tuple[int, int, int, int]
+Transform = Callable[[Image.Image], Image.Image]
+
+
+# --------------------------------------------------------------------------- image sources
+
+def open_rgb(path: str | Path, box: Box | None = None) -> Image.Image:
+    """The image at ``path`` as RGB (CMYK, greyscale and RGBA files exist in the datasets), cropped to ``box``."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    return image.crop(box) if box is not None else image
+
+
+# Sources and decoders are small classes rather than closures so that an on-the-fly dataset
+# can be sent to DataLoader worker processes.
+
+@dataclass
+class FileImages:
+    """Image ``i`` = file ``paths[i]`` as RGB, cropped to ``boxes[i]`` when boxes are given (Aircraft)."""
+
+    paths: Sequence[str | Path]
+    boxes: Sequence[Box] | None = None
+
+    def __call__(self, i: int) -> Image.Image:
+        return open_rgb(self.paths[i], self.boxes[i] if self.boxes is not None else None)
+
+
+def to_chw(image: Image.Image) -> np.ndarray:
+    """A PIL image as a uint8 ``[C, H, W]`` array (``C = 1`` for mode ``L``), as ``PILToTensor`` lays it out."""
+    array = np.array(image, dtype=np.uint8)  # a writable copy
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+@dataclass
+class DecodedImages:
+    """Row ``i`` = ``to_chw(transform(open_image(i)))`` for ``i < count``, decoded when asked for."""
+
+    open_image: Callable[[int], Image.Image]
+    transform: Transform
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return to_chw(self.transform(self.open_image(int(i))))
+
+
+# --------------------------------------------------------------------------- building the cache
+
+class ParallelRows:
+    """A ``fill(i)`` for :func:`memmap_cache` that decodes rows on a thread pool, a chunk at a time.
+
+    PIL releases the GIL while decoding, converting and resizing, so threads give a
+    near-linear speed-up when a cache is first built (ImageNet: 1.3 M JPEGs) without sending
+    the image source to worker processes. The pool starts on the first call only (nothing is
+    decoded when the cache exists); ``workers`` of 0 or 1 decode in the calling thread.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None,
+                 chunk: int = 256) -> None:
+        self.load, self.count, self.chunk = load, count, chunk
+        self.workers = _cpus() if workers is None else workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._start, self._rows = 0, []
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self.workers <= 1:
+            return self.load(i)
+        if not self._start <= i < self._start + len(self._rows):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers)
+            self._start = i
+            self._rows = list(self._pool.map(self.load, range(i, min(i + self.chunk, self.count))))
+        return self._rows[i - self._start]
+
+    def __enter__(self) -> "ParallelRows":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _cpus() -> int:
+    """CPUs this process may use (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def list_digest(items: Iterable[Any]) -> str:
+    """A short fingerprint of a sample list (file names, with labels or crop boxes where they matter).
+
+    Part of a cache key, so that another list of images gets another cache. Items are hashed
+    one at a time (ImageNet lists 1.3 M files).
+    """
+    sha = hashlib.sha1()
+    for item in items:
+        sha.update(repr(item).encode())
+        sha.update(b"\n")
+    return sha.hexdigest()[:16]
+
+
+def cache_file(cache_dir: Path, name: str, split: str, **settings: Any) -> Path:
+    """Where the image cache of ``name``/``split`` lives: keyed by everything that shapes its pixels.
+
+    ``settings`` (image list digest, size, crops, ...) go into the file name, so a change
+    builds a new cache instead of reading a stale one.
+    """
+    key = cache_key(dataset=name, split=split, **settings)
+    return Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"
+
+
+def cache_images(path: Path, images: DecodedImages, shape: Sequence[int], workers: int | None = None) -> np.ndarray:
+    """uint8 ``[len(images), *shape]`` memory map of the decoded rows, built once at ``path`` in row order."""
+    with ParallelRows(images.__getitem__, len(images), workers) as fill:
+        return memmap_cache(path, len(images), tuple(shape), np.uint8, fill,
+                            desc=f"decoding images into {Path(path).name}")
+
+
+# --------------------------------------------------------------------------- datasets
+
+class ImageDataset(Dataset):
+    """Items ``((image, *extra), label)`` with ``image = images[rows[i]] / 255`` as float32 ``[channels, H, W]``.
+
+    ``images`` holds uint8 ``[C, H, W]`` rows (a memory map); ``rows`` maps examples to
+    images (default: row ``i``); one-channel rows are repeated to ``channels``; ``extra``
+    arrays (e.g. token ids) have one row per example. Batch indexing supported.
+    """
+
+    supports_batch_indexing = True
+
+    def __init__(self, images: np.ndarray | DecodedImages, labels: ArrayLike, rows: ArrayLike | None = None,
+                 extra: Sequence[ArrayLike] = (), channels: int = 3) -> None:
+        self.images, self.channels = images, int(channels)
+        self.labels = torch.as_tensor(np.asarray(labels))
+        self.rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
+        self.extra = [torch.as_tensor(np.asarray(x)) for x in extra]
+        if len(self.rows) != len(self.labels) or any(len(x) != len(self.labels) for x in self.extra):
+            raise ValueError("rows and every extra input need one entry per label")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        pixels = self.images[self.rows[index]]  # one row of a read-only memory map is a view: copy it
+        image = torch.from_numpy(pixels if pixels.flags.writeable else np.array(pixels)).float().div_(255)
+        if image.shape[-3] != self.channels:
+            image = image.expand(*image.shape[:-3], self.channels, *image.shape[-2:]).contiguous()
+        return (image, *(x[index] for x in self.extra)), self.labels[index]
+
+
+class LazyImageDataset(ImageDataset):
+    """The same items, decoded one at a time when read (``images`` is a :class:`DecodedImages`): no disk cache.
+
+    Without batch indexing, so that loader worker processes decode items in parallel.
+    """
+
+    supports_batch_indexing = False
+
+
+def image_dataset(open_image: Callable[[int], Image.Image], count: int, transform: Transform, labels: ArrayLike, *,
+                  cache: Path | None, shape: Sequence[int], rows: ArrayLike | None = None,
+                  extra: Sequence[ArrayLike] = (), channels: int = 3, workers: int | None = None) -> ImageDataset:
+    """The dataset of ``count`` images ``open_image(i)`` through ``transform``, cached at ``cache`` as uint8.
+
+    ``shape`` is a stored row ``[C, H, W]`` (``C = 1`` for a transform ending in grayscale);
+    ``rows``, ``extra`` and ``channels`` as in :class:`ImageDataset`; ``workers`` threads
+    build the cache (default: all CPUs). ``cache=None`` decodes on the fly instead.
+    """
+    images = DecodedImages(open_image, transform, count)
+    if cache is None:
+        return LazyImageDataset(images, labels, rows, extra, channels)
+    return ImageDataset(cache_images(cache, images, shape, workers), labels, rows, extra, channels)
