@@ -1,5 +1,6 @@
 """Command line: ``dabs-rq [hydra overrides]`` runs jobs; ``dabs-rq table`` rebuilds the table;
-``dabs-rq data status`` lists the datasets and whether they are on disk."""
+``dabs-rq data status`` lists the datasets and whether they are on disk; ``dabs-rq bench`` runs
+the speed benchmarks."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def main() -> None:
         sys.exit(table_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         sys.exit(data_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "bench":
+        from dabs_rq.bench import main as bench_main
+
+        sys.exit(bench_main(sys.argv[2:]))
     _hydra_main()
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dabs_rq.augment import RandomizedQuantization, randomized_quantization
-from tests.reference_rq import reference_quantize
+from benchmarks.reference_rq import reference_quantize
 
 SHAPES = [((4, 3), 1), ((4, 5, 7), -1), ((2, 3, 8, 8), 1), ((2, 6, 3, 4, 5), 2), ((3, 9, 16), 1)]
 

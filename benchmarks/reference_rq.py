@@ -1,9 +1,13 @@
-"""An independent, deliberately naive restatement of the reference RQ semantics.
+"""The baseline RQ: the reference algorithm of microsoft/random_quantize (MIT), restated.
 
-The reference module (microsoft/random_quantize, MIT) assigns every value to a bin by
-building a [B*C, num_bins, H, W] boolean membership mask and taking its argmax. This
-file re-expresses that algorithm (not the package's code path) so that tests can check
-``dabs_rq.augment`` against it; it is O(num_bins x input) on purpose.
+Credit: Wu et al., "Randomized Quantization: A Generic Augmentation for Data Agnostic
+Self-supervised Learning" (ICCV 2023), reference module ``RandomizedQuantizationAugModule``
+at github.com/microsoft/random_quantize (MIT license). This is an independent restatement of
+its algorithm, kept as the correctness oracle of the tests and the speed baseline of
+``benchmarks/rq.py``: it assigns every value to a bin by building a [B*C, num_bins, H, W]
+boolean membership mask and taking its argmax, so it is O(num_bins x input) on purpose.
+Same random draws, in the same order, as the reference (cut fractions, then proxy
+fractions), so with the same seed it gives the reference's output.
 """
 
 from __future__ import annotations

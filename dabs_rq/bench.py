@@ -1,0 +1,84 @@
+"""``dabs-rq bench``: run the speed benchmarks under ``benchmarks/`` and write their results.
+
+Each benchmark module exposes ``TITLE`` and ``run(device, quick) -> list[dict]``: one flat
+row per measured case (a baseline and our implementation run side by side in the same
+process, so the ratios are meaningful), with optional ``target`` (what is asked) and ``met``
+(whether it is). Results go to ``results/bench/<name>-<device>.json`` (with the machine they
+ran on) and every JSON found is summarised in ``results/bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from dabs_rq.paths import PROJECT_ROOT, RESULTS_DIR
+from dabs_rq.results.records import write_json_atomic
+
+BENCHMARKS = ("rq", "encoder", "pretrain_step", "end_to_end")
+BENCH_DIR = RESULTS_DIR / "bench"
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": device}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return info
+
+
+def run_benchmark(name: str, device: str, quick: bool, out_dir: Path) -> Path:
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))  # benchmarks/ lives beside the package
+    module = importlib.import_module(f"benchmarks.{name}")
+    print(f"[bench] {module.TITLE} on {device}{' (quick)' if quick else ''} ...", flush=True)
+    rows = module.run(device=device, quick=quick)
+    payload = {"benchmark": name, "title": module.TITLE, "quick": quick, "machine": machine(device),
+               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows}
+    path = out_dir / f"{name}-{device.replace(':', '')}{'-quick' if quick else ''}.json"
+    write_json_atomic(path, payload)
+    print(pd.DataFrame(rows).to_string(index=False))
+    return path
+
+
+def summary_markdown(out_dir: Path) -> str:
+    """All benchmark JSONs of ``out_dir`` as Markdown tables, with the machine each ran on."""
+    parts = ["# Benchmarks\n", "Regenerate with `dabs-rq bench` (all) or `dabs-rq bench --only rq encoder`; "
+             "`--device cuda` on a GPU. Each table compares our implementation with a baseline run "
+             "side by side in the same process.\n"]
+    for path in sorted(out_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        m = data["machine"]
+        where = m.get("gpu") or f"{m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('torch_threads')} torch threads"
+        parts.append(f"## {data['title']} — {data['machine']['device']}{' (quick)' if data.get('quick') else ''}\n")
+        parts.append(f"Machine: {where}; torch {m['torch']}; {data['created']}\n")
+        parts.append(pd.DataFrame(data["rows"]).to_markdown(index=False, floatfmt=".3g") + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dabs-rq bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None, help="run only these benchmarks")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test of the benchmarks)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
+    args = parser.parse_args(argv)
+    names = args.only or list(BENCHMARKS)
+    for name in names:
+        run_benchmark(name, args.device, args.quick, args.out)
+    (args.out / "README.md").write_text(summary_markdown(args.out), encoding="utf-8")
+    print(f"\nBenchmark summary: {args.out / 'README.md'}")
+    return 0
