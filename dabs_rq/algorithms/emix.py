@@ -31,21 +31,23 @@ class EMix(PretrainingAlgorithm):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature, self.alpha = temperature, alpha
 
-    def loss(self, inputs: Sequence[Tensor]) -> Tensor:
-        embeddings = self.encoder.embed(inputs)
+    def mix(self, embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The augmentation: (mixed embeddings, per-sample lambda, partner permutation)."""
         batch = embeddings.shape[0]
-        beta = torch.distributions.Beta(
-            torch.tensor(self.alpha, device=embeddings.device), torch.tensor(self.alpha, device=embeddings.device)
-        )
-        lam = beta.sample((batch,))
+        alpha = torch.tensor(self.alpha, device=embeddings.device)
+        lam = torch.distributions.Beta(alpha, alpha).sample((batch,))
         lam = torch.maximum(lam, 1 - lam)
         perm = torch.randperm(batch, device=embeddings.device)
         lam_e = lam.view(batch, 1, 1).to(embeddings.dtype)
-        mixed = lam_e * embeddings + (1 - lam_e) * embeddings[perm].detach()
+        return lam_e * embeddings + (1 - lam_e) * embeddings[perm].detach(), lam, perm
+
+    def loss(self, inputs: Sequence[Tensor]) -> Tensor:
+        embeddings = self.encoder.embed(inputs)
+        mixed, lam, perm = self.mix(embeddings)
         z_mixed = F.normalize(self.encoder.encode(mixed, output="projection"), dim=1)
         z_clean = F.normalize(self.encoder.encode(embeddings, output="projection"), dim=1)
         logits = z_mixed @ z_clean.T / self.temperature
-        identity = torch.arange(batch, device=embeddings.device)
+        identity = torch.arange(embeddings.shape[0], device=embeddings.device)
         per_sample = lam * F.cross_entropy(logits, identity, reduction="none") + (1 - lam) * F.cross_entropy(
             logits, perm, reduction="none"
         )

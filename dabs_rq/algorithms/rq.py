@@ -41,7 +41,8 @@ class RQContrastive(PretrainingAlgorithm):
         self.views, self.temperature = views, temperature
         self.straight_through, self.symmetric = straight_through, symmetric
 
-    def _rq_view(self, embeddings: Tensor) -> Tensor:
+    def view(self, embeddings: Tensor) -> Tensor:
+        """The augmentation: one RQ view of the embeddings (straight-through if configured)."""
         quantized = self.quantizer(embeddings.detach())
         if self.straight_through:
             return embeddings + (quantized - embeddings.detach())
@@ -49,8 +50,8 @@ class RQContrastive(PretrainingAlgorithm):
 
     def loss(self, inputs: Sequence[Tensor]) -> Tensor:
         embeddings = self.encoder.embed(inputs)
-        first = self._rq_view(embeddings)
-        second = self._rq_view(embeddings) if self.views == "rq_vs_rq" else embeddings
+        first = self.view(embeddings)
+        second = self.view(embeddings) if self.views == "rq_vs_rq" else embeddings
         z_first = self.encoder.encode(first, output="projection")
         z_second = self.encoder.encode(second, output="projection")
         loss = info_nce(z_first, z_second, self.temperature)
