@@ -75,10 +75,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test of the benchmarks)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also put the summary between the BENCH START/END markers of this file")
     args = parser.parse_args(argv)
-    names = args.only or list(BENCHMARKS)
-    for name in names:
-        run_benchmark(name, args.device, args.quick, args.out)
-    (args.out / "README.md").write_text(summary_markdown(args.out), encoding="utf-8")
+    if not args.summary_only:
+        for name in args.only or list(BENCHMARKS):
+            run_benchmark(name, args.device, args.quick, args.out)
+    summary = summary_markdown(args.out)
+    (args.out / "README.md").write_text(summary, encoding="utf-8")
+    if args.readme:
+        from dabs_rq.readme import inject_block
+
+        body = summary.split("\n", 1)[1].replace("\n## ", "\n### ")  # below the README's own heading
+        inject_block(args.readme, "BENCH", body)
     print(f"\nBenchmark summary: {args.out / 'README.md'}")
     return 0
