@@ -7,7 +7,8 @@ its algorithm, kept as the correctness oracle of the tests and the speed baselin
 ``benchmarks/rq.py``: it assigns every value to a bin by building a [B*C, num_bins, H, W]
 boolean membership mask and taking its argmax, so it is O(num_bins x input) on purpose.
 Same random draws, in the same order, as the reference (cut fractions, then proxy
-fractions), so with the same seed it gives the reference's output.
+fractions), so with the same seed it gives the reference's output. Draws and constants live on
+``x``'s device, so it also runs on a GPU (on CPU this changes nothing).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ def reference_quantize(x: torch.Tensor, num_bins: int, spacing: str, collapse: s
     lo, hi = flat.min(1).values, flat.max(1).values
     n = b * c
     if spacing == "random":
-        fractions = torch.rand(n * (num_bins - 1)).reshape(n, num_bins - 1)
+        fractions = torch.rand(n * (num_bins - 1), device=x.device).reshape(n, num_bins - 1)
     else:
         step = torch.tensor(1) / (torch.tensor(num_bins - 1) + 1)
-        fractions = torch.tile(torch.arange(step, 1, step=step), [n]).reshape(n, num_bins - 1)
+        fractions = torch.tile(torch.arange(step, 1, step=step), [n]).reshape(n, num_bins - 1).to(x.device)
     cuts = (fractions * (hi - lo).view(n, 1) + lo.view(n, 1)).view(n, -1, 1, 1)
     right_check = torch.cat([cuts, hi.view(n, 1, 1, 1) + 1], dim=1).sort(1).values
     right = torch.cat([cuts, hi.view(n, 1, 1, 1) + 1e-6], dim=1).sort(1).values
@@ -36,7 +37,7 @@ def reference_quantize(x: torch.Tensor, num_bins: int, spacing: str, collapse: s
     if collapse == "middle":
         proxies = (right + left) / 2
     elif collapse == "inside_random":
-        u = torch.rand(n * num_bins).reshape(n, num_bins)
+        u = torch.rand(n * num_bins, device=x.device).reshape(n, num_bins)
         proxies = left + u.view(n, -1, 1, 1) * (right - left)
     else:
         return torch.zeros_like(x)

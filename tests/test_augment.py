@@ -147,3 +147,111 @@ def test_memory_is_linear_in_the_input_not_in_the_number_of_bins():
     assert ours <= 2 * input_bytes, f"largest allocation {ours} B for a {input_bytes} B input"
     naive = _largest_allocation(lambda: reference_quantize(x, 64, "random", "inside_random"))
     assert naive >= 16 * input_bytes  # the check can tell the two apart
+
+
+# --- fast paths (issue 5): every lookup and layout agrees with the reference semantics ---
+
+from dabs_rq.augment import _bins, _merge_sort_pairs, _select_lerp, _select_search, _select_where, _sorted_columns
+
+
+def _tokens_reference(x: torch.Tensor, num_bins: int, spacing: str, collapse: str) -> torch.Tensor:
+    """The reference on token embeddings [B, T, D] (channels last), through its (B, D, T, 1) layout."""
+    out = reference_quantize(x.transpose(1, 2).unsqueeze(-1).contiguous(), num_bins, spacing, collapse)
+    return out.squeeze(-1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("num_bins", [2, 8, 16])
+def test_token_embeddings_channels_last_equal_reference(num_bins):
+    torch.manual_seed(num_bins)
+    x = torch.randn(3, 17, 24)
+    ours = randomized_quantization(x, num_bins=num_bins, channel_dim=-1, spacing="uniform", collapse="middle")
+    assert torch.equal(ours, _tokens_reference(x, num_bins, "uniform", "middle"))
+    torch.manual_seed(5)
+    ref = _tokens_reference(x, num_bins, "random", "inside_random")
+    torch.manual_seed(5)
+    torch.testing.assert_close(randomized_quantization(x, num_bins=num_bins, channel_dim=-1), ref)
+
+
+def test_values_on_cut_points_go_to_the_upper_bin_as_in_the_reference():
+    # integer values 0..8 with 8 uniform bins: every interior value sits exactly on a cut point
+    x = torch.arange(9.0).repeat(2, 3, 1).view(2, 3, 9, 1) + torch.tensor([0.0, 8.0, -16.0]).view(1, 3, 1, 1)
+    ours = randomized_quantization(x, num_bins=8, spacing="uniform", collapse="middle")
+    assert torch.equal(ours, reference_quantize(x, 8, "uniform", "middle"))
+
+
+@pytest.mark.parametrize("layout", ["images", "tokens", "middle_channels"])
+def test_all_lookups_agree_exactly(layout):
+    torch.manual_seed(0)
+    shape = {"images": (3, 4, 1, 50), "tokens": (3, 20, 5, 1), "middle_channels": (2, 6, 3, 7)}[layout]
+    xv = torch.randn(shape).round(decimals=1)  # many ties
+    b, _, c, _ = xv.shape
+    lo, hi = xv.amin(dim=(1, 3)).view(-1), xv.amax(dim=(1, 3)).view(-1)
+    torch.manual_seed(1)
+    cuts, proxies = _bins(lo, hi, 6, "inside_random", "random", None, bin_major=True)
+    # some values exactly on cut points
+    xv.view(b, -1, c)[:, 0, :] = cuts[2].view(b, c)
+    cuts5, proxies5 = cuts.view(5, b, 1, c, 1), proxies.view(6, b, 1, c, 1)
+    expected = _select_where(xv, cuts5, proxies5)
+    assert torch.equal(_select_lerp(xv, cuts5, proxies5), expected)
+    assert torch.equal(_select_search(xv, cuts.t().contiguous(), proxies.t().contiguous()), expected)
+    rows = xv.transpose(1, 2).reshape(b * c, -1)
+    index = torch.searchsorted(cuts.t().contiguous(), rows, right=True)
+    assert torch.equal(proxies.t().gather(1, index).view(b, c, *xv.shape[1:2], xv.shape[3]).transpose(1, 2), expected)
+
+
+def test_bins_row_and_bin_major_layouts_match():
+    lo, hi = torch.randn(40), torch.randn(40).abs() + 1
+    hi = lo + hi
+    for collapse in ["inside_random", "middle"]:
+        for spacing in ["random", "uniform"]:
+            torch.manual_seed(3)
+            a = _bins(lo, hi, 7, collapse, spacing, None, bin_major=True)
+            torch.manual_seed(3)
+            b = _bins(lo, hi, 7, collapse, spacing, None, bin_major=False)
+            assert torch.equal(a[0], b[0].t()) and torch.equal(a[1], b[1].t())
+            assert bool((a[0].diff(dim=0) >= 0).all())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 15, 31])
+def test_sorting_network_sorts_like_torch_sort(n):
+    assert all(a < b for a, b in _merge_sort_pairs(n))
+    values = torch.rand(4096, n)
+    values[::3, : max(1, n // 2)] = 0.5  # ties
+    assert torch.equal(_sorted_columns(values), values.sort(dim=1).values.t())
+
+
+def test_huge_ranges_do_not_overflow_into_nan():
+    x = torch.tensor([[[-3.0e38, 3.0e38, 0.0, 1.0e38, -2.0e38]]]).repeat(2, 3, 1)
+    q = randomized_quantization(x, num_bins=4, channel_dim=1)
+    assert torch.isfinite(q).all()
+    assert bool((q >= -3.0e38).all() and (q <= 3.0e38).all())
+
+
+def test_non_contiguous_token_input_and_gradient_input():
+    base = torch.randn(4, 16, 10)
+    view = base.transpose(1, 2)  # (4, 10, 16), channels last, not contiguous
+    q = randomized_quantization(view, channel_dim=-1, spacing="uniform", collapse="middle")
+    assert torch.equal(q, randomized_quantization(view.contiguous(), channel_dim=-1, spacing="uniform", collapse="middle"))
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    assert randomized_quantization(x, channel_dim=-1).shape == x.shape
+
+
+def test_memory_is_linear_for_token_embeddings_too():
+    x = torch.randn(8, 197, 256)
+    input_bytes = x.numel() * x.element_size()
+    # a per-bin mask would be 16x the input; the [B * D, num_bins] tables are small next to 197 tokens
+    ours = _largest_allocation(lambda: randomized_quantization(x, num_bins=16, channel_dim=-1))
+    assert ours <= 2 * input_bytes, f"largest allocation {ours} B for a {input_bytes} B input"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DABS_RQ_TEST_COMPILE"),
+                    reason="torch.compile takes 20 s to minutes on a small CPU; set DABS_RQ_TEST_COMPILE=1")
+def test_compiled_path_equals_eager():
+    x = torch.randn(3, 9, 16)
+    x[0, 2, 3] = float("nan")
+    for kwargs in [dict(), dict(spacing="uniform", collapse="middle")]:
+        torch.manual_seed(0)
+        eager = randomized_quantization(x, channel_dim=-1, **kwargs)
+        torch.manual_seed(0)
+        compiled = randomized_quantization(x, channel_dim=-1, compile=True, **kwargs)
+        assert torch.equal(eager.nan_to_num(7.0), compiled.nan_to_num(7.0))
