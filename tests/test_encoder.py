@@ -81,3 +81,137 @@ def test_cls_pooling_and_eval_mode_is_deterministic():
     x = [torch.randint(0, 10, (2, 5))]
     assert torch.equal(model(x), model(x))
     assert torch.equal(model(x), model.encode(model.embed(x), output="tokens")[:, 0])
+
+
+# --------------------------------------------------------------------------- attention paths
+
+from dabs_rq.encoder import transformer as T  # noqa: E402
+
+PATHS = ("sdpa", "math", "chunked")
+
+
+def _twins(seed=0, **kw):
+    """One encoder per attention path (and auto), all with the same weights."""
+    models = {}
+    for path in (*PATHS, "auto"):
+        torch.manual_seed(seed)
+        models[path] = encoder(SegmentEmbedding1d(DIM, 20, 2, 3), attention=path, **kw)
+    return models
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_attention_paths_give_the_same_eval_output(path):
+    models = _twins()
+    x = [torch.randn(4, 20, 3)]
+    ref = models["sdpa"].eval().encode(models["sdpa"].embed(x), output="tokens")
+    model = models[path].eval()
+    torch.testing.assert_close(model.encode(model.embed(x), output="tokens"), ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref.mean(dim=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_attention_paths_give_the_same_gradients_without_dropout(path):
+    models = _twins(dropout=0.0, emb_dropout=0.0)
+    x = torch.randn(3, 10, DIM, dtype=torch.float64)
+    grads = {}
+    for name in ("sdpa", path):
+        model = models[name].double().train()
+        out = model.encode(x, output="projection")
+        out.square().sum().backward()
+        grads[name] = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert grads[path].keys() == grads["sdpa"].keys()
+    for key, grad in grads[path].items():
+        torch.testing.assert_close(grad, grads["sdpa"][key], rtol=1e-9, atol=1e-10, msg=key)
+
+
+@pytest.mark.parametrize("path", (*PATHS, "auto"))
+def test_attention_paths_train_with_dropout_and_every_parameter_gets_a_gradient(path):
+    model = _twins()[path].train()
+    x = [torch.randn(4, 20, 3)]
+    a, b = model(x), model(x)
+    assert not torch.equal(a, b)  # dropout is live
+    (a.square().mean() + model.encode(model.embed(x), output="projection").mean()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_chunked_attention_matches_explicit_math_with_the_same_dropout_mask():
+    """Forward and backward of the chunked kernel against autograd of softmax(qk^T/sqrt d) * mask @ v."""
+    b, n, heads, d, p = 3, 9, 2, 4, 0.3
+    qkv = torch.randn(b, n, 3 * heads * d, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(5)
+    out = T.ChunkedAttention.apply(qkv, heads, p)
+    grad = torch.randn_like(out)
+    (dqkv,) = torch.autograd.grad(out, qkv, grad)
+    # the masks it drew: one per (head, batch chunk) in loop order, from the same generator state
+    torch.manual_seed(5)
+    g = T._chunk(b, n, qkv.element_size())
+    mask = torch.empty(heads, b, n, n, dtype=torch.uint8)
+    for j in range(heads):
+        for i in range(0, b, g):
+            rows = slice(i, min(i + g, b))
+            T.keep_mask(mask[j, rows].shape, p, out=mask[j, rows])
+    q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+    attn = (q @ k.transpose(-1, -2) * d**-0.5).softmax(-1) * mask.transpose(0, 1)
+    ref = (attn @ v).transpose(1, 2).reshape(b, n, heads * d)
+    (dref,) = torch.autograd.grad(ref, qkv, grad)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(dqkv, dref)
+    assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, heads, 0.0), (qkv,))
+
+
+def test_chunked_attention_splits_the_batch_into_cache_sized_chunks(monkeypatch):
+    monkeypatch.setattr(T, "CHUNK_BYTES", 2 * 7 * 7 * 8)  # two rows of float64 7x7 scores per chunk
+    assert T._chunk(5, 7, 8) == 2
+    qkv = torch.randn(5, 7, 3 * 2 * 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, 2, 0.0), (qkv,))
+
+
+def test_keep_mask_rate_scale_and_seed():
+    torch.manual_seed(0)
+    mask = T.keep_mask((1000, 1000), 0.1)
+    assert mask.dtype == torch.float32 and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert abs(1 - mask.mean().item() - 0.1) < 2e-3
+    assert T.keep_scale(0.1) == pytest.approx(1 / (1 - round(0.1 * 65536) / 65536))
+    torch.manual_seed(0)
+    assert torch.equal(T.keep_mask((1000, 1000), 0.1), mask)  # torch.manual_seed fixes it
+    assert T.keep_mask((3, 5), 0.5, dtype=torch.uint8).dtype == torch.uint8
+    assert not T.fast_dropout(torch.zeros(1), 0.0, True) and not T.fast_dropout(torch.zeros(1), 1.0, True)
+    assert not T.fast_dropout(torch.zeros(1), 0.1, False) and T.fast_dropout(torch.zeros(1), 0.1, True)
+
+
+def test_cpu_dropout_keeps_the_expected_fraction_and_mean():
+    """The fused CPU dropout is unbiased: x + dropout(y) has mean x + y."""
+    torch.manual_seed(0)
+    x, y = torch.zeros(200_000), torch.ones(200_000)
+    out = T.dropout_add(x, y.clone(), 0.1, training=True)
+    assert abs((out == 0).float().mean().item() - 0.1) < 3e-3
+    assert abs(out.mean().item() - 1.0) < 5e-3
+    assert torch.equal(T.dropout_add(x, y.clone(), 0.1, training=False), x + y)
+
+
+def test_auto_picks_the_path_by_device_length_and_dropout():
+    cpu = torch.device("cpu")
+    assert T.choose_attention(65, cpu, 0.1) == "math"
+    assert T.choose_attention(T.CHUNKED_MIN_TOKENS, cpu, 0.1) == "chunked"
+    assert T.choose_attention(229, cpu, 0.0) == "sdpa"
+    assert T.choose_attention(65, torch.device("cuda"), 0.1) == "sdpa"
+    model = encoder(TokenEmbedding(DIM, 4, 10))
+    x = torch.zeros(1, 200, DIM)
+    assert model.train().blocks[0].attn.path(x) == "chunked"
+    assert model.eval().blocks[0].attn.path(x) == "sdpa"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        encoder(TokenEmbedding(DIM, 4, 10), attention="flash")
+
+
+def test_attention_paths_run_under_bf16_autocast():
+    models = _twins()
+    x = [torch.randn(2, 20, 3)]
+    for path in PATHS:
+        model = models[path].train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().sum().backward()
+        assert torch.isfinite(out.float()).all()
+        assert all(p.grad is not None for p in model.blocks.parameters())
