@@ -14,8 +14,11 @@ events of ``torch.profiler`` (profile_memory), on CUDA ``torch.cuda.max_memory_a
 minus what was allocated before the call. ``exact`` checks, on the first two samples, that the
 deterministic mode (uniform spacing, middle proxies) equals the reference bit for bit.
 
-The ``compiled`` columns are the opt-in ``compile=True`` path (torch.compile fuses the
-statistics and the bin lookup into one pass each); the first call compiles (not timed).
+Opt-in paths get their own columns (``<name>_ms``, ``ref/<name>``, ``<name>/clone``,
+``<name>_met``; ``met`` is the default eager path): ``compiled`` = ``compile=True`` (torch.compile
+fuses the statistics and the bin lookup into one pass each); on CUDA also ``graph`` =
+``cuda_graph=True`` (the operator replayed as one CUDA graph) and ``graph_compiled`` (both).
+The first call compiles / captures and is not timed.
 
 Only torch, the standard library and the two RQ modules are imported, so this runs on a bare
 GPU machine too.
@@ -90,19 +93,23 @@ def _peak_extra_bytes(fn: Callable[[], object], device: str) -> int:
     return peak
 
 
-def _compiled_works(device: str) -> bool:
+def _variant_works(device: str, **options) -> bool:
     try:
-        randomized_quantization(torch.randn(2, 3, 4, 4, device=device), NUM_BINS, compile=True)
+        randomized_quantization(torch.randn(2, 3, 4, 4, device=device), NUM_BINS, **options)
         return True
-    except Exception as error:  # no compiler toolchain / triton: report the eager path only
-        print(f"[bench rq] compile=True unavailable on {device}: {type(error).__name__}: {error}".splitlines()[0])
+    except Exception as error:  # no compiler toolchain / triton: report the other paths only
+        print(f"[bench rq] {options} unavailable on {device}: {type(error).__name__}: {error}".splitlines()[0])
         return False
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     cuda = device.startswith("cuda")
     reps, ref_reps, clone_reps = (5, 1, 10) if quick else (15, 3, 30)
-    with_compiled = _compiled_works(device)
+    # Opt-in paths, each reported as <name>_ms, ref/<name>, <name>/clone, <name>_met.
+    variants = {"compiled": {"compile": True}}
+    if cuda:
+        variants.update({"graph": {"cuda_graph": True}, "graph_compiled": {"cuda_graph": True, "compile": True}})
+    variants = {name: options for name, options in variants.items() if _variant_works(device, **options)}
     rows = []
     for shape, channel_dim in CASES + (CUDA_EXTRA_CASES if cuda else []):
         torch.manual_seed(0)
@@ -110,14 +117,11 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         tokens = channel_dim == -1
         x_ref = x.transpose(1, 2).unsqueeze(-1).contiguous() if tokens else x
 
-        def ours() -> torch.Tensor:
-            return randomized_quantization(x, NUM_BINS, channel_dim)
+        def ours(**options) -> torch.Tensor:
+            return randomized_quantization(x, NUM_BINS, channel_dim, **options)
 
         def ref() -> torch.Tensor:
             return reference_quantize(x_ref, NUM_BINS, "random", "inside_random")
-
-        def compiled() -> torch.Tensor:
-            return randomized_quantization(x, NUM_BINS, channel_dim, compile=True)
 
         ours_ms = _median_ms(ours, device, reps, warmup=2)
         clone_ms = _median_ms(x.clone, device, clone_reps, warmup=3)
@@ -132,6 +136,9 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         if tokens:
             det_ref = det_ref.squeeze(-1).transpose(1, 2)
         exact = bool(torch.equal(det_ours, det_ref))
+
+        def met(ms: float) -> bool:
+            return ref_ms / ms >= 20 if cuda else ref_ms / ms >= 30 and ms / clone_ms <= 10
 
         row = {
             "shape": "x".join(map(str, shape)),
@@ -148,20 +155,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
             "ours_peak/input": round(ours_mb / input_mb, 2),
             "ref_peak/input": round(ref_mb / input_mb, 2),
             "exact": exact,
+            "target": CUDA_TARGET if cuda else CPU_TARGET,
+            "met": met(ours_ms),
         }
-        if with_compiled:
-            compiled()  # compile (or load from the cache) outside the timing
-            compiled_ms = _median_ms(compiled, device, reps, warmup=2)
-            row.update({"compiled_ms": round(compiled_ms, 3), "ref/compiled": round(ref_ms / compiled_ms, 1),
-                        "compiled/clone": round(compiled_ms / clone_ms, 1)})
-        if cuda:
-            row.update({"target": CUDA_TARGET, "met": ref_ms / ours_ms >= 20})
-            if with_compiled:
-                row["compiled_met"] = ref_ms / row["compiled_ms"] >= 20
-        else:
-            row.update({"target": CPU_TARGET, "met": ref_ms / ours_ms >= 30 and ours_ms / clone_ms <= 10})
-            if with_compiled:
-                row["compiled_met"] = ref_ms / row["compiled_ms"] >= 30 and row["compiled_ms"] / clone_ms <= 10
+        for name, options in variants.items():
+            ours(**options)  # compile / capture (or load from the cache) outside the timing
+            ms = _median_ms(lambda: ours(**options), device, reps, warmup=2)
+            row.update({f"{name}_ms": round(ms, 3), f"ref/{name}": round(ref_ms / ms, 1),
+                        f"{name}/clone": round(ms / clone_ms, 1), f"{name}_met": met(ms)})
         rows.append(row)
         print(f"[bench rq] {row}", flush=True)
     return rows

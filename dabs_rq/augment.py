@@ -45,6 +45,7 @@ vectors (a sorting network sorts the many short rows). The bin lookup differs pe
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import torch
@@ -196,7 +197,7 @@ def _select_search(xv: Tensor, cuts: Tensor, proxies: Tensor) -> Tensor:
     """
     batch, before, channels, after = xv.shape
     rows = xv.transpose(1, 2).reshape(batch * channels, before * after)
-    out = proxies.gather(1, torch.searchsorted(cuts, rows, right=True))
+    out = proxies.gather(1, torch.searchsorted(cuts, rows, right=True, out_int32=True))
     return out.view(batch, channels, before, after).transpose(1, 2)
 
 
@@ -216,8 +217,137 @@ _COMPILED: dict[str, Callable] = {}
 
 def _compiled(name: str, fn: Callable) -> Callable:
     if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(fn)  # static first, dynamic shapes after a recompile
+        # Static shapes: a training run sees one or two input shapes, and static kernels are faster
+        # (constant index arithmetic); after 8 shapes dynamo falls back to eager (same output).
+        _COMPILED[name] = torch.compile(fn, dynamic=False)
     return _COMPILED[name]
+
+
+def _finite_range_of(xv: Tensor) -> tuple[Tensor, Tensor]:
+    return _finite_range(xv, torch.isfinite(xv))
+
+
+def _quantize(
+    x: Tensor,
+    dim: int,
+    num_bins: int,
+    collapse: str,
+    spacing: str,
+    p: float,
+    generator: Optional[torch.Generator],
+    compile: bool,
+    sync_free: bool = False,
+) -> Tensor:
+    """The operator on a non-empty ``x`` with validated arguments and 0 < p <= 1.
+
+    ``sync_free`` (for CUDA graph capture): no host synchronisation and no data-dependent
+    branch, so the statistics always take the finite-values-only path (same values).
+    """
+    shape = x.shape
+    batch, before, channels, after = shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:])
+    compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    # [B, P, C, Q]: a view of x when it is contiguous; statistics over P and Q, no transposes.
+    xv = x.reshape(batch, before, channels, after).to(compute_dtype)
+    finite, exact_select = None, False
+    if compile:
+        # Compiled code runs without autograd (the operator's gradient is zero almost everywhere),
+        # which also keeps one compiled graph for both grad modes.
+        with torch.no_grad():
+            lo, hi = _compiled("finite_range", _finite_range_of)(xv) if sync_free else _compiled("range", _range)(xv)
+    elif sync_free:
+        finite = torch.isfinite(xv)
+        lo, hi = _finite_range(xv, finite)
+    else:
+        lo, hi = _range(xv)
+    lo, hi = lo.reshape(-1), hi.reshape(-1)
+    if not sync_free:
+        # NaN propagates into min and max, +-inf shows up as one of them, an overflowing range is
+        # inf too: one check of the [B * C] statistics instead of an isfinite pass over the input.
+        if not bool(torch.isfinite(hi - lo).all()):  # rare: non-finite values or an overflowing range
+            finite = torch.isfinite(xv)
+            lo, hi = (t.view(-1) for t in _finite_range(xv, finite))
+            exact_select = not bool(finite.all()) or not bool(torch.isfinite(hi - lo).all())
+
+    if collapse == "all_zeros":
+        out = torch.zeros_like(xv)
+        if finite is not None or sync_free:
+            out = torch.where(torch.isfinite(xv) if finite is None else finite, out, xv)
+    else:
+        bin_major = compile or xv.device.type == "cpu"
+        cuts, proxies = _bins(lo, hi, num_bins, collapse, spacing, generator, bin_major)
+        if not bin_major:
+            out = _select_search(xv, cuts, proxies)
+            if finite is not None or sync_free:
+                out = torch.where(torch.isfinite(xv) if finite is None else finite, out, xv)
+        else:
+            cuts = cuts.view(num_bins - 1, batch, 1, channels, 1)
+            proxies = proxies.view(num_bins, batch, 1, channels, 1)
+            if compile:
+                with torch.no_grad():
+                    out = _compiled("select", _select_where)(xv, cuts, proxies)  # exact, non-finite pass through
+            elif exact_select or sync_free:
+                out = _select_where(xv, cuts, proxies)
+            else:
+                out = _select_lerp(xv, cuts, proxies)
+    out = out.reshape(shape)
+    if out.dtype != x.dtype:
+        out = out.to(x.dtype)
+    if p < 1:
+        keep = torch.rand(batch, device=x.device, generator=generator) >= p
+        if sync_free:
+            out = torch.where(keep.view(batch, *([1] * (x.dim() - 1))), x, out)
+        elif bool(keep.any()):
+            out[keep] = x[keep]
+    return out
+
+
+class _GraphedQuantizer:
+    """The operator for one input shape / dtype / setting, captured once in a CUDA graph.
+
+    A call copies the input into the graph's static input, replays the graph (one launch
+    instead of about twenty) and returns a clone of the static output. Random draws come from
+    the default CUDA generator exactly as in eager mode: a replay reads the generator's current
+    seed/offset and advances it by what the captured kernels draw.
+    """
+
+    def __init__(self, x: Tensor, run: Callable[[Tensor], Tensor]) -> None:
+        device = x.device
+        self.static_x = torch.empty(x.shape, dtype=x.dtype, device=device)
+        self.static_x.copy_(x)
+        rng_state = torch.cuda.get_rng_state(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.no_grad():
+            run(self.static_x)  # warm-up outside the capture (lazy workspaces, compiled kernels)
+        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.set_rng_state(rng_state, device)  # the warm-up draws do not count
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.static_out = run(self.static_x)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.static_x.copy_(x)
+        self.graph.replay()
+        return self.static_out.clone()
+
+
+_GRAPHS: "OrderedDict[tuple, _GraphedQuantizer]" = OrderedDict()
+_MAX_GRAPHS = 8
+
+
+def _graphed(x: Tensor, dim: int, num_bins: int, collapse: str, spacing: str, p: float, compile: bool) -> Tensor:
+    key = (tuple(x.shape), x.dtype, x.device, dim, num_bins, collapse, spacing, float(p), compile)
+    graphed = _GRAPHS.get(key)
+    if graphed is None:
+        graphed = _GraphedQuantizer(
+            x, lambda static_x: _quantize(static_x, dim, num_bins, collapse, spacing, p, None, compile, sync_free=True)
+        )
+        _GRAPHS[key] = graphed
+        while len(_GRAPHS) > _MAX_GRAPHS:
+            _GRAPHS.popitem(last=False)
+    else:
+        _GRAPHS.move_to_end(key)
+    return graphed(x)
 
 
 def randomized_quantization(
@@ -229,6 +359,7 @@ def randomized_quantization(
     p: float = 1.0,
     generator: Optional[torch.Generator] = None,
     compile: bool = False,
+    cuda_graph: bool = False,
 ) -> Tensor:
     """Quantize every (sample, channel) of ``x`` with random bins; see the module docstring.
 
@@ -242,55 +373,23 @@ def randomized_quantization(
         p: probability, per sample, of applying the quantization.
         generator: optional ``torch.Generator`` (on ``x``'s device) for reproducible draws.
         compile: opt-in: fuse the statistics and the bin lookup with ``torch.compile`` (one pass
-            each; needs a working compiler toolchain, compiles once per rank/dtype/num_bins).
-            Same output as the eager path.
+            each; needs a working compiler toolchain, compiles once per layout/dtype/num_bins).
+            Same output as the eager path, without autograd history.
+        cuda_graph: opt-in, CUDA inputs only (ignored elsewhere): capture the whole operator in
+            a CUDA graph per input shape/dtype/setting (the last 8 are kept, each with a private
+            memory pool of a few times the input) and replay it: one launch instead of ~20, which
+            is what bounds this operator on a GPU. Same output and random stream as the eager
+            path; needs ``generator=None`` (the default CUDA generator); the output carries no
+            autograd history. Combine with ``compile=True`` for fused kernels inside the graph.
     """
     dim = _validate(x, num_bins, channel_dim, collapse, spacing, p)
     if x.numel() == 0 or p == 0:
         return x
-    shape = x.shape
-    batch, before, channels, after = shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:])
-    compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    # [B, P, C, Q]: a view of x when it is contiguous; statistics over P and Q, no transposes.
-    xv = x.reshape(batch, before, channels, after).to(compute_dtype)
-    lo, hi = _compiled("range", _range)(xv) if compile else _range(xv)
-    lo, hi = lo.reshape(-1), hi.reshape(-1)
-    # NaN propagates into min and max, +-inf shows up as one of them, an overflowing range is
-    # inf too: one check of the [B * C] statistics instead of an isfinite pass over the input.
-    finite, exact_select = None, False
-    if not bool(torch.isfinite(hi - lo).all()):  # rare: non-finite values or an overflowing range
-        finite = torch.isfinite(xv)
-        lo, hi = (t.view(-1) for t in _finite_range(xv, finite))
-        exact_select = not bool(finite.all()) or not bool(torch.isfinite(hi - lo).all())
-
-    if collapse == "all_zeros":
-        out = torch.zeros_like(xv)
-        if finite is not None:
-            out = torch.where(finite, out, xv)
-    else:
-        bin_major = compile or xv.device.type == "cpu"
-        cuts, proxies = _bins(lo, hi, num_bins, collapse, spacing, generator, bin_major)
-        if not bin_major:
-            out = _select_search(xv, cuts, proxies)
-            if finite is not None:
-                out = torch.where(finite, out, xv)
-        else:
-            cuts = cuts.view(num_bins - 1, batch, 1, channels, 1)
-            proxies = proxies.view(num_bins, batch, 1, channels, 1)
-            if compile:
-                out = _compiled("select", _select_where)(xv, cuts, proxies)  # exact, non-finite pass through
-            elif exact_select:
-                out = _select_where(xv, cuts, proxies)
-            else:
-                out = _select_lerp(xv, cuts, proxies)
-    out = out.reshape(shape)
-    if out.dtype != x.dtype:
-        out = out.to(x.dtype)
-    if p < 1:
-        keep = torch.rand(batch, device=x.device, generator=generator) >= p
-        if bool(keep.any()):
-            out[keep] = x[keep]
-    return out
+    if cuda_graph and x.is_cuda:
+        if generator is not None:
+            raise ValueError("cuda_graph=True draws from the default CUDA generator; pass generator=None")
+        return _graphed(x, dim, num_bins, collapse, spacing, p, compile)
+    return _quantize(x, dim, num_bins, collapse, spacing, p, generator, compile)
 
 
 class RandomizedQuantization(nn.Module):
@@ -305,6 +404,7 @@ class RandomizedQuantization(nn.Module):
         p: float = 1.0,
         generator: Optional[torch.Generator] = None,
         compile: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         # Validate eagerly so a bad config fails before any work starts.
@@ -316,14 +416,17 @@ class RandomizedQuantization(nn.Module):
         self.p = p
         self.generator = generator
         self.compile = compile
+        self.cuda_graph = cuda_graph
 
     def forward(self, x: Tensor) -> Tensor:
         return randomized_quantization(
-            x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p, self.generator, self.compile
+            x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p, self.generator, self.compile,
+            self.cuda_graph,
         )
 
     def extra_repr(self) -> str:
         return (
             f"num_bins={self.num_bins}, channel_dim={self.channel_dim}, collapse={self.collapse!r}, "
             f"spacing={self.spacing!r}, p={self.p}" + (", compile=True" if self.compile else "")
+            + (", cuda_graph=True" if self.cuda_graph else "")
         )

@@ -255,3 +255,27 @@ def test_compiled_path_equals_eager():
         torch.manual_seed(0)
         compiled = randomized_quantization(x, channel_dim=-1, compile=True, **kwargs)
         assert torch.equal(eager.nan_to_num(7.0), compiled.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+@pytest.mark.parametrize("collapse", ["inside_random", "middle", "all_zeros"])
+def test_sync_free_path_for_cuda_graphs_equals_the_default_path(p, collapse):
+    from dabs_rq.augment import _quantize
+
+    x = torch.randn(6, 7, 5)
+    x[0, 2, 3], x[1, 0, 0], x[2, :, 1] = float("nan"), float("inf"), float("-inf")
+    for dim in (1, 2):
+        torch.manual_seed(4)
+        expected = randomized_quantization(x, num_bins=5, channel_dim=dim, collapse=collapse, p=p)
+        torch.manual_seed(4)
+        got = _quantize(x, dim, 5, collapse, "random", p, None, compile=False, sync_free=True)
+        assert torch.equal(expected.nan_to_num(9.0), got.nan_to_num(9.0))
+
+
+def test_cuda_graph_flag_is_ignored_off_cuda_and_exposed_on_the_module():
+    x = torch.randn(2, 3, 4)
+    torch.manual_seed(0)
+    a = randomized_quantization(x, cuda_graph=True)
+    torch.manual_seed(0)
+    assert torch.equal(a, RandomizedQuantization(cuda_graph=True)(x))
+    assert "cuda_graph=True" in repr(RandomizedQuantization(cuda_graph=True))

@@ -287,10 +287,10 @@ class DomainAgnosticTransformer(nn.Module):
     ``encode`` runs the transformer on embeddings and returns pooled features
     (``output="pooled"``, DABS's *prehead*: mean over all positions, CLS included),
     per-position features (``"tokens"``) or the SSL projection (``"projection"``).
-    ``attention`` picks the attention kernel (see the module docstring) and ``compile=True``
-    (opt-in) runs every block through ``torch.compile``; both change speed, not the function
-    computed. Mixed precision is the trainer's (``trainer.precision=bf16-mixed``): every path
-    runs under autocast.
+    ``attention`` picks the attention kernel (see the module docstring) and ``compile`` (opt-in:
+    ``True`` or a ``torch.compile`` mode, e.g. ``"reduce-overhead"`` for CUDA graphs) runs
+    ``encode`` through ``torch.compile``; both change speed, not the function computed. Mixed
+    precision is the trainer's (``trainer.precision=bf16-mixed``): every path runs under autocast.
     """
 
     def __init__(
@@ -306,7 +306,7 @@ class DomainAgnosticTransformer(nn.Module):
         out_dim: int = 128,
         pool: str = "mean",
         attention: str = "auto",
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if pool not in POOLING:
@@ -320,14 +320,23 @@ class DomainAgnosticTransformer(nn.Module):
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dim_head, mlp_dim, dropout, attention) for _ in range(depth))
         self.projection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
-        if compile:
-            for block in self.blocks:  # one graph serves every block (parameters are graph inputs)
-                block.compile()
+        self.compile_mode = compile  # (nn.Module.compile is a method)
+        self._compiled_encode = None
 
     def embed(self, inputs: Sequence[Tensor]) -> Tensor:
         return self.embedding(inputs)
 
     def encode(self, embeddings: Tensor, output: str = "pooled") -> Tensor:
+        if output not in ("pooled", "tokens", "projection"):
+            raise ValueError(f"output must be 'pooled', 'tokens' or 'projection'; got {output!r}")
+        if not self.compile_mode:
+            return self._encode(embeddings, output)
+        if self._compiled_encode is None:  # compiled on first use (True, or a torch.compile mode)
+            mode = None if self.compile_mode is True else str(self.compile_mode)
+            self._compiled_encode = torch.compile(self._encode, mode=mode)
+        return self._compiled_encode(embeddings, output)
+
+    def _encode(self, embeddings: Tensor, output: str) -> Tensor:
         cls = self.cls_token.expand(embeddings.shape[0], -1, -1)
         x = torch.cat([cls, embeddings], dim=1) + self.pos_embedding
         p = self.emb_dropout.p
@@ -340,11 +349,7 @@ class DomainAgnosticTransformer(nn.Module):
         if output == "tokens":
             return x
         pooled = x.mean(dim=1) if self.pool == "mean" else x[:, 0]
-        if output == "pooled":
-            return pooled
-        if output == "projection":
-            return self.projection(pooled)
-        raise ValueError(f"output must be 'pooled', 'tokens' or 'projection'; got {output!r}")
+        return pooled if output == "pooled" else self.projection(pooled)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """Pooled features of raw inputs (what the linear probe sees)."""
