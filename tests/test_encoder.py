@@ -144,14 +144,13 @@ def test_chunked_attention_matches_explicit_math_with_the_same_dropout_mask():
     out = T.ChunkedAttention.apply(qkv, heads, p)
     grad = torch.randn_like(out)
     (dqkv,) = torch.autograd.grad(out, qkv, grad)
-    # the masks it drew: one per (head, batch chunk) in loop order, from the same generator state
+    # the masks it drew: chunk c from a generator seeded with one draw of the default one, plus c
     torch.manual_seed(5)
-    g = T._chunk(b, n, qkv.element_size())
+    seed = int(torch.empty((), dtype=torch.int64).random_(0, 2**62))
     mask = torch.empty(heads, b, n, n, dtype=torch.uint8)
-    for j in range(heads):
-        for i in range(0, b, g):
-            rows = slice(i, min(i + g, b))
-            T.keep_mask(mask[j, rows].shape, p, out=mask[j, rows])
+    for c, j, rows in T._chunks(b, heads, T._chunk(b, n, qkv.element_size(), heads)):
+        T.chunk_keep_mask(mask[j, rows], p, seed + c)
+    assert 0 < mask.float().mean() < 1
     q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
     attn = (q @ k.transpose(-1, -2) * d**-0.5).softmax(-1) * mask.transpose(0, 1)
     ref = (attn @ v).transpose(1, 2).reshape(b, n, heads * d)
@@ -161,9 +160,31 @@ def test_chunked_attention_matches_explicit_math_with_the_same_dropout_mask():
     assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, heads, 0.0), (qkv,))
 
 
+def test_chunked_attention_does_not_depend_on_the_thread_count():
+    qkv = torch.randn(4, 11, 3 * 2 * 8)
+    grad = torch.randn(4, 11, 2 * 8)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 3):
+            torch.set_num_threads(n_threads)
+            x = qkv.clone().requires_grad_()
+            torch.manual_seed(0)
+            out = T.ChunkedAttention.apply(x, 2, 0.2)
+            out.backward(grad)
+            results.append((out.detach(), x.grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-6)  # same masks
+
+
 def test_chunked_attention_splits_the_batch_into_cache_sized_chunks(monkeypatch):
     monkeypatch.setattr(T, "CHUNK_BYTES", 2 * 7 * 7 * 8)  # two rows of float64 7x7 scores per chunk
-    assert T._chunk(5, 7, 8) == 2
+    monkeypatch.setattr(T, "MIN_CHUNKS", 4)
+    assert T._chunk(5, 7, 8, heads=4) == 2  # ceil(5 / ceil(5 / 2))
+    assert T._chunk(8, 3, 8, heads=2) == 4  # all 8 rows fit one chunk; split in 2 for 4 chunks
+    assert [c for c, _, _ in T._chunks(5, 2, 2)] == list(range(6))
     qkv = torch.randn(5, 7, 3 * 2 * 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, 2, 0.0), (qkv,))
 

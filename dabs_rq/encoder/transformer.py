@@ -1,26 +1,33 @@
 """The domain-agnostic transformer of DABS (pre-LN ViT blocks), with a per-shape attention path.
 
-Attention paths (``attention=`` of :class:`DomainAgnosticTransformer`, one per model config):
+Attention paths (``attention=`` of :class:`DomainAgnosticTransformer`, set in the model config):
 
-* ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` (fused flash / memory-efficient
-  kernels on CUDA, dropout included; on CPU the flash kernel only runs without dropout, with
-  dropout it falls back to ATen's unfused math).
-* ``"math"``: the explicit ``softmax(q k^T / sqrt(d)) v`` of lucidrains' ViT (what DABS runs).
+* ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``. On CUDA its fused kernels
+  include dropout; on CPU its fused (flash) kernel runs only without dropout: with dropout > 0
+  it falls back to ATen's unfused math, which materialises the [B, H, N, N] scores, probabilities
+  and mask.
+* ``"math"``: the explicit ``softmax(q k^T / sqrt(d)) v`` of lucidrains' ViT (DABS's attention),
+  with the cheap CPU dropout mask below.
 * ``"chunked"``: a CPU kernel (:class:`ChunkedAttention`) that walks (head, batch-slice) chunks
-  small enough for the scores to stay in cache, with the attention dropout mask drawn per chunk
-  and the probabilities recomputed in backward (flash-attention style) instead of stored.
-* ``"auto"`` (default): :func:`choose_attention` picks by device, dtype, sequence length and
-  dropout, from thresholds measured by ``benchmarks/encoder.py``.
+  small enough for the scores to stay in cache, on one single-threaded worker per torch thread,
+  keeps only a uint8 dropout mask and recomputes the probabilities in backward (as flash
+  attention does). CPU eager only; elsewhere it runs as ``math``.
+* ``"auto"`` (default): :func:`choose_attention` picks by device, sequence length and dropout,
+  with the threshold measured by ``benchmarks/encoder.py``.
 
-Dropout on the CPU fast paths draws its masks with :func:`keep_mask` (16-bit lanes of the default
-generator, so ``p`` is rounded to a multiple of 2**-16 and the kept values are rescaled by the
-exact 1/(1-p') of that rounded rate); the rescaling is folded into the next matrix product or
-residual add. On other devices, under ``torch.compile`` and in eval mode, dropout is ``F.dropout``.
-All paths compute the same function: outputs in eval mode agree to float tolerance.
+Every path computes the same function (eval outputs agree to float tolerance; tests check it).
+Dropout is applied after the softmax, to the attention weights, and in the output projection
+and MLP (DABS's own copy of the ViT has no dropout on the attention weights; this encoder has
+always had it). In CPU eager training the dropout masks come from :func:`keep_mask` (16-bit
+lanes of the default generator: ``p`` is rounded to a multiple of 2**-16, and kept values are
+rescaled by the exact 1/(1-p') of that rounded rate), with the rescaling folded into the next
+matrix product or the residual add; on other devices, under ``torch.compile`` and in eval mode,
+dropout is ``F.dropout``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -32,9 +39,12 @@ from dabs_rq.encoder.embedders import MultiInputEmbedding
 POOLING = ("mean", "cls")
 ATTENTION = ("auto", "sdpa", "math", "chunked")
 
-#: Bytes of one chunk of attention scores on the ``chunked`` path: 4 MiB was the fastest of
-#: 0.25-16 MiB at 65-229 tokens on the 2-core Xeon (2 MiB L2 per core) of ``benchmarks/encoder.py``.
+#: Bytes of one chunk of attention scores on the ``chunked`` path. On the 2-core Xeon of
+#: ``benchmarks/encoder.py`` (2 MiB L2 per core) 1-8 MiB were within noise of each other at
+#: 129-229 tokens, 4 MiB at or near the best; 0.25-0.5 MiB were slower.
 CHUNK_BYTES = 4 << 20
+#: ... and at least this many chunks per call, so that worker threads share them out evenly.
+MIN_CHUNKS = 16
 
 # --------------------------------------------------------------------------- dropout masks
 
@@ -59,8 +69,8 @@ def keep_mask(shape: Sequence[int], p: float, out: Tensor | None = None, dtype: 
     """A CPU mask of ``shape``: 1 where an element is kept (probability 1-p'), 0 where dropped.
 
     Each 64-bit draw of the default generator (so ``torch.manual_seed`` fixes it) gives four
-    16-bit lanes, compared with ``p' = round(p * 2**16) / 2**16``: about 4x less generator work
-    than ``bernoulli_``. Written into ``out`` (any dtype, e.g. uint8 or float) when given.
+    16-bit lanes, compared with ``p' = round(p * 2**16) / 2**16``: 3-4x faster than
+    ``bernoulli_`` on CPU. Written into ``out`` (any dtype, e.g. uint8 or float) when given.
     """
     numel = 1
     for s in shape:
@@ -97,6 +107,11 @@ class ChunkedAttention(torch.autograd.Function):
     head of a slice of the batch, copied into small contiguous buffers, so its scores [g, N, N]
     stay in cache; only a uint8 dropout mask is kept for backward, which recomputes the
     probabilities and uses rowsum(dO * O) for the softmax gradient (as flash attention does).
+
+    The chunks are shared out to ``torch.get_num_threads()`` worker threads, each running its
+    ops single-threaded: thousands of small ops with a thread barrier each would stall whenever
+    another process holds a core. Chunk c's mask is drawn from its own generator, seeded with
+    one draw of the default generator plus c, so masks do not depend on the thread count.
     """
 
     @staticmethod
@@ -107,13 +122,14 @@ class ChunkedAttention(torch.autograd.Function):
         x = qkv.view(b, n, 3, heads, d)
         out = torch.empty(b, n, heads * d, dtype=qkv.dtype)
         o = out.view(b, n, heads, d)
-        g = _chunk(b, n, qkv.element_size())
-        scores, probs = torch.empty(2, g, n, n, dtype=qkv.dtype)
-        qb, kb, vb, ob = torch.empty(4, g, n, d, dtype=qkv.dtype)
+        g = _chunk(b, n, qkv.element_size(), heads)
         mask = torch.empty(heads, b, n, n, dtype=torch.uint8) if p > 0 else None
-        for j in range(heads):
-            for i in range(0, b, g):
-                rows = slice(i, min(i + g, b))
+        seed = int(torch.empty((), dtype=torch.int64).random_(0, 2**62)) if p > 0 else 0
+
+        def work(chunks: list[tuple[int, int, slice]]) -> None:
+            scores, probs = torch.empty(2, g, n, n, dtype=qkv.dtype)
+            qb, kb, vb, ob = torch.empty(4, g, n, d, dtype=qkv.dtype)
+            for c, j, rows in chunks:
                 m = rows.stop - rows.start
                 s, a, q, k, v, ot = scores[:m], probs[:m], qb[:m], kb[:m], vb[:m], ob[:m]
                 torch.mul(x[rows, :, 0, j], scale, out=q)
@@ -122,9 +138,11 @@ class ChunkedAttention(torch.autograd.Function):
                 torch.bmm(q, k.transpose(1, 2), out=s)
                 torch.softmax(s, -1, out=a)
                 if mask is not None:
-                    a.mul_(keep_mask(a.shape, p, out=mask[j, rows]))
+                    a.mul_(chunk_keep_mask(mask[j, rows], p, seed + c))
                 torch.bmm(a, v, out=ot)
                 o[rows, :, j].copy_(ot)
+
+        _run_chunks(work, _chunks(b, heads, g))
         ctx.save_for_backward(qkv, out, mask)
         ctx.heads = heads
         return out
@@ -141,13 +159,13 @@ class ChunkedAttention(torch.autograd.Function):
         rowdot = (go * out.view(b, n, heads, d)).sum(-1)  # [B, N, H]: sum_j dA_ij A_ij
         dqkv = torch.empty_like(qkv)
         dx = dqkv.view(b, n, 3, heads, d)
-        g = _chunk(b, n, qkv.element_size())
-        scores, probs, dattn = torch.empty(3, g, n, n, dtype=qkv.dtype)
-        kept, keep = torch.empty(2, g, n, n, dtype=qkv.dtype) if mask is not None else (None, None)
-        qb, kb, vb, gb, tb = torch.empty(5, g, n, d, dtype=qkv.dtype)
-        for j in range(heads):
-            for i in range(0, b, g):
-                rows = slice(i, min(i + g, b))
+        g = _chunk(b, n, qkv.element_size(), heads)
+
+        def work(chunks: list[tuple[int, int, slice]]) -> None:
+            scores, probs, dattn = torch.empty(3, g, n, n, dtype=qkv.dtype)
+            kept, keep = torch.empty(2, g, n, n, dtype=qkv.dtype) if mask is not None else (None, None)
+            qb, kb, vb, gb, tb = torch.empty(5, g, n, d, dtype=qkv.dtype)
+            for _, j, rows in chunks:
                 m = rows.stop - rows.start
                 s, a, da, q, k, v, dout, t = (buf[:m] for buf in (scores, probs, dattn, qb, kb, vb, gb, tb))
                 torch.mul(x[rows, :, 0, j], scale, out=q)
@@ -168,14 +186,65 @@ class ChunkedAttention(torch.autograd.Function):
                 da.sub_(rowdot[rows, :, j].unsqueeze(-1)).mul_(a)  # softmax backward: dS
                 torch.mul(torch.bmm(da, k, out=t), scale, out=dx[rows, :, 0, j])
                 dx[rows, :, 1, j].copy_(torch.bmm(da.transpose(1, 2), q, out=t))  # q holds scale * q
+
+        _run_chunks(work, _chunks(b, heads, g))
         return dqkv, None, None
 
 
-def _chunk(batch: int, tokens: int, itemsize: int) -> int:
-    """Batch rows per chunk: as many as fit CHUNK_BYTES of scores, split evenly."""
+def chunk_keep_mask(out: Tensor, p: float, seed: int) -> Tensor:
+    """:func:`keep_mask` of one chunk, drawn from a generator seeded with ``seed``."""
+    numel = out.numel()
+    bits = torch.empty((numel + 3) // 4, dtype=torch.int64)
+    bits.random_(-(2**63), None, generator=torch.Generator().manual_seed(seed))
+    threshold = torch.tensor(-32768 + _lanes_dropped(p), dtype=torch.int16)
+    return torch.ge(bits.view(torch.int16)[:numel].view(out.shape), threshold, out=out)
+
+
+def _chunk(batch: int, tokens: int, itemsize: int, heads: int = 1) -> int:
+    """Batch rows per chunk: as many as fit CHUNK_BYTES of scores, split evenly, and at least
+    MIN_CHUNKS chunks in all (load balance over worker threads). Independent of the thread
+    count, so that the dropout masks (seeded per chunk) are too."""
     rows = max(1, min(batch, CHUNK_BYTES // (tokens * tokens * itemsize)))
-    chunks = -(-batch // rows)
-    return -(-batch // chunks)
+    spans = min(batch, max(-(-batch // rows), -(-MIN_CHUNKS // heads)))
+    return -(-batch // spans)
+
+
+def _chunks(batch: int, heads: int, rows: int) -> list[tuple[int, int, slice]]:
+    """(index, head, batch slice) of every chunk."""
+    spans = [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
+    return [(c, j, span) for c, (j, span) in enumerate((j, span) for j in range(heads) for span in spans)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _run_chunks(work, chunks: list) -> None:
+    """``work`` over ``chunks``, split between ``torch.get_num_threads()`` single-threaded workers."""
+    global _POOL, _POOL_SIZE
+    workers = min(torch.get_num_threads(), len(chunks))
+    if workers <= 1:
+        work(chunks)
+        return
+    if _POOL is None or _POOL_SIZE < workers - 1:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL, _POOL_SIZE = ThreadPoolExecutor(workers - 1, thread_name_prefix="chunked-attention"), workers - 1
+    threads = torch.get_num_threads()
+
+    def single_threaded(part: list) -> None:
+        torch.set_num_threads(1)  # per thread (OpenMP), and the pool's threads run nothing else
+        with torch.no_grad():  # grad mode is per thread; the chunks' ops are not recorded
+            work(part)
+
+    torch.set_num_threads(1)
+    try:
+        futures = [_POOL.submit(single_threaded, chunks[i::workers]) for i in range(1, workers)]
+        work(chunks[0::workers])
+        for future in futures:
+            future.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 #: On CPU with dropout, ``auto`` uses ``math`` below this many tokens and ``chunked`` from it on
