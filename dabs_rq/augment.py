@@ -39,7 +39,10 @@ vectors (a sorting network sorts the many short rows). The bin lookup differs pe
 * GPU: ``searchsorted`` + ``gather`` on (sample, channel) rows, two kernels in all (a GPU is
   bound by kernel launches here, not by memory traffic);
 * ``compile=True`` (opt-in, either device): ``torch.compile`` fuses the statistics into one
-  pass and the lookup into one read and one write of the input. Same output.
+  pass and the lookup into one read and one write of the input. Same output;
+* ``cuda_graph=True`` (opt-in, CUDA): the whole operator is captured once per input shape and
+  replayed as one CUDA graph, removing the per-kernel launch cost. Same output and random
+  stream (best with ``compile=True`` too).
 """
 
 from __future__ import annotations
