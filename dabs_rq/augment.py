@@ -24,14 +24,39 @@ Where this module goes beyond the reference (documented choices):
   input's range (the reference can exceed ``max`` by < 1e-6 in degenerate channels);
 * non-finite values (NaN, +-inf) pass through unchanged and are ignored by the
   channel statistics, so they never poison the finite values;
-* float16 / bfloat16 inputs are processed in float32 and cast back.
+* float16 / bfloat16 inputs are processed in float32 and cast back;
+* channels with huge magnitudes (``max(|min|, |max|)`` above a quarter of the dtype's
+  maximum, where ``max - min`` or ``left + right`` would overflow) get their bins computed on
+  the range scaled by 1/4 and scaled back; the reference would give inf cut points (all values
+  in one bin) or NaN.
+
+Edge-case contract (``tests/test_augment_edge_cases.py``):
+
+* a constant channel (min == max, a single element included) comes back unchanged with
+  ``inside_random`` and ``middle``; ``all_zeros`` turns it into zeros like any other channel;
+* non-finite values come back unchanged; the finite values of their channel are quantized
+  exactly as if the non-finite ones were absent (same statistics, same random draws); a
+  channel without any finite value comes back unchanged;
+* a finite input never gives a NaN or inf, whatever the setting or magnitude (1e30,
+  subnormals, ranges that overflow the dtype), and every output lies in its channel's
+  finite ``[min, max]`` (``all_zeros`` aside); the dtype is kept (float16 / bfloat16 too);
+* an input without elements (batch 0 or any other size 0) and ``p == 0`` return the input
+  itself (not a copy), after the arguments are checked;
+* a non-contiguous input (transposed, strided, channels-last, expanded) gives what its
+  contiguous copy gives under the same seed;
+* bad arguments raise ``ValueError`` with a one-line message naming the bad value and the
+  valid ones: ``num_bins`` not an integer >= 2, ``p`` not a number in [0, 1], an unknown
+  ``collapse`` / ``spacing``, ``channel_dim`` not an integer indexing a non-batch dimension,
+  an input of rank < 2 (a non-float input raises ``TypeError``). Integer-like values (numpy
+  integers) are accepted for ``num_bins`` and ``channel_dim``.
 
 How it is fast (``benchmarks/rq.py`` measures it): the input is viewed as [B, P, C, Q] with
 the channels in dimension 2, so token embeddings [B, T, D] (``channel_dim=-1``) need no
 transpose; the statistics are plain reductions and non-finite values are detected from them
-alone (NaN propagates into min/max, infinities show up as one of them), so the full-size
-masks exist only on the rare slow path; the sorted cut points / proxies are [num_bins, B*C]
-vectors (a sorting network sorts the many short rows). The bin lookup differs per device:
+alone (NaN propagates into min/max, infinities show up as one of them, huge magnitudes are
+one comparison away), so the full-size masks exist only on the rare slow path; the sorted cut
+points / proxies are [num_bins, B*C] vectors (a sorting network sorts the many short rows).
+The bin lookup differs per device:
 
 * CPU: walk up the sorted cuts, ``w = (x >= cut_j)`` then ``out.lerp_(proxy_{j+1}, w)``, two
   vectorised in-place passes per cut point (a lerp with weight 0 or 1 returns one of its ends
@@ -48,6 +73,7 @@ vectors (a sorting network sorts the many short rows). The bin lookup differs pe
 from __future__ import annotations
 
 import math
+import operator
 from collections import OrderedDict
 from typing import Callable, Optional
 
@@ -60,26 +86,56 @@ SPACINGS = ("random", "uniform")
 _LAST_BIN_MARGIN = 1e-6
 
 
-def _validate(x: Tensor, num_bins: int, channel_dim: int, collapse: str, spacing: str, p: float) -> int:
-    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
+def _as_int(value: object) -> Optional[int]:
+    """``value`` as a Python int if it is an integer (int, numpy / torch integer scalar), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _validate_arguments(num_bins: object, collapse: object, spacing: object, p: object) -> int:
+    """Checks the input-independent arguments; returns ``num_bins`` as an int."""
+    bins = _as_int(num_bins)
+    if bins is None or bins < 2:
         raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
-    if collapse not in COLLAPSE_MODES:
+    if not isinstance(collapse, str) or collapse not in COLLAPSE_MODES:
         raise ValueError(f"collapse must be one of {', '.join(COLLAPSE_MODES)}; got {collapse!r}")
-    if spacing not in SPACINGS:
+    if not isinstance(spacing, str) or spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    try:
+        # a real number (not a bool or a string); NaN fails the comparison
+        valid_p = not isinstance(p, (bool, str, bytes)) and 0.0 <= float(p) <= 1.0
+    except (TypeError, ValueError):
+        valid_p = False
+    if not valid_p:
+        raise ValueError(f"p must be a number in [0, 1], got {p!r}")
+    return bins
+
+
+def _validate(
+    x: Tensor, num_bins: object, channel_dim: object, collapse: object, spacing: object, p: object
+) -> tuple[int, int]:
+    """Checks all arguments; returns ``(channel dimension in 1..rank-1, num_bins)`` as ints."""
+    bins = _validate_arguments(num_bins, collapse, spacing, p)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise ValueError(f"input must have rank >= 2 (batch, channels, ...), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"input must have rank >= 2 (batch, channels, ...), got rank {x.dim()} (shape {tuple(x.shape)})"
+        )
     if not x.is_floating_point():
         raise TypeError(f"input must be a floating point tensor, got {x.dtype}")
-    dim = channel_dim % x.dim() if -x.dim() <= channel_dim < x.dim() else None
+    index = _as_int(channel_dim)
+    dim = index % x.dim() if index is not None and -x.dim() <= index < x.dim() else None
     if dim is None or dim == 0:
         raise ValueError(
             f"channel_dim must index a non-batch dimension of a rank-{x.dim()} input "
-            f"(1..{x.dim() - 1} or -1..-{x.dim() - 1}), got {channel_dim}"
+            f"(1..{x.dim() - 1} or -1..-{x.dim() - 1}), got {channel_dim!r}"
         )
-    return dim
+    return dim, bins
 
 
 def _finite_range(xv: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,6 +178,15 @@ def _sorted_columns(values: Tensor) -> Tensor:
     return torch.stack(columns)
 
 
+def _safe_rows(lo: Tensor, hi: Tensor) -> Tensor:
+    """Rows whose bins the reference arithmetic computes without overflow: ``|lo|, |hi| <= max / 4``.
+
+    Then ``hi - lo``, ``left + right`` (middle proxies) and ``u * (right - left)`` stay finite.
+    False for NaN / inf statistics too. ``max(hi, -lo)`` is ``max(|lo|, |hi|)`` since ``hi >= lo``.
+    """
+    return torch.maximum(hi, lo.neg()) <= torch.finfo(lo.dtype).max / 4
+
+
 def _bins(
     lo: Tensor,
     hi: Tensor,
@@ -130,12 +195,19 @@ def _bins(
     spacing: str,
     generator: Optional[torch.Generator],
     bin_major: bool,
+    guard: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Sorted cut points and clamped proxies of N rows (sample, channel) with range [lo, hi].
+    """Sorted cut points and clamped proxies of N rows (sample, channel) with finite range [lo, hi].
 
     ``bin_major``: shapes [num_bins - 1, N] and [num_bins, N] (each cut point / proxy is one
     contiguous vector over the rows, what the CPU lookup broadcasts); else [N, num_bins - 1] and
     [N, num_bins]. Bin k is [edges_k, edges_k+1) with edges = lo, the sorted cuts, hi + 1e-6.
+
+    ``guard``: some rows may fail :func:`_safe_rows` (magnitudes above a quarter of the dtype's
+    maximum). Their bins are computed on the range scaled by 1/4 (exact: a power of two) and
+    scaled back, so ``hi - lo`` or ``left + right`` cannot overflow (an overflowing range would
+    give inf cut points, and NaN where a fraction is exactly 0); the other rows keep the
+    reference's arithmetic bit for bit. Same random draws either way.
     """
     n_rows, n_cuts = lo.shape[0], num_bins - 1
     draw = dict(device=lo.device, dtype=lo.dtype, generator=generator)
@@ -150,14 +222,25 @@ def _bins(
         # The step is rounded to float32 first, as the reference computes it, so both agree bit for bit.
         step = float(torch.tensor(1.0) / num_bins)
         fractions = torch.arange(step, 1.0, step, device=lo.device, dtype=lo.dtype)[:n_cuts].unsqueeze(1 - axis)
-    cuts = fractions * (hi_ - lo_) + lo_  # the reference's arithmetic (no fused multiply-add)
-    edges = torch.cat([lo_, cuts, hi_ + _LAST_BIN_MARGIN], dim=axis)
-    left, right = edges.narrow(axis, 0, num_bins), edges.narrow(axis, 1, num_bins)
-    if collapse == "middle":
-        proxies = (left + right) / 2
-    else:
+    u = None
+    if collapse != "middle":
         u = torch.rand(n_rows, num_bins, **draw)
-        proxies = (right - left).mul_(u.t() if bin_major else u).add_(left)  # left + u * (right - left)
+        u = u.t() if bin_major else u
+
+    def arithmetic(lo_: Tensor, hi_: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        cuts = fractions * (hi_ - lo_) + lo_  # the reference's arithmetic (no fused multiply-add)
+        edges = torch.cat([lo_, cuts, hi_ + margin], dim=axis)
+        left, right = edges.narrow(axis, 0, num_bins), edges.narrow(axis, 1, num_bins)
+        if u is None:
+            return cuts, (left + right) / 2
+        return cuts, (right - left).mul_(u).add_(left)  # left + u * (right - left)
+
+    cuts, proxies = arithmetic(lo_, hi_, _LAST_BIN_MARGIN)
+    if guard:
+        unsafe = ~_safe_rows(lo_, hi_)
+        scaled_cuts, scaled_proxies = arithmetic(lo_ * 0.25, hi_ * 0.25, _LAST_BIN_MARGIN * 0.25)
+        cuts = torch.where(unsafe, scaled_cuts.mul_(4).clamp_(min=lo_, max=hi_), cuts)
+        proxies = torch.where(unsafe, scaled_proxies.mul_(4), proxies)
     return cuts, proxies.clamp_(min=lo_, max=hi_)
 
 
@@ -251,7 +334,7 @@ def _quantize(
     compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     # [B, P, C, Q]: a view of x when it is contiguous; statistics over P and Q, no transposes.
     xv = x.reshape(batch, before, channels, after).to(compute_dtype)
-    finite, exact_select = None, False
+    finite, exact_select, guard = None, False, sync_free
     if compile:
         # Compiled code runs without autograd (the operator's gradient is zero almost everywhere),
         # which also keeps one compiled graph for both grad modes.
@@ -264,12 +347,15 @@ def _quantize(
         lo, hi = _range(xv)
     lo, hi = lo.reshape(-1), hi.reshape(-1)
     if not sync_free:
-        # NaN propagates into min and max, +-inf shows up as one of them, an overflowing range is
-        # inf too: one check of the [B * C] statistics instead of an isfinite pass over the input.
-        if not bool(torch.isfinite(hi - lo).all()):  # rare: non-finite values or an overflowing range
+        # NaN propagates into min and max, +-inf shows up as one of them: one check of the [B * C]
+        # statistics instead of an isfinite pass over the input. It also catches magnitudes above
+        # a quarter of the dtype's maximum, where the bins' arithmetic could overflow.
+        if not bool(_safe_rows(lo, hi).all()):  # rare: non-finite values or huge magnitudes
             finite = torch.isfinite(xv)
             lo, hi = (t.view(-1) for t in _finite_range(xv, finite))
+            # the lerp lookup needs a finite range (proxy differences) and finite values
             exact_select = not bool(finite.all()) or not bool(torch.isfinite(hi - lo).all())
+            guard = not bool(_safe_rows(lo, hi).all())
 
     if collapse == "all_zeros":
         out = torch.zeros_like(xv)
@@ -277,7 +363,7 @@ def _quantize(
             out = torch.where(torch.isfinite(xv) if finite is None else finite, out, xv)
     else:
         bin_major = compile or xv.device.type == "cpu"
-        cuts, proxies = _bins(lo, hi, num_bins, collapse, spacing, generator, bin_major)
+        cuts, proxies = _bins(lo, hi, num_bins, collapse, spacing, generator, bin_major, guard)
         if not bin_major:
             out = _select_search(xv, cuts, proxies)
             if finite is not None or sync_free:
@@ -385,7 +471,8 @@ def randomized_quantization(
             path; needs ``generator=None`` (the default CUDA generator); the output carries no
             autograd history. Combine with ``compile=True`` for fused kernels inside the graph.
     """
-    dim = _validate(x, num_bins, channel_dim, collapse, spacing, p)
+    dim, num_bins = _validate(x, num_bins, channel_dim, collapse, spacing, p)
+    p = float(p)
     if x.numel() == 0 or p == 0:
         return x
     if cuda_graph and x.is_cuda:
@@ -410,8 +497,13 @@ class RandomizedQuantization(nn.Module):
         cuda_graph: bool = False,
     ) -> None:
         super().__init__()
-        # Validate eagerly so a bad config fails before any work starts.
-        _validate(torch.zeros(1, 1), num_bins, 1, collapse, spacing, p)
+        # Validate eagerly so a bad config fails before any work starts (channel_dim as far as it
+        # can be without the input's rank: an integer, not the batch dimension 0).
+        _validate_arguments(num_bins, collapse, spacing, p)
+        if _as_int(channel_dim) is None or _as_int(channel_dim) == 0:
+            raise ValueError(
+                f"channel_dim must be a non-zero integer (dimension 0 is the batch), got {channel_dim!r}"
+            )
         self.num_bins = num_bins
         self.channel_dim = channel_dim
         self.collapse = collapse
