@@ -76,10 +76,14 @@ def _hydra_main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def job(cfg: DictConfig) -> None:
+        from dabs_rq.checkpointing import Preempted
         from dabs_rq.run import run
 
         try:
             run(cfg)
+        except Preempted as err:  # checkpoint saved; the exit status tells the scheduler it was a signal
+            print(f"dabs-rq: {err}", file=sys.stderr)
+            sys.exit(128 + err.signum)
         except USER_ERRORS as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise

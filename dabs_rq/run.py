@@ -7,7 +7,10 @@ sequences the stages.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import json
 import logging
 import os
 import shlex
@@ -24,14 +27,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from dabs_rq.checkpointing import (AtomicCheckpointIO, Preempted, ResumableCheckpoint, RunState,
+                                   config_differences, fingerprint)
 from dabs_rq.data import domains, storage
 from dabs_rq.data.datamodule import DomainDataModule
-from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader
+from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader, save_tensors_atomic
+from dabs_rq.distributed import check_launch, cluster_plugins, resolve_precision
 from dabs_rq.encoder import build_encoder
 from dabs_rq.paths import cache_dir as default_cache_dir
 from dabs_rq.results.records import git_commit, package_versions, record_path, write_json_atomic
 from dabs_rq.results.table import resolve_results_dir
-from dabs_rq.transfer import TRANSFER_MODES, FeatureExtractor, LinearProbe
+from dabs_rq.transfer import TRANSFER_MODES, LinearProbe
+
+#: ``pretrain.lr_scaling``: ``none`` keeps the configured rate whatever the device count;
+#: ``linear`` multiplies it by the number of processes (the batch grows with them).
+LR_SCALINGS = ("none", "linear")
 
 
 # Lightning's per-trainer banners (GPU available, tips) drown the progress output of a sweep.
@@ -39,6 +49,8 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).setLevel(logging.WARNING)
 # In-memory datasets need no loader workers; the hint is noise for them.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# Epoch metrics are torchmetrics objects, already gathered across ranks when computed.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def _check_writable(folder: Path) -> None:
@@ -76,7 +88,14 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def _trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer:
-    return instantiate(cfg.trainer, logger=logger if logger is not None else False, **overrides)
+    """The configured Lightning Trainer: precision ``auto`` resolved, cluster environment and
+    atomic checkpoint IO plugged in, our own per-rank samplers kept (``use_distributed_sampler``)."""
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings["precision"] = resolve_precision(settings.get("precision", "32-true"), str(settings.get("accelerator")))
+    plugins = [*cluster_plugins(), AtomicCheckpointIO()]
+    settings.update(overrides)
+    return instantiate(settings, logger=logger if logger is not None else False, plugins=plugins,
+                       use_distributed_sampler=False)
 
 
 def _quiet_trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer:
@@ -84,45 +103,123 @@ def _quiet_trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer
     return _trainer(cfg, logger, enable_progress_bar=cfg.transfer.mode == "online", **overrides)
 
 
-def pretrain(cfg: DictConfig, algorithm: pl.LightningModule, data: DomainDataModule, logger: Any) -> int:
-    """Fit ``algorithm`` for ``pretrain.max_steps`` steps; returns the steps taken."""
-    trainer = _trainer(cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1)
-    trainer.fit(algorithm, train_dataloaders=data.pretrain_dataloader())
-    return int(trainer.global_step)
+def _autocast(device: torch.device, precision: Any) -> Any:
+    precision = str(precision)
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
-def _features(cfg: DictConfig, encoder: torch.nn.Module, loader: DataLoader) -> TensorInputsDataset:
-    trainer = _quiet_trainer(cfg, None)
-    batches = trainer.predict(FeatureExtractor(encoder), dataloaders=loader)
-    return TensorInputsDataset([torch.cat([f for f, _ in batches])], torch.cat([y for _, y in batches]))
+@torch.inference_mode()
+def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch.device,
+                     precision: Any) -> TensorInputsDataset:
+    """Pooled features of a whole split with the encoder in eval mode (every rank computes all of them)."""
+    was_training = encoder.training
+    encoder.eval().to(device)
+    features, labels = [], []
+    try:
+        for inputs, y in loader:
+            with _autocast(device, precision):
+                out = encoder(tuple(x.to(device, non_blocking=True) for x in inputs))
+            features.append(out.float().cpu())
+            labels.append(y)
+    finally:
+        encoder.train(was_training)
+    return TensorInputsDataset([torch.cat(features)], torch.cat(labels))
+
+
+def effective_lr(cfg: DictConfig, world_size: int) -> float:
+    """The learning rate used: ``pretrain.optimizer.lr``, times the device count with ``linear`` scaling."""
+    lr = float(cfg.pretrain.optimizer.lr)
+    scaling = cfg.pretrain.get("lr_scaling", "none")
+    if scaling not in LR_SCALINGS:
+        raise ValueError(f"pretrain.lr_scaling must be one of {', '.join(LR_SCALINGS)}; got {scaling!r}")
+    return lr * world_size if scaling == "linear" else lr
+
+
+def pretrain(cfg: DictConfig, algorithm: pl.LightningModule, data: DomainDataModule, logger: Any,
+             checkpoint: ResumableCheckpoint) -> pl.Trainer:
+    """Fit ``algorithm`` to ``pretrain.max_steps`` steps, resuming from ``checkpoint.path`` if it exists.
+
+    Raises :class:`Preempted` (after saving) when a preemption signal stopped it.
+    """
+    trainer = _trainer(cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1, callbacks=[checkpoint])
+    resume = checkpoint.path if checkpoint.path.exists() else None
+    if resume is not None and trainer.is_global_zero:
+        print(f"[dabs-rq] resuming pretraining from {resume}")
+    trainer.fit(algorithm, train_dataloaders=data.pretrain_dataloader(), ckpt_path=resume, weights_only=True)
+    if checkpoint.preempted is not None:
+        checkpoint.forward_signal()
+        raise Preempted(checkpoint.preempted, int(trainer.global_step), checkpoint.path)
+    return trainer
 
 
 def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig, cache: Path,
              logger: Any) -> tuple[float, dict]:
-    """Linear-probe ``encoder`` on one transfer dataset; returns (metric value, details)."""
+    """Linear-probe ``encoder`` on one transfer dataset; returns (metric value, details).
+
+    Under DDP the head trains on every rank's share of each batch and the test metric is
+    computed once over the whole test split (torchmetrics gathers every rank's part; no sample
+    is repeated or left out).
+    """
     task = instantiate(dataset_cfg.task)
     batch_size = cfg.transfer.batch_size or dataset_cfg.batch_size
+    trainer = _quiet_trainer(cfg, logger, max_epochs=cfg.transfer.epochs)
+    rank, world = trainer.global_rank, trainer.world_size
     data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
-                            data_root=cfg.data_root, download=cfg.download)
+                            data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
+                            world_size=world)
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
-        train_set = _features(cfg, encoder, data.eval_train_dataloader())
-        test_set = _features(cfg, encoder, data.test_dataloader())
-        train_loader = make_loader(train_set, batch_size, shuffle=True, drop_last=False)
-        test_loader = make_loader(test_set, batch_size, shuffle=False, drop_last=False)
+        device, precision = trainer.strategy.root_device, trainer.precision
+        train_set = extract_features(encoder, data.full_dataloader("train"), device, precision)
+        test_set = extract_features(encoder, data.full_dataloader("test"), device, precision)
+        loader = functools.partial(make_loader, batch_size=batch_size, drop_last=False, seed=cfg.seed, rank=rank,
+                                   world_size=world)
+        train_loader, test_loader = loader(train_set, shuffle=True), loader(test_set, shuffle=False)
         probe_encoder = None
     else:
         train_loader, test_loader, probe_encoder = data.train_dataloader(), data.test_dataloader(), encoder
     probe = LinearProbe(encoder.dim, task, instantiate(cfg.transfer.optimizer), encoder=probe_encoder)
-    trainer = _quiet_trainer(cfg, logger, max_epochs=cfg.transfer.epochs)
     trainer.fit(probe, train_dataloaders=train_loader)
     (metrics,) = trainer.test(probe, dataloaders=test_loader, verbose=False)
-    details = {"n_train": len(data.split("train")), "n_test": len(data.split("test")), "task": task.describe()}
+    details = {"n_train": len(data.split("train")), "n_test": len(data.split("test")), "task": task.describe(),
+               "world_size": world, "precision": str(trainer.precision)}
     return float(metrics["transfer/val_metric"]), details
 
 
+def _existing_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _check_records_free(cfg: DictConfig, config: dict, results_dir: Path, pending: list[DictConfig]) -> None:
+    """Refuse, before any work, to replace a stored record that came from a different config."""
+    if cfg.get("overwrite", False):
+        return
+    for dataset_cfg in pending:
+        path = record_path(results_dir, cfg.experiment_name, dataset_cfg.name, cfg.algorithm.name, cfg.seed)
+        if not path.exists():
+            continue
+        old = _existing_record(path)
+        old_config = (old or {}).get("config")
+        if isinstance(old_config, dict) and fingerprint(old_config) == fingerprint(config):
+            continue
+        diff = "; ".join(config_differences(old_config, config)) if isinstance(old_config, dict) else "unreadable record"
+        raise ValueError(f"{path} already holds a result of another config ({diff}); "
+                         f"use another experiment_name, or overwrite=true to replace it")
+
+
 def run(cfg: DictConfig) -> list[dict]:
-    """Pretrain (unless the algorithm needs none) and evaluate every transfer dataset of ``cfg.domain``."""
+    """Pretrain (unless the algorithm needs none) and evaluate every transfer dataset of ``cfg.domain``.
+
+    Re-running the same job resumes it: finished pretraining and transfer datasets are skipped,
+    unfinished pretraining continues from its last checkpoint.
+    """
     _validate(cfg)
     results_dir = resolve_results_dir(cfg.results_dir)
     _check_writable(results_dir)
@@ -131,28 +228,60 @@ def run(cfg: DictConfig) -> list[dict]:
     overrides = OmegaConf.to_container(cfg.dataset_overrides) if cfg.get("dataset_overrides") else {}
     domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
     transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    state = RunState(output_dir, config).load()
+
+    def record_of(name: str) -> Path:
+        return record_path(results_dir, cfg.experiment_name, name, cfg.algorithm.name, cfg.seed)
+
+    done = [d for d in transfer_sets if state.transfer_done(d.name) and record_of(d.name).exists()]
+    pending = [d for d in transfer_sets if d not in done]
+    _check_records_free(cfg, config, results_dir, pending)
+    records = [_existing_record(record_of(d.name)) for d in done]
+    if not pending:
+        print(f"[dabs-rq] {cfg.domain} {cfg.algorithm.name} seed={cfg.seed}: already finished "
+              f"({len(done)} records); nothing to do")
+        return records
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     encoder = build_encoder(cfg.model, domain.inputs)
-    algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=instantiate(cfg.pretrain.optimizer))
+    probe_trainer = _trainer(cfg, None)
+    world = probe_trainer.world_size
+    check_launch(world)
+    lr = effective_lr(cfg, world)
+    optimizer = instantiate(cfg.pretrain.optimizer, lr=lr)
+    algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=optimizer)
+    must_pretrain = algorithm.requires_pretraining and not state.pretrain_done
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
-    needed = ([domain] if algorithm.requires_pretraining else []) + transfer_sets
-    for dataset_cfg in needed:
+    for dataset_cfg in ([domain] if must_pretrain else []) + pending:
         if "data" in dataset_cfg:
             storage.require(dataset_cfg, storage.data_root(cfg.data_root), cfg.download)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers, batch_size=cfg.pretrain.batch_size,
-                            data_root=cfg.data_root, download=cfg.download)
+    checkpoint = ResumableCheckpoint(output_dir / "checkpoints", cfg.pretrain.get("checkpoint_every_n_steps"))
 
-    started = time.perf_counter()
-    steps = pretrain(cfg, algorithm, data, logger) if algorithm.requires_pretraining else 0
-    pretrain_seconds = time.perf_counter() - started
-    output_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder.state_dict(), output_dir / "encoder.pt")
+    encoder_path = output_dir / "encoder.pt"
+    if must_pretrain:
+        data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers,
+                                batch_size=cfg.pretrain.batch_size, data_root=cfg.data_root, download=cfg.download,
+                                seed=cfg.seed, rank=probe_trainer.global_rank, world_size=world)
+        started = time.perf_counter()
+        trainer = pretrain(cfg, algorithm, data, logger, checkpoint)
+        if trainer.is_global_zero:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_tensors_atomic(encoder.state_dict(), encoder_path)
+            state.mark_pretrained(trainer.global_step, time.perf_counter() - started)
+        steps, pretrain_seconds = int(trainer.global_step), time.perf_counter() - started
+    elif algorithm.requires_pretraining:
+        print(f"[dabs-rq] pretraining already finished; loading {encoder_path}")
+        encoder.load_state_dict(torch.load(encoder_path, map_location="cpu", weights_only=True))
+        steps, pretrain_seconds = state.data["pretrain_steps"], state.data["pretrain_seconds"]
+    else:
+        steps, pretrain_seconds = 0, 0.0
+        if probe_trainer.is_global_zero:
+            save_tensors_atomic(encoder.state_dict(), encoder_path)
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    records = []
-    for dataset_cfg in transfer_sets:
+    per_device_batch = int(cfg.pretrain.batch_size or domain.batch_size)
+    for dataset_cfg in pending:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         t0 = time.perf_counter()
         value, details = transfer(cfg, encoder, dataset_cfg, cache, logger)
@@ -185,11 +314,17 @@ def run(cfg: DictConfig) -> list[dict]:
                 "dataset": domain.name,
                 "quirks": OmegaConf.to_container(domain.quirks) if "quirks" in domain else {},
                 "steps": steps,
-                "batch_size": cfg.pretrain.batch_size or domain.batch_size,
+                "batch_size": per_device_batch,
+                "world_size": world,
+                "effective_batch_size": per_device_batch * world * int(cfg.trainer.get("accumulate_grad_batches", 1)),
+                "lr_scaling": cfg.pretrain.get("lr_scaling", "none"),
+                "lr": lr,
+                "precision": str(probe_trainer.precision),
                 "optimizer": OmegaConf.to_container(cfg.pretrain.optimizer),
             },
-            "encoder_checkpoint": str(output_dir / "encoder.pt"),
+            "encoder_checkpoint": str(encoder_path),
             "config": config,
+            "fingerprint": fingerprint(config),
             **_launch(),
             "versions": package_versions(),
             "git_commit": git_commit(),
@@ -197,9 +332,11 @@ def run(cfg: DictConfig) -> list[dict]:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "host": os.uname().nodename,
         }
-        path = record_path(results_dir, cfg.experiment_name, dataset_cfg.name, cfg.algorithm.name, cfg.seed)
-        write_json_atomic(path, record)
-        print(f"[dabs-rq] {dataset_cfg.name} {cfg.algorithm.name} seed={cfg.seed}: "
-              f"{record['metric']} = {value:.2f}  -> {path}")
+        path = record_of(dataset_cfg.name)
+        if probe_trainer.is_global_zero:
+            write_json_atomic(path, record)
+            state.mark_transferred(dataset_cfg.name)
+            print(f"[dabs-rq] {dataset_cfg.name} {cfg.algorithm.name} seed={cfg.seed}: "
+                  f"{record['metric']} = {value:.2f}  -> {path}")
         records.append(record)
     return records

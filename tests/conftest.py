@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -21,10 +22,10 @@ from dabs_rq.paths import CONF_DIR
 # --------------------------------------------------------------------------- configs of tiny runs
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """The project's Hydra config with ``overrides``, as the command line would compose it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def _tiny_run(tmp_path: Path, cache: Path, max_steps: int, epochs: int) -> list[str]:
@@ -62,8 +63,10 @@ def pipeline_overrides(data_root: Path, tmp_path: Path, cache: Path, *, domain: 
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
-    """One data cache for the whole test session (never the user's ~/.cache)."""
-    return tmp_path_factory.mktemp("dabs_rq_cache")
+    """One data cache for the whole test session (never the user's ~/.cache; ``$DABS_RQ_TEST_CACHE``
+    names a prepared one, e.g. on a GPU machine without the embedded data's source packages)."""
+    prepared = os.environ.get("DABS_RQ_TEST_CACHE")
+    return Path(prepared) if prepared else tmp_path_factory.mktemp("dabs_rq_cache")
 
 
 def fixture_root(tmp_path_factory: pytest.TempPathFactory, *writers: Callable[[Path], object]) -> Path:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dabs_rq.distributed import all_gather_with_grad
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -32,10 +34,25 @@ class PretrainingAlgorithm(pl.LightningModule):
 
     requires_pretraining = True
 
-    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None) -> None:
+    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
+                 gather_negatives: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.optimizer_factory = optimizer
+        self.gather_negatives = gather_negatives
+
+    def all_keys(self, keys: Tensor) -> tuple[Tensor, int]:
+        """Contrastive keys of every DDP rank (so N devices x batch B contrast like one batch of N x B,
+        with ``gather_negatives``), and where this rank's own keys start among them."""
+        if not self.gather_negatives:
+            return keys, 0
+        return all_gather_with_grad(keys)
+
+    def contrast(self, queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
+        """:func:`info_nce` against the keys of all ranks; each query's positive is its own key."""
+        all_keys, offset = self.all_keys(keys)
+        targets = torch.arange(queries.shape[0], device=queries.device) + offset
+        return info_nce(queries, all_keys, temperature, targets)
 
     def loss(self, inputs: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -53,4 +70,4 @@ class PretrainingAlgorithm(pl.LightningModule):
 
     def settings(self) -> dict:
         """Algorithm settings recorded with every result (override to add more)."""
-        return {}
+        return {"gather_negatives": self.gather_negatives}

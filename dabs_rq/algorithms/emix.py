@@ -25,8 +25,9 @@ class EMix(PretrainingAlgorithm):
         optimizer: OptimizerFactory | None = None,
         temperature: float = 0.2,
         alpha: float = 1.0,
+        gather_negatives: bool = True,
     ) -> None:
-        super().__init__(encoder, optimizer)
+        super().__init__(encoder, optimizer, gather_negatives)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature, self.alpha = temperature, alpha
@@ -46,12 +47,14 @@ class EMix(PretrainingAlgorithm):
         mixed, lam, perm = self.mix(embeddings)
         z_mixed = F.normalize(self.encoder.encode(mixed, output="projection"), dim=1)
         z_clean = F.normalize(self.encoder.encode(embeddings, output="projection"), dim=1)
-        logits = z_mixed @ z_clean.T / self.temperature
-        identity = torch.arange(embeddings.shape[0], device=embeddings.device)
+        # Under DDP the clean keys of every rank are negatives; mixing partners stay on this rank.
+        all_clean, offset = self.all_keys(z_clean)
+        logits = z_mixed @ all_clean.T / self.temperature
+        identity = torch.arange(embeddings.shape[0], device=embeddings.device) + offset
         per_sample = lam * F.cross_entropy(logits, identity, reduction="none") + (1 - lam) * F.cross_entropy(
-            logits, perm, reduction="none"
+            logits, perm + offset, reduction="none"
         )
         return per_sample.mean()
 
     def settings(self) -> dict:
-        return {"temperature": self.temperature, "alpha": self.alpha}
+        return {**super().settings(), "temperature": self.temperature, "alpha": self.alpha}

@@ -9,3 +9,6 @@ class NoPretraining(PretrainingAlgorithm):
     """The random-init baseline: the runner skips pretraining for it."""
 
     requires_pretraining = False
+
+    def settings(self) -> dict:
+        return {}

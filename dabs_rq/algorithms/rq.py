@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm, info_nce
+from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
 from dabs_rq.augment import RandomizedQuantization
 
 VIEWS = ("clean_vs_rq", "rq_vs_rq")
@@ -31,8 +31,9 @@ class RQContrastive(PretrainingAlgorithm):
         temperature: float = 0.2,
         straight_through: bool = True,
         symmetric: bool = True,
+        gather_negatives: bool = True,
     ) -> None:
-        super().__init__(encoder, optimizer)
+        super().__init__(encoder, optimizer, gather_negatives)
         if views not in VIEWS:
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {views!r}")
         if temperature <= 0:
@@ -54,14 +55,15 @@ class RQContrastive(PretrainingAlgorithm):
         second = self.view(embeddings) if self.views == "rq_vs_rq" else embeddings
         z_first = self.encoder.encode(first, output="projection")
         z_second = self.encoder.encode(second, output="projection")
-        loss = info_nce(z_first, z_second, self.temperature)
+        loss = self.contrast(z_first, z_second, self.temperature)
         if self.symmetric:
-            loss = (loss + info_nce(z_second, z_first, self.temperature)) / 2
+            loss = (loss + self.contrast(z_second, z_first, self.temperature)) / 2
         return loss
 
     def settings(self) -> dict:
         q = self.quantizer
         return {
+            **super().settings(),
             "views": self.views,
             "temperature": self.temperature,
             "straight_through": self.straight_through,

@@ -16,10 +16,15 @@ from dabs_rq.data.tensor_dataset import make_loader
 
 
 class DomainDataModule(pl.LightningDataModule):
-    """Train/test loaders of one dataset; ``drop_last`` for pretraining (fixed contrastive batch)."""
+    """Train/test loaders of one dataset; ``drop_last`` for pretraining (fixed contrastive batch).
+
+    Under DDP each rank gets its own share (``rank`` of ``world_size``; ``batch_size`` is per
+    rank); shuffled orders are seeded by ``seed`` and the epoch, the same on every rank.
+    """
 
     def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
-                 batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False) -> None:
+                 batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.cfg = dataset_cfg
         self.cache_dir = Path(cache_dir)
@@ -27,6 +32,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.download = bool(download)
         self.num_workers = int(dataset_cfg.get("num_workers", 0) if num_workers is None else num_workers)
         self.batch_size = int(batch_size or dataset_cfg.batch_size)
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self._splits: dict[str, Dataset] = {}
 
     def reader_kwargs(self) -> dict:
@@ -51,7 +57,8 @@ class DomainDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
         return make_loader(self.split(split), self.batch_size, shuffle, drop_last, self.num_workers,
-                           pin_memory=torch.cuda.is_available())
+                           pin_memory=torch.cuda.is_available(), seed=self.seed, rank=self.rank,
+                           world_size=self.world_size)
 
     def pretrain_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=True)
@@ -62,6 +69,7 @@ class DomainDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, drop_last=False)
 
-    def eval_train_dataloader(self) -> DataLoader:
-        """Train split in order, for feature extraction."""
-        return self._loader("train", shuffle=False, drop_last=False)
+    def full_dataloader(self, split: str) -> DataLoader:
+        """A whole split in order, the same on every rank (feature extraction)."""
+        return make_loader(self.split(split), self.batch_size, False, False, self.num_workers,
+                           pin_memory=torch.cuda.is_available())

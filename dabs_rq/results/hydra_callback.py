@@ -7,6 +7,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dabs_rq.distributed import is_launch_rank_zero
 from dabs_rq.results.table import build_table, resolve_results_dir
 
 
@@ -15,6 +16,8 @@ class RebuildTable(Callback):
 
     def _rebuild(self, config: DictConfig) -> None:
         if not config.get("table", {}).get("rebuild_on_end", True):
+            return
+        if not is_launch_rank_zero():  # the other processes of a DDP job leave the table to rank 0
             return
         paths = build_table([resolve_results_dir(config.get("results_dir"))])
         print(f"\nResults table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")

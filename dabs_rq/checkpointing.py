@@ -1,0 +1,241 @@
+"""Resumable pretraining: periodic and preemption checkpoints, and the job's own state file.
+
+A job's folder (Hydra's output dir, the same path each time a sweep is re-submitted) holds:
+
+* ``checkpoints/last.ckpt``: written every ``pretrain.checkpoint_every_n_steps`` steps and when
+  SLURM (or a user) signals preemption; a re-run resumes from it;
+* ``encoder.pt``: the pretrained encoder, written once pretraining has finished;
+* ``run_state.json``: the config fingerprint, whether pretraining finished and which transfer
+  datasets have their record, so a re-run skips finished work and refuses to mix configs.
+
+Every file is written to a temporary name and renamed, so a kill at any instant (SIGKILL
+included) leaves the previous complete file, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from dabs_rq.results.records import write_json_atomic
+
+#: Signals meaning "you are about to be stopped": SLURM's pre-timeout signal (USR1, or USR2 as
+#: submitit asks for), and the SIGTERM of preemption / scancel.
+PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
+
+#: Config keys that say where or how fast a job runs, not what it computes: left out of the
+#: fingerprint so that moving data, caches or results, or changing workers, resumes the same run.
+VOLATILE_KEYS = (
+    "output_dir", "results_dir", "cache_dir", "data_root", "download", "extra_domain_dirs", "overwrite",
+    "logger", "table", "pretrain.num_workers", "pretrain.checkpoint_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
+    "hydra",
+)
+
+
+class Preempted(Exception):
+    """Pretraining stopped on a preemption signal after saving its checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"pretraining stopped by {name} at step {step}; checkpoint saved to {checkpoint}. "
+                         f"Re-run the same command to resume from it")
+
+
+def _drop(config: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = config
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def identity_config(config: dict) -> dict:
+    """The part of a resolved config that decides a job's numbers."""
+    config = json.loads(json.dumps(config, default=str))
+    for key in VOLATILE_KEYS:
+        _drop(config, key)
+    return config
+
+
+def fingerprint(config: dict) -> str:
+    """A short stable hash of :func:`identity_config`."""
+    blob = json.dumps(identity_config(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_differences(old: dict, new: dict, limit: int = 4) -> list[str]:
+    """Dotted keys whose values differ between two configs' identities (``key: old -> new``)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
+
+    walk(identity_config(old), identity_config(new), "")
+    return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file then renamed; loaded with ``weights_only``."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict:
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class ResumableCheckpoint(pl.Callback):
+    """Saves ``<dirpath>/last.ckpt`` every ``every_n_steps`` steps and on a preemption signal.
+
+    On SIGUSR1/SIGUSR2/SIGTERM the handler only notes the signal; at the end of the current
+    step every rank agrees to stop, the checkpoint is saved and training ends, and
+    :attr:`preempted` holds the signal. The handler that was installed before (submitit's
+    requeue, for instance) is given the signal afterwards by :meth:`forward_signal`.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: Path, every_n_steps: int | None,
+                 signals: tuple[str, ...] = PREEMPTION_SIGNALS) -> None:
+        super().__init__()
+        if every_n_steps is not None and every_n_steps <= 0:
+            raise ValueError(f"pretrain.checkpoint_every_n_steps must be a positive integer or null, got {every_n_steps}")
+        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+        self.signals = tuple(getattr(signal, name) for name in signals if hasattr(signal, name))
+        self.preempted: int | None = None
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self._received = signum
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning has installed its own handlers (it does so after on_fit_start).
+        try:
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._note)
+        except ValueError:  # not the main thread: no signal handling possible, periodic saves only
+            self._previous.clear()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_kept, self._previous = dict(self._previous), {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stop = self._received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer.save_checkpoint(self.path)
+            self.preempted = self._received or signal.SIGTERM
+            trainer.should_stop = True
+        elif self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def forward_signal(self) -> None:
+        """Hand the preemption signal to the handler that was there before (e.g. submitit's requeue)."""
+        if self.preempted is None:
+            return
+        previous = getattr(self, "_previous_kept", {}).get(self.preempted)
+        # SIGTERM's previous handler is Lightning's own (it would only flag the finished trainer).
+        if callable(previous) and self.preempted != signal.SIGTERM:
+            previous(self.preempted, None)
+
+    def state_dict(self) -> dict:
+        # RNG streams, so a resumed run draws what the uninterrupted one would have from here on.
+        state = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "torch_rng" in state_dict:
+            torch.set_rng_state(state_dict["torch_rng"].cpu())
+        if "cuda_rng" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state_dict["cuda_rng"].cpu())
+
+
+class RunState:
+    """``run_state.json`` of one job folder: what is finished, under which config."""
+
+    FILENAME = "run_state.json"
+
+    def __init__(self, folder: Path, config: dict) -> None:
+        self.path = Path(folder) / self.FILENAME
+        self.config = config
+        self.data: dict = {"fingerprint": fingerprint(config), "pretrain_done": False, "pretrain_steps": 0,
+                           "pretrain_seconds": 0.0, "transfer_done": []}
+
+    def load(self) -> "RunState":
+        """Read the folder's state; a folder of a job with another config is refused, not reused."""
+        if not self.path.exists():
+            return self
+        try:
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{self.path} is unreadable ({err}); delete it to restart this job from scratch") from None
+        if stored.get("fingerprint") != self.data["fingerprint"]:
+            diff = "; ".join(config_differences(stored.get("config", {}), self.config)) or "unknown keys"
+            raise ValueError(f"{self.path.parent} holds a job with another config ({diff}); "
+                             f"use another experiment_name or hydra.run.dir, or delete that folder")
+        self.data.update({k: v for k, v in stored.items() if k in self.data})
+        return self
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {**self.data, "config": identity_config(self.config)})
+
+    @property
+    def pretrain_done(self) -> bool:
+        return bool(self.data["pretrain_done"])
+
+    def transfer_done(self, dataset: str) -> bool:
+        return dataset in self.data["transfer_done"]
+
+    def mark_pretrained(self, steps: int, seconds: float) -> None:
+        self.data.update(pretrain_done=True, pretrain_steps=int(steps), pretrain_seconds=round(seconds, 3))
+        self.save()
+
+    def mark_transferred(self, dataset: str) -> None:
+        if dataset not in self.data["transfer_done"]:
+            self.data["transfer_done"].append(dataset)
+        self.save()

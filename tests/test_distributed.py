@@ -1,0 +1,145 @@
+"""Scale-out: two-process DDP (gloo, CPU) through the submitit_local launcher equals one process;
+the SLURM launcher config renders the expected sbatch parameters; sampler sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from dabs_rq.data.tensor_dataset import ShardedBatchSampler
+from dabs_rq.run import run
+from tests.conftest import compose_config
+
+# Deterministic pretraining (RQ in uniform/middle mode, no dropout): one process with batch 2B and
+# two processes with batch B each must then compute the same updates.
+DETERMINISTIC = ["experiment=embedded", "domain=embedded_sensor", "algorithm=rq", "model=tiny", "logger=none",
+                 "model.dropout=0.0", "model.emb_dropout=0.0", "algorithm.module.quantizer.spacing=uniform",
+                 "algorithm.module.quantizer.collapse=middle", "pretrain.max_steps=6", "transfer.epochs=3",
+                 "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+
+
+def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dabs_rq.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, data_cache):
+    single = compose_config([*DETERMINISTIC, "pretrain.batch_size=64", "transfer.batch_size=256",
+                             f"results_dir={tmp_path / 'single'}", f"output_dir={tmp_path / 'single_out'}",
+                             f"cache_dir={data_cache}"])
+    (one,) = run(single)
+
+    env = {**os.environ, "DABS_RQ_CACHE": str(data_cache)}
+    done = _cli(["-m", *DETERMINISTIC, "seed=0", "hydra/launcher=local", "trainer.devices=2", "trainer.strategy=ddp",
+                 "pretrain.batch_size=32", "transfer.batch_size=128", f"results_dir={tmp_path / 'ddp'}",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}"], env)
+    logs = "\n".join(p.read_text() for p in (tmp_path / "sweep").glob(".submitit/*/*_log.*"))
+    assert done.returncode == 0, done.stderr[-2000:] + logs[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
+    record = json.loads((tmp_path / "ddp/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
+    assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
+    assert record["protocol"]["world_size"] == 2 and record["pretraining"]["steps"] == 6
+
+    # Same pretrained encoder (DDP averages the gradients of the two halves of each batch) ...
+    ddp_encoder = torch.load(tmp_path / "sweep/embedded_sensor/rq/seed0/encoder.pt", weights_only=True)
+    one_encoder = torch.load(tmp_path / "single_out/encoder.pt", weights_only=True)
+    for name, tensor in one_encoder.items():
+        torch.testing.assert_close(ddp_encoder[name], tensor, atol=2e-4, rtol=1e-3, msg=name)
+    # ... and the same transfer metric, over the whole test split (no sample repeated or lost).
+    assert record["protocol"]["n_test"] == one["protocol"]["n_test"]
+    assert abs(record["value"] - one["value"]) <= 1.0, (record["value"], one["value"])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_sharded_batches_partition_one_big_batch_order(world):
+    n, batch = 23, 2
+    one = list(ShardedBatchSampler(n, batch * world, shuffle=True, drop_last=True, seed=5))
+    ranks = [list(ShardedBatchSampler(n, batch, shuffle=True, drop_last=True, seed=5, rank=r, world_size=world))
+             for r in range(world)]
+    assert len({len(r) for r in ranks}) == 1  # every rank takes the same number of steps
+    for step, big in enumerate(one):
+        assert sorted(sum((r[step] for r in ranks), [])) == sorted(big)
+
+
+def test_evaluation_shards_cover_every_sample_exactly_once():
+    shards = [list(ShardedBatchSampler(11, 2, shuffle=False, drop_last=False, rank=r, world_size=3, even=False))
+              for r in range(3)]
+    seen = sorted(i for shard in shards for batch in shard for i in batch)
+    assert seen == list(range(11))
+
+
+def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path):
+    from submitit import AutoExecutor
+    from submitit.slurm.slurm import SlurmExecutor
+
+    cfg = compose_config(["domain=embedded_sensor", "hydra/launcher=slurm", "trainer.devices=4",
+                          "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
+                          "hydra.launcher.mem_gb=128", "hydra.launcher.cpus_per_task=8",
+                          "hydra.launcher.array_parallelism=16", f"hydra.sweep.dir={tmp_path}"],
+                         return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    params = dict(launcher.params)
+    # The launcher's own mapping (SlurmLauncher.launch) of its config to executor parameters.
+    init_keys = {"submitit_folder", "max_num_timeout"}
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    with mock.patch.object(SlurmExecutor, "affinity", return_value=1):
+        executor = AutoExecutor(folder=tmp_path, cluster="slurm", slurm_max_num_timeout=params["max_num_timeout"])
+        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                      if k not in init_keys})
+    sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --nodes=2", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=128GB", "#SBATCH --time=600",
+                 "#SBATCH --signal=USR2@120"):
+        assert line in sbatch, (line, sbatch)
+    assert executor._executor.parameters["array_parallelism"] == 16
+    assert executor._executor.max_num_timeout == 20  # requeued (and resumed) after preemption/timeout
+
+
+def test_local_launcher_runs_one_task_per_device():
+    cfg = compose_config(["domain=embedded_sensor", "hydra/launcher=local", "trainer.devices=2"],
+                         return_hydra_config=True)
+    assert cfg.hydra.launcher.tasks_per_node == 2
+    assert cfg.hydra.launcher._target_.endswith("LocalLauncher")
+
+
+def test_ddp_in_a_multirun_with_the_basic_launcher_is_refused_with_the_fix(tmp_path):
+    done = _cli(["-m", "domain=embedded_sensor", "trainer.devices=2", "trainer.accelerator=cpu", "model=tiny",
+                 f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], dict(os.environ))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "hydra/launcher=local" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("env, zero", [({}, True), ({"SLURM_PROCID": "3"}, False), ({"SLURM_PROCID": "0"}, True),
+                                       ({"SUBMITIT_LOCAL_GLOBALID": "1"}, False), ({"LOCAL_RANK": "1"}, False),
+                                       ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False)])
+def test_only_global_rank_zero_owns_job_level_side_effects(monkeypatch, env, zero):
+    from dabs_rq.distributed import is_launch_rank_zero
+
+    for var in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert is_launch_rank_zero() is zero
+
+
+@pytest.mark.parametrize("cuda, bf16, accelerator, expected", [
+    (True, True, "auto", "bf16-mixed"), (True, True, "gpu", "bf16-mixed"), (True, False, "auto", "32-true"),
+    (True, True, "cpu", "32-true"), (False, False, "auto", "32-true")])
+def test_precision_auto_is_bf16_mixed_on_a_gpu_and_float32_elsewhere(monkeypatch, cuda, bf16, accelerator, expected):
+    from dabs_rq.distributed import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision("auto", accelerator) == expected
+    assert resolve_precision("16-mixed", accelerator) == "16-mixed"
