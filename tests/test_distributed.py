@@ -143,3 +143,27 @@ def test_precision_auto_is_bf16_mixed_on_a_gpu_and_float32_elsewhere(monkeypatch
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert resolve_precision("auto", accelerator) == expected
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"
+
+
+def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, data_cache):
+    """What srun gives each task of a 2-GPU job (submitit launches exactly this): Lightning's
+    SLURM environment turns the variables into ranks; only rank 0 writes the record."""
+    from dabs_rq.distributed import free_port
+
+    port = str(free_port())
+    args = [sys.executable, "-m", "dabs_rq.cli", *DETERMINISTIC, "trainer.devices=2", "trainer.strategy=ddp",
+            "pretrain.batch_size=32", "transfer.batch_size=128", f"results_dir={tmp_path / 'results'}",
+            f"hydra.run.dir={tmp_path / 'job'}"]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NNODES": "1",
+               "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dabs", "MASTER_PORT": port}
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1][1] + outputs[1][0]
+    assert "-> " in outputs[0][0] and "-> " not in outputs[1][0]  # the record line comes from rank 0 only
+    record = json.loads((tmp_path / "results/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
+    assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
