@@ -68,6 +68,64 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def config_choices(group: str) -> list[str]:
+    """The options of a config group: files under conf/<group>/ plus those plugins register."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    from dabs_rq.paths import CONF_DIR
+
+    names = {path.stem for path in (CONF_DIR / group).glob("*.yaml")}
+    if group.startswith("hydra/"):
+        Plugins.instance()  # plugins register their configs (e.g. submitit_slurm) on discovery
+        try:
+            names |= {name.rsplit(".", 1)[0] for name in ConfigStore.instance().list(group)}
+        except OSError:
+            pass
+    return sorted(names)
+
+
+def check_group_choices(args: list[str]) -> None:
+    """Reject an unknown option of a config group (algorithm=foo, model=..., hydra/launcher=...) in one line.
+
+    Hydra would report it too, but over several lines and with exit status 1.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    from dabs_rq.paths import CONF_DIR
+
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir() and path.name != "hydra"}
+    groups |= {f"hydra/{path.name}" for path in (CONF_DIR / "hydra").iterdir() if path.is_dir()} | {"hydra/launcher"}
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except HydraException:
+        return  # a syntax error: Hydra's own message says where
+    for override in overrides:
+        group = override.key_or_group
+        if group not in groups or override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            continue
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        valid = config_choices(group)
+        for value in values:
+            if value not in valid and value != "null":
+                raise ValueError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The user-facing error inside ``err`` (Hydra wraps errors raised while instantiating)."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        if isinstance(err.__cause__, TypeError):  # a config key the target does not take, or one it lacks
+            target = str(err).splitlines()[0].rstrip(":")
+            return ValueError(f"{target}: {err.__cause__}")
+        err = err.__cause__
+    return err if isinstance(err, USER_ERRORS) else None
+
+
 def _hydra_main() -> None:
     import hydra
     from omegaconf import DictConfig
@@ -84,12 +142,19 @@ def _hydra_main() -> None:
         except Preempted as err:  # checkpoint saved; the exit status tells the scheduler it was a signal
             print(f"dabs-rq: {err}", file=sys.stderr)
             sys.exit(128 + err.signum)
-        except USER_ERRORS as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as err:  # noqa: BLE001 - user errors become one line, others keep their traceback
+            user_error = _user_error(err)
+            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"dabs-rq: error: {err}", file=sys.stderr)
+            print(f"dabs-rq: error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        try:
+            check_group_choices(sys.argv[1:])
+        except ValueError as err:
+            print(f"dabs-rq: error: {err}", file=sys.stderr)
+            sys.exit(2)
     job()
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -53,14 +54,22 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
-def _check_writable(folder: Path) -> None:
-    """Fail before any training if results cannot be stored."""
+#: Free space a job needs in its results and job folders before it starts (records, checkpoints).
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def _check_writable(folder: Path, what: str, key: str) -> None:
+    """Fail before any training if results or checkpoints cannot be stored there."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
+        free = shutil.disk_usage(folder).free
     except OSError as err:
-        raise OSError(f"results directory {folder} is not writable ({err.strerror}); set results_dir=<folder>") from err
+        raise OSError(f"{what} {folder} is not writable ({err.strerror or err}); set {key}=<folder>") from None
+    if free < MIN_FREE_BYTES:
+        raise OSError(f"{what} {folder} has only {free / 2**20:.0f} MiB free (a job needs at least "
+                      f"{MIN_FREE_BYTES // 2**20} MiB); free space or set {key}=<folder>")
 
 
 def _launch() -> dict:
@@ -222,9 +231,10 @@ def run(cfg: DictConfig) -> list[dict]:
     """
     _validate(cfg)
     results_dir = resolve_results_dir(cfg.results_dir)
-    _check_writable(results_dir)
+    _check_writable(results_dir, "results directory", "results_dir")
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     output_dir = Path(cfg.output_dir)
+    _check_writable(output_dir, "job folder", "hydra.run.dir")
     overrides = OmegaConf.to_container(cfg.dataset_overrides) if cfg.get("dataset_overrides") else {}
     domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
     transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
@@ -252,6 +262,8 @@ def run(cfg: DictConfig) -> list[dict]:
     optimizer = instantiate(cfg.pretrain.optimizer, lr=lr)
     algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=optimizer)
     must_pretrain = algorithm.requires_pretraining and not state.pretrain_done
+    for dataset_cfg in pending:  # a bad task setting (e.g. an unknown metric) fails now, not after pretraining
+        instantiate(dataset_cfg.task)
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
     for dataset_cfg in ([domain] if must_pretrain else []) + pending:
         if "data" in dataset_cfg:

@@ -94,7 +94,9 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
     """The validated config of dataset ``name`` (of ``role``, if given).
 
     ``overrides`` (from the run config's ``dataset_overrides.<name>``) are merged over the
-    YAML before validation, e.g. ``{"reader": {"max_train": 1000}, "batch_size": 32}``.
+    YAML before validation, e.g. ``{"reader": {"max_train": 1000}, "batch_size": 32}``; a
+    mapping that names another ``_target_`` replaces the YAML's mapping instead of merging
+    into it (its arguments belong to the new target).
     """
     path = find(name, extra)
     try:
@@ -104,7 +106,15 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
     if not isinstance(cfg, DictConfig):
         raise DomainConfigError(f"{path}: must be a YAML mapping")
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(overrides)))
+        overrides = OmegaConf.to_container(OmegaConf.create(dict(overrides)))
+        for key, value in overrides.items():
+            if isinstance(value, dict) and "_target_" in value and value["_target_"] != cfg.get(key, {}).get("_target_"):
+                cfg[key] = value
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+        except Exception as err:  # noqa: BLE001 - omegaconf raises several error types
+            raise DomainConfigError(f"{path}: dataset_overrides.{name} do not fit the YAML "
+                                    f"({str(err).splitlines()[0]}); give a list as a whole list") from None
     validate(cfg, path)
     if role is not None and cfg.role != role:
         valid = ", ".join(available(extra, role))
