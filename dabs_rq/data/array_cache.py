@@ -2,13 +2,16 @@
 
 Decoding and preprocessing (audio -> spectrogram, image -> resized tensor, text -> ids)
 happens once per (dataset, split, preprocessing settings); afterwards examples are read
-from a memory-mapped array, a batch at a time.
+from a memory-mapped array, a batch at a time. A sample that cannot be decoded is never stored
+as if it were one (:func:`checked_memmap_cache`), and a cache file is only ever read as a plain
+array: pickled objects are refused (:func:`load_array`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,33 +21,126 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from dabs_rq.data.storage import CorruptDataError
+
+log = logging.getLogger(__name__)
+
 
 def cache_key(**settings: Any) -> str:
     """A short stable digest of the preprocessing settings (part of a cache file name)."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: Any, fill: Callable[[int], np.ndarray],
-                 desc: str = "preprocessing") -> np.ndarray:
-    """``[count, *shape]`` array at ``path``, built once with ``fill(i)`` per row (atomically), then memory-mapped."""
+def load_array(path: Path, mmap: bool = True) -> np.ndarray | None:
+    """The plain array saved at ``path`` (memory-mapped), or None when it is missing or unusable.
+
+    Caches only ever hold plain numeric arrays: pickled Python objects are refused (never
+    unpickled), and a truncated or garbled file is treated as absent (with a warning), so the
+    caller rebuilds it.
+    """
     path = Path(path)
-    if path.exists():
-        array = np.load(path, mmap_mode="r")
-        if array.shape == (count, *shape):
-            return array
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    if not path.exists():
+        return None
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, *shape))
-        for i in tqdm(range(count), desc=desc, leave=False, disable=count < 1000):
-            array[i] = fill(i)
-        array.flush()
-        del array
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if not isinstance(array, np.ndarray) or array.dtype.hasobject:
+            raise ValueError("not a plain array")
+        return array
+    except (ValueError, OSError, EOFError) as err:
+        log.warning("ignoring unusable cache file %s (%s); it will be rebuilt", path, " ".join(str(err).split()))
+        return None
+
+
+def save_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, written to a temporary file first (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return np.load(path, mmap_mode="r")
+
+
+def corrupt_record_path(path: Path) -> Path:
+    """Where a cache records the rows it holds no sample for (``<name>.corrupt.json`` beside it)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.corrupt.json")
+
+
+def _read_corrupt_record(path: Path, count: int, shape: Sequence[int]) -> dict[int, CorruptDataError] | None:
+    """The corrupt rows recorded for the cache at ``path``; None if the record does not belong to it."""
+    record = corrupt_record_path(path)
+    if not record.exists():
+        return {}  # built clean
+    try:
+        data = json.loads(record.read_text())
+        if data["count"] != count or list(data["shape"]) != list(shape):
+            return None
+        return {int(i): CorruptDataError.from_record(r) for i, r in data["rows"]}
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("ignoring unreadable corrupt-row record %s (%s)", record, err)
+        return None
+
+
+def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: Any, fill: Callable[[int], np.ndarray],
+                         desc: str = "preprocessing",
+                         skip_corrupt: bool = False) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
+    """:func:`memmap_cache` that also handles corrupt samples: ``(array, {row: error})``.
+
+    ``fill(i)`` raises :class:`CorruptDataError` for a sample it cannot decode. Without
+    ``skip_corrupt`` that error propagates and nothing is stored. With it, the row is left
+    zero and recorded in ``<name>.corrupt.json`` (written before the cache itself appears), so
+    a zero row is never mistaken for a sample: every later load returns the same record, and
+    a load without ``skip_corrupt`` raises the first recorded error.
+    """
+    path = Path(path)
+    array = load_array(path)
+    if array is not None and array.shape == (count, *shape):
+        corrupt = _read_corrupt_record(path, count, shape)
+        if corrupt is not None:
+            if corrupt and not skip_corrupt:
+                first = corrupt[min(corrupt)]
+                raise CorruptDataError(first.path, f"{first.reason} (recorded when {path} was built; delete it "
+                                                   "after fixing the file)", first.line)
+            return array, corrupt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    corrupt = {}
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, *shape))
+        for i in tqdm(range(count), desc=desc, leave=False, disable=count < 1000):
+            try:
+                array[i] = fill(i)
+            except CorruptDataError as err:
+                if not skip_corrupt:
+                    raise
+                array[i] = 0
+                corrupt[i] = err
+        array.flush()
+        del array
+        record = corrupt_record_path(path)
+        if corrupt:
+            save_json_atomic(record, {"count": count, "shape": list(shape),
+                                      "rows": [[i, e.to_record()] for i, e in sorted(corrupt.items())]})
+        elif record.exists():
+            record.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return np.load(path, mmap_mode="r"), corrupt
+
+
+def memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: Any, fill: Callable[[int], np.ndarray],
+                 desc: str = "preprocessing") -> np.ndarray:
+    """``[count, *shape]`` array at ``path``, built once with ``fill(i)`` per row (atomically), then memory-mapped.
+
+    A :class:`CorruptDataError` from ``fill`` stops the build (see :func:`checked_memmap_cache`
+    to skip such rows instead).
+    """
+    return checked_memmap_cache(path, count, shape, dtype, fill, desc)[0]
 
 
 class ArrayDataset(Dataset):

@@ -13,13 +13,21 @@ What the readers need beyond that, all here in one place:
 * extra per-example inputs served next to the image (token ids);
 * decoding on a thread pool when a cache is first built, and batch indexing afterwards;
 * an on-the-fly variant that decodes per item instead of caching (ImageNet's ~200 GB);
-* :func:`list_digest`, the fingerprint of a sample list that keys a cache file.
+* :func:`list_digest`, the fingerprint of a sample list that keys a cache file;
+* corrupt or truncated image files: :func:`open_rgb` raises :class:`CorruptDataError` naming
+  the file; the split's :class:`CorruptLog` then stops the run or leaves the image (and every
+  example using it) out, and the cache records which rows hold no image, so a zero row is
+  never served as a sample.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +39,10 @@ from numpy.typing import ArrayLike
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dabs_rq.data.array_cache import cache_key, memmap_cache
+from dabs_rq.data.array_cache import cache_key, checked_memmap_cache, save_json_atomic
+from dabs_rq.data.storage import CorruptDataError, CorruptLog
+
+log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 Transform = Callable[[Image.Image], Image.Image]
@@ -39,10 +50,26 @@ Transform = Callable[[Image.Image], Image.Image]
 
 # --------------------------------------------------------------------------- image sources
 
+#: what PIL raises for a file it cannot decode (truncated, garbled, not an image); not "missing"
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
+#: file-system errors: the file is not there (or not readable), which is not corruption
+NOT_CORRUPT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def open_rgb(path: str | Path, box: Box | None = None) -> Image.Image:
-    """The image at ``path`` as RGB (CMYK, greyscale and RGBA files exist in the datasets), cropped to ``box``."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    """The image at ``path`` as RGB (CMYK, greyscale and RGBA files exist in the datasets), cropped to ``box``.
+
+    Decoded completely (a truncated file is an error, never a partly grey image):
+    :class:`CorruptDataError` names the file and what PIL found wrong.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except NOT_CORRUPT:
+        raise
+    except DECODE_ERRORS as err:
+        raise CorruptDataError(path, f"cannot decode image ({type(err).__name__}: {err})") from err
     return image.crop(box) if box is not None else image
 
 
@@ -89,7 +116,8 @@ class ParallelRows:
     PIL releases the GIL while decoding, converting and resizing, so threads give a
     near-linear speed-up when a cache is first built (ImageNet: 1.3 M JPEGs) without sending
     the image source to worker processes. The pool starts on the first call only (nothing is
-    decoded when the cache exists); ``workers`` of 0 or 1 decode in the calling thread.
+    decoded when the cache exists); ``workers`` of 0 or 1 decode in the calling thread. A
+    :class:`CorruptDataError` of one row is raised when that row is asked for, not for its chunk.
     """
 
     def __init__(self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None,
@@ -106,8 +134,17 @@ class ParallelRows:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers)
             self._start = i
-            self._rows = list(self._pool.map(self.load, range(i, min(i + self.chunk, self.count))))
-        return self._rows[i - self._start]
+            self._rows = list(self._pool.map(self._load_or_error, range(i, min(i + self.chunk, self.count))))
+        row = self._rows[i - self._start]
+        if isinstance(row, CorruptDataError):
+            raise row
+        return row
+
+    def _load_or_error(self, i: int) -> np.ndarray | CorruptDataError:
+        try:
+            return self.load(i)
+        except CorruptDataError as err:
+            return err
 
     def __enter__(self) -> "ParallelRows":
         return self
@@ -145,11 +182,51 @@ def cache_file(cache_dir: Path, name: str, split: str, **settings: Any) -> Path:
     return Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"
 
 
-def cache_images(path: Path, images: DecodedImages, shape: Sequence[int], workers: int | None = None) -> np.ndarray:
-    """uint8 ``[len(images), *shape]`` memory map of the decoded rows, built once at ``path`` in row order."""
+def cache_images(path: Path, images: DecodedImages, shape: Sequence[int], workers: int | None = None,
+                 skip_corrupt: bool = False) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
+    """uint8 ``[len(images), *shape]`` memory map of the decoded rows, built once at ``path`` in row order.
+
+    Returns the rows that hold no image (corrupt files, recorded with the cache; only with
+    ``skip_corrupt``, else the first corrupt file raises) as ``{row: error}``.
+    """
     with ParallelRows(images.__getitem__, len(images), workers) as fill:
-        return memmap_cache(path, len(images), tuple(shape), np.uint8, fill,
-                            desc=f"decoding images into {Path(path).name}")
+        return checked_memmap_cache(path, len(images), tuple(shape), np.uint8, fill,
+                                    desc=f"decoding images into {Path(path).name}", skip_corrupt=skip_corrupt)
+
+
+def scan_images(open_image: Callable[[int], Image.Image], count: int, record: Path | None,
+                workers: int | None = None) -> dict[int, CorruptDataError]:
+    """``{i: error}`` for the images ``open_image(i)`` that do not decode, remembered in the JSON file ``record``.
+
+    What an on-the-fly dataset needs to skip corrupt files: one decoding pass (on ``workers``
+    threads), done once; later loads read ``record``.
+    """
+    if record is not None and Path(record).exists():
+        try:
+            data = json.loads(Path(record).read_text())
+            if data["count"] == count:
+                return {int(i): CorruptDataError.from_record(r) for i, r in data["rows"]}
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring unreadable image scan record %s (%s)", record, err)
+
+    def check(i: int) -> CorruptDataError | None:
+        try:
+            open_image(i)
+        except CorruptDataError as err:
+            return err
+        return None
+
+    workers = _cpus() if workers is None else workers
+    if workers <= 1:
+        found = [check(i) for i in range(count)]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(pool.map(check, range(count), chunksize=64))
+    corrupt = {i: err for i, err in enumerate(found) if err is not None}
+    if record is not None:
+        rows = [[i, e.to_record()] for i, e in sorted(corrupt.items())]
+        save_json_atomic(Path(record), {"count": count, "rows": rows})
+    return corrupt
 
 
 # --------------------------------------------------------------------------- datasets
@@ -193,16 +270,41 @@ class LazyImageDataset(ImageDataset):
     supports_batch_indexing = False
 
 
+def without_rows(bad: Iterable[int], labels: ArrayLike, rows: ArrayLike | None,
+                 extra: Sequence[ArrayLike]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """``(labels, rows, extra)`` of the examples whose image row is not in ``bad``."""
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+    keep = ~np.isin(rows, np.fromiter(bad, dtype=np.int64))
+    return labels[keep], rows[keep], [np.asarray(x)[keep] for x in extra]
+
+
 def image_dataset(open_image: Callable[[int], Image.Image], count: int, transform: Transform, labels: ArrayLike, *,
                   cache: Path | None, shape: Sequence[int], rows: ArrayLike | None = None,
-                  extra: Sequence[ArrayLike] = (), channels: int = 3, workers: int | None = None) -> ImageDataset:
+                  extra: Sequence[ArrayLike] = (), channels: int = 3, workers: int | None = None,
+                  corrupt: CorruptLog | None = None, scan_record: Path | None = None) -> ImageDataset:
     """The dataset of ``count`` images ``open_image(i)`` through ``transform``, cached at ``cache`` as uint8.
 
     ``shape`` is a stored row ``[C, H, W]`` (``C = 1`` for a transform ending in grayscale);
     ``rows``, ``extra`` and ``channels`` as in :class:`ImageDataset`; ``workers`` threads
     build the cache (default: all CPUs). ``cache=None`` decodes on the fly instead.
+
+    Corrupt image files go to the split's ``corrupt`` log (default: stop at the first, naming
+    it). When it skips them, examples using a corrupt image are left out and the log reports
+    its one summary line. On the fly, skipping needs one decoding pass to know the length,
+    remembered in ``scan_record``; stopping needs none (the item that meets the file raises).
     """
     images = DecodedImages(open_image, transform, count)
+    skip = corrupt is not None and corrupt.skip
     if cache is None:
-        return LazyImageDataset(images, labels, rows, extra, channels)
-    return ImageDataset(cache_images(cache, images, shape, workers), labels, rows, extra, channels)
+        bad = scan_images(open_image, count, scan_record, workers) if skip else {}
+        array: np.ndarray | DecodedImages = images
+    else:
+        array, bad = cache_images(cache, images, shape, workers, skip_corrupt=skip)
+    if bad:
+        labels, rows, extra = without_rows(bad, labels, rows, extra)
+        corrupt.extend(bad[i] for i in sorted(bad))
+    dataset = (LazyImageDataset if cache is None else ImageDataset)(array, labels, rows, extra, channels)
+    if corrupt is not None:
+        corrupt.report(kept=len(dataset))
+    return dataset

@@ -12,22 +12,133 @@ block::
       size: 178 MB
       license: unknown (research use)
       manual_steps: ""                 # what to do by hand, for download=manual
+
+Also here, for every reader: what to do with corrupt data (:class:`CorruptDataError`,
+:class:`CorruptLog`, the readers' ``on_corrupt`` argument) and extracting downloaded archives
+without letting a member escape the target folder (:func:`extract_archive`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tarfile
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable
 
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
+
 DATA_ENV = "DABS_DATA"
 DOWNLOAD_MODES = ("auto", "manual", "streaming")
+#: What a reader does with a corrupt sample file or table row: stop with its path, or skip and count it.
+ON_CORRUPT = ("error", "skip")
 
 
 class DatasetMissingError(FileNotFoundError):
     """A dataset's files are not on disk (the message says what, where, and how to get them)."""
+
+
+# --------------------------------------------------------------------------- corrupt data
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class CorruptDataError(ValueError):
+    """A data file, or one line (row) of a table, is corrupt, truncated or malformed.
+
+    The one-line message names the file (and the 1-based line of a text table, or row of a
+    parquet file: ``unit``) and what is wrong: ``corrupt data: <path>[ line <n>]: <reason>``.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str | None = None, line: int | None = None,
+                 unit: str = "line") -> None:
+        self.path, self.line, self.unit = str(path), None if line is None else int(line), str(unit)
+        self.reason = _one_line(reason) if reason is not None else ""
+        # (a bare message when re-raised from a DataLoader worker, which passes one string)
+        super().__init__(f"corrupt data: {self.where}: {self.reason}" if reason is not None else self.path)
+
+    @property
+    def where(self) -> str:
+        """``<path>`` or ``<path> line <n>``."""
+        return self.path if self.line is None else f"{self.path} {self.unit} {self.line}"
+
+    def __reduce__(self):  # picklable (loader workers, DDP), keeping path, reason and line
+        return type(self), (self.path, self.reason, self.line, self.unit)
+
+    def to_record(self) -> list:
+        """A JSON-able record, for caches that remember what was skipped (see :meth:`from_record`)."""
+        return [self.path, self.reason, self.line, self.unit]
+
+    @classmethod
+    def from_record(cls, record: Iterable) -> "CorruptDataError":
+        path, reason, line, *unit = list(record)
+        return cls(path, reason, None if line in (None, "") else int(line), *unit)
+
+
+def check_on_corrupt(on_corrupt: object) -> str:
+    """``on_corrupt`` if it is one of :data:`ON_CORRUPT`, else a one-line ``ValueError``."""
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}; got {on_corrupt!r}")
+    return str(on_corrupt)
+
+
+class CorruptLog:
+    """The corrupt samples of one split of a dataset, handled as ``on_corrupt`` says.
+
+    ``"error"``: :meth:`add` raises the :class:`CorruptDataError` (the run stops, naming the
+    file). ``"skip"``: :meth:`add` records it; the reader leaves the sample out and calls
+    :meth:`report` once, which logs ONE line for the split:
+    ``skipped N corrupt files in <dataset> <split>, first: <path>: <reason>``.
+    """
+
+    def __init__(self, dataset: str, split: str, on_corrupt: str = "error") -> None:
+        self.dataset, self.split, self.on_corrupt = str(dataset), str(split), check_on_corrupt(on_corrupt)
+        self.errors: list[CorruptDataError] = []
+        self._seen: set[tuple[str, int | None]] = set()
+
+    @property
+    def skip(self) -> bool:
+        return self.on_corrupt == "skip"
+
+    def add(self, error: CorruptDataError) -> None:
+        """Raise ``error`` (``"error"``) or remember it (``"skip"``; the same file/line is counted once)."""
+        if not self.skip:
+            raise error
+        key = (error.path, error.line)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.errors.append(error)
+
+    def extend(self, errors: Iterable[CorruptDataError]) -> None:
+        for error in errors:
+            self.add(error)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def summary(self) -> str:
+        lines = {e.line is not None for e in self.errors}
+        noun = "rows" if lines == {True} else "files" if lines == {False} else "files/rows"
+        first = self.errors[0]
+        return (f"skipped {len(self.errors)} corrupt {noun} in {self.dataset} {self.split}, "
+                f"first: {first.where}: {first.reason}")
+
+    def report(self, kept: int | None = None) -> None:
+        """Log the summary line (if anything was skipped); with ``kept == 0`` raise: nothing usable is left."""
+        if not self.errors:
+            return
+        if kept == 0:
+            first = self.errors[0]
+            raise CorruptDataError(first.path, f"nothing is left of {self.dataset} {self.split} after skipping "
+                                               f"{len(self.errors)} corrupt samples (first: {first.reason})",
+                                   first.line, first.unit)
+        log.warning(self.summary())
 
 
 def data_root(configured: str | os.PathLike | None = None) -> Path:
@@ -101,3 +212,88 @@ def sources_markdown(configs: list[DictConfig]) -> str:
                  " ".join(str(data.get("manual_steps", "") or "").split()) or "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- archives
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive holds a member that would be written outside the target folder (or a device file)."""
+
+
+def _unsafe_name(name: str) -> bool:
+    """Absolute (POSIX or Windows), or with a ``..`` component."""
+    if not name or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or PurePosixPath(name).is_absolute():
+        return True
+    return ".." in name.replace("\\", "/").split("/")
+
+
+def _check_tar_member(member: tarfile.TarInfo, dest: str) -> None:
+    if _unsafe_name(member.name):
+        raise UnsafeArchiveError(f"member {member.name!r} has an absolute path or a '..' component")
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tarfile.data_filter(member, dest)
+        except tarfile.FilterError as err:
+            raise UnsafeArchiveError(_one_line(err)) from err
+        return
+    # Python without extraction filters: the same rules by hand
+    if member.issym() or member.islnk():
+        target = member.linkname
+        base = os.path.dirname(member.name) if member.issym() else ""
+        if os.path.isabs(target) or _unsafe_name(os.path.normpath(os.path.join(base, target))):
+            raise UnsafeArchiveError(f"link {member.name!r} points outside the archive ({target!r})")
+    elif not (member.isreg() or member.isdir()):
+        raise UnsafeArchiveError(f"member {member.name!r} is a special file")
+
+
+def extract_archive(archive: str | os.PathLike, to_path: str | os.PathLike | None = None,
+                    remove_finished: bool = False) -> Path:
+    """Extract a tar (any compression: ``.tar``, ``.tar.gz``, ``.tgz``, ...) or zip archive into ``to_path``.
+
+    Safe against path traversal: every member is checked before anything is written, and the
+    whole archive is refused (:class:`UnsafeArchiveError`, naming archive and member) when one
+    has an absolute path or a ``..`` component, or (tar) is a link leaving the folder or a
+    device file; tar members are then extracted with tarfile's ``data`` filter. (torchvision's
+    and torchaudio's extractors use no filter.) ``to_path`` defaults to the archive's folder.
+    """
+    archive = Path(archive)
+    dest = Path(to_path) if to_path is not None else archive.parent
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for name in z.namelist():
+                    if _unsafe_name(name):
+                        raise UnsafeArchiveError(f"member {name!r} has an absolute path or a '..' component")
+                dest.mkdir(parents=True, exist_ok=True)
+                z.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_tar_member(member, os.path.realpath(dest))
+                dest.mkdir(parents=True, exist_ok=True)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(dest, members=members, filter="data")
+                else:  # pragma: no cover - Python without extraction filters (checked above by hand)
+                    tar.extractall(dest, members=members)
+        else:
+            raise CorruptDataError(archive, "not a tar or zip archive (or a truncated one)")
+    except UnsafeArchiveError as err:
+        raise UnsafeArchiveError(f"refusing to extract {archive}: {err}") from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
+        raise CorruptDataError(archive, f"cannot extract archive ({type(err).__name__}: {err})") from err
+    if remove_finished:
+        archive.unlink()
+    return dest
+
+
+def download_and_extract(url: str, download_root: str | os.PathLike, extract_root: str | os.PathLike | None = None,
+                         md5: str | None = None, remove_finished: bool = False) -> None:
+    """Download ``url`` into ``download_root`` (``md5`` checked), :func:`extract_archive` it."""
+    from torchvision.datasets.utils import download_url
+
+    filename = os.path.basename(url)
+    download_url(url, str(download_root), filename, md5)
+    extract_archive(Path(download_root) / filename, extract_root if extract_root is not None else download_root,
+                    remove_finished)

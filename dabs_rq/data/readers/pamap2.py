@@ -20,11 +20,20 @@ windows are fixed once per split (``windows``):
 
 The interpolated sensor rows are cached as one memory-mapped ``float32`` array per split;
 windows are gathered from it a batch at a time.
+
+``on_corrupt`` (``"error"`` | ``"skip"``): a malformed line of a ``.dat`` file (not 54 fields,
+e.g. the cut last line of a truncated file, or a field that is not a number) stops the run
+naming the file and line, or is left out (the recording continues with the next line) and
+counted in one summary line per split. Without checking, pandas would fill a short line's
+missing fields with NaN and interpolate them away: silently invented values.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +42,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dabs_rq.data.array_cache import cache_key
+from dabs_rq.data.array_cache import cache_key, load_array, save_json_atomic
+from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
 ACTIVITIES = (1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24)
@@ -47,26 +57,105 @@ def protocol_dir(root: Path) -> Path:
     return Path(root) / "PAMAP2_Dataset" / "Protocol"
 
 
-def read_subject(path: Path) -> pd.DataFrame:
+def _all_lines_complete(raw: bytes, frame: pd.DataFrame, chunk: int = 1 << 24) -> bool:
+    """True when every line of ``raw`` surely has as many whitespace-separated fields as ``frame`` has columns.
+
+    Pandas parsed the lines into a plain (range-indexed) frame, so none has more fields than
+    it has columns, but it pads a line with fewer (a truncated one) with NaN. Counting every
+    field of the file (numpy, a few ms per 100 MB) settles it: one row per line and
+    ``columns * lines`` fields in all means no line is short. False: check line by line.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    fields = newlines = 0
+    after_space = True
+    for start in range(0, len(data), chunk):
+        part = data[start : start + chunk]
+        space = part <= 32  # space, tab, CR, LF (other control bytes fail the numeric check later)
+        fields += int(np.count_nonzero(space[:-1] & ~space[1:])) + int(after_space and not space[0])
+        newlines += int(np.count_nonzero(part == 10))
+        after_space = bool(space[-1])
+    lines = newlines + (not raw.endswith(b"\n"))
+    return isinstance(frame.index, pd.RangeIndex) and len(frame) == lines and fields == len(frame.columns) * lines
+
+
+def _bad_lines(raw: bytes, fields: int) -> tuple[list[int], dict[int, str]]:
+    """Line numbers of the non-blank lines, and ``{line: what is wrong}`` for those without ``fields`` fields."""
+    numbers, bad = [], {}
+    for n, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        numbers.append(n)
+        count = len(line.split())
+        if count != fields or not line.isascii():
+            bad[n] = f"expected {fields} numbers, got {count} fields" if count != fields else "non-ASCII bytes"
+    return numbers, bad
+
+
+def parse_subject(path: Path, corrupt: CorruptLog | None = None) -> pd.DataFrame:
+    """A recording's 54 numeric columns, every line checked; malformed lines go to ``corrupt`` (default: raise).
+
+    The fast path is pandas' C parser plus a whole-file field count (:func:`_all_lines_complete`);
+    only a file that fails it is split into lines to find the bad ones.
+    """
+    corrupt = corrupt if corrupt is not None else CorruptLog(Path(path).name, "")
+    raw = Path(path).read_bytes()
+    try:
+        frame = _parse(raw)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
+        frame = None  # the lines are checked one by one below
+    numbers: list[int] | None = None
+    if frame is None or not _all_lines_complete(raw, frame):
+        numbers, bad = _bad_lines(raw, len(COLUMNS))
+        if bad:
+            corrupt.extend(CorruptDataError(path, reason, n) for n, reason in bad.items())
+            lines = raw.split(b"\n")
+            numbers = [n for n in numbers if n not in bad]
+            raw = b"\n".join(lines[n - 1] for n in numbers)
+        if bad or frame is None:
+            try:
+                frame = _parse(raw)
+            except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+                raise CorruptDataError(path, f"cannot parse ({' '.join(str(err).split())})") from err
+    text_columns = [c for c in COLUMNS if frame[c].dtype.kind not in "fiu"]
+    if text_columns:  # a field that is not a number
+        numbers = numbers if numbers is not None else _bad_lines(raw, len(COLUMNS))[0]
+        values = frame[text_columns].apply(pd.to_numeric, errors="coerce")
+        wrong = (values.isna() & frame[text_columns].notna()).to_numpy()
+        for row in np.flatnonzero(wrong.any(axis=1)):
+            column = text_columns[int(np.flatnonzero(wrong[row])[0])]
+            corrupt.add(CorruptDataError(path, f"{column} is {frame[column].iloc[row]!r}, not a number",
+                                         numbers[row]))
+        frame[text_columns] = values
+        frame = frame[~wrong.any(axis=1)].reset_index(drop=True)
+    return frame
+
+
+def _parse(raw: bytes) -> pd.DataFrame:
+    with warnings.catch_warnings():  # mixed types: a field that is not a number, reported by the caller
+        warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+        return pd.read_csv(io.BytesIO(raw), sep=r"\s+", header=None, names=COLUMNS)
+
+
+def read_subject(path: Path, corrupt: CorruptLog | None = None) -> pd.DataFrame:
     """One recording with NaNs interpolated linearly per column (DABS: ``df.interpolate()``).
 
     ``limit_direction="both"`` also fills NaNs before a column's first value, which DABS
     leaves as NaN; in the real files those rows are transient (activity 0) rows, never used.
+    Malformed lines go to ``corrupt`` (see :func:`parse_subject`).
     """
-    frame = pd.read_csv(path, sep=r"\s+", header=None, names=COLUMNS)
-    return frame.interpolate(limit_direction="both")
+    return parse_subject(path, corrupt).interpolate(limit_direction="both")
 
 
 def fetch(root: Path, url: str = URL) -> None:
-    """Fetch and unpack the UCI archive into ``root`` unless the recordings are already there."""
-    from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+    """Fetch and unpack the UCI archive into ``root`` unless the recordings are already there (safe extraction)."""
+    from dabs_rq.data.storage import download_and_extract
 
     if protocol_dir(root).is_dir():
         return
-    download_and_extract_archive(url, download_root=str(root), remove_finished=True)
+    download_and_extract(url, root, remove_finished=True)
     inner = Path(root) / "PAMAP2_Dataset.zip"  # the newer UCI archive wraps the original zip
     if not protocol_dir(root).is_dir() and inner.is_file():
-        extract_archive(str(inner), str(root), remove_finished=True)
+        extract_archive(inner, root, remove_finished=True)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -80,14 +169,15 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
             tmp.unlink()
 
 
-def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int],
+                  corrupt: CorruptLog | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All rows of each (subject, activity) concatenated: ``(rows [N, 52] float32, runs [R, 4])``.
 
     ``runs`` rows are ``(offset, length, subject, label)``; label = index in ``activities``.
     """
     rows, runs, offset = [], [], 0
     for subject in subjects:
-        frame = read_subject(protocol_dir(root) / f"subject{subject}.dat")
+        frame = read_subject(protocol_dir(root) / f"subject{subject}.dat", corrupt)
         for label, activity in enumerate(activities):
             block = frame.loc[frame["activity_id"] == activity, COLUMNS[2:]].to_numpy(np.float32)
             rows.append(block)
@@ -96,13 +186,26 @@ def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int]
     return np.concatenate(rows), np.asarray(runs, dtype=np.int64).reshape(-1, 4)
 
 
-def cached_runs(path: Path, build: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, runs)`` from ``path`` (rows memory-mapped), built and saved on first use."""
+def cached_runs(path: Path, build: Callable[[], tuple[np.ndarray, np.ndarray]],
+                corrupt: CorruptLog | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, runs)`` from ``path`` (rows memory-mapped), built and saved on first use.
+
+    With a skipping ``corrupt`` log, the lines ``build`` skipped are remembered beside the
+    cache (``-skipped.json``, written first) and replayed into the log on every later load.
+    An unreadable cache file (or one holding pickled objects) is rebuilt, never unpickled.
+    """
     runs_path = path.with_name(path.stem + "-runs.npy")
-    if not (path.exists() and runs_path.exists()):
-        rows, runs = build()
-        _save_atomic(path, rows)
-        _save_atomic(runs_path, runs)
+    skipped_path = path.with_name(path.stem + "-skipped.json")
+    rows, runs = load_array(path), load_array(runs_path, mmap=False)
+    if rows is not None and runs is not None and runs.ndim == 2 and runs.shape[1] == 4:
+        if corrupt is not None and corrupt.skip and skipped_path.exists():
+            corrupt.extend(CorruptDataError.from_record(r) for r in json.loads(skipped_path.read_text()))
+        return rows, runs
+    rows, runs = build()
+    if corrupt is not None and corrupt.skip:
+        save_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors])
+    _save_atomic(path, rows)
+    _save_atomic(runs_path, runs)
     return np.load(path, mmap_mode="r"), np.load(runs_path)
 
 
@@ -164,21 +267,26 @@ def pamap2(
     test_windows: int = 10_000,
     grid_stride: int = 160,
     url: str = URL,
+    on_corrupt: str = "error",
 ) -> WindowDataset:
     """Windows ``([window, 52] float32,)`` -> activity label 0..10 of the split's subjects."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    corrupt = CorruptLog("pamap2", split, on_corrupt)
     if windows not in WINDOW_MODES:
         raise ValueError(f"windows must be one of {', '.join(WINDOW_MODES)}; got {windows!r}")
     if download:
         fetch(Path(root), url)
     subjects = [int(s) for s in (train_subjects if split == "train" else test_subjects)]
-    key = cache_key(subjects=subjects, activities=ACTIVITIES, interpolate="linear-both")
+    # skipping builds other rows than stopping would, so it gets its own cache (the default's key is unchanged)
+    key = cache_key(subjects=subjects, activities=ACTIVITIES, interpolate="linear-both",
+                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
     rows, runs = cached_runs(Path(cache_dir) / "pamap2" / f"rows-{key}.npy",
-                             lambda: activity_runs(Path(root), subjects, ACTIVITIES))
+                             lambda: activity_runs(Path(root), subjects, ACTIVITIES, corrupt), corrupt)
     if windows == "seeded":
         count = train_windows if split == "train" else test_windows
         starts, labels = seeded_windows(runs, int(count), window, int(window_seed) + (split == "test"))
     else:
         starts, labels = grid_windows(runs, window, int(grid_stride))
+    corrupt.report(kept=len(starts))
     return WindowDataset(rows, starts, labels, window)

@@ -31,11 +31,22 @@ every clip and, in a second array, the last window of every clip longer than 150
 samples; each access of a long training clip then draws first-or-last with a fresh coin
 from torch's global generator (seeded by ``seed_everything``; per worker in loader
 workers), like DABS's unseeded ``random.getrandbits(1)`` in every ``__getitem__``.
+
+Every reader takes ``on_corrupt`` (``"error"`` | ``"skip"``). An audio file that libsndfile
+cannot decode, that decodes to fewer frames than its header promises, whose WAV data chunk
+is cut short (a truncated download), that is empty or holds non-finite samples, or a
+malformed line of a split list (Fluent's CSVs, VoxCeleb's ``iden_split.txt``), either stops
+the run with a :class:`CorruptDataError` naming the file (and line), or is left out of the
+split, counted in one summary line per split. The spectrogram cache records which rows hold no
+clip, so a zero row is never served. Labels are assigned before anything is skipped, so a
+skipped clip never shifts another clip's label.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -48,7 +59,8 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, memmap_cache
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache
+from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
 
 MAX_LENGTH = 150_526
 N_MELS = 224
@@ -138,9 +150,53 @@ def frames(front_end: FrontEnd) -> int:
     return 1 + front_end.max_length // front_end.hop_length
 
 
+def wav_truncation(path: Path) -> str | None:
+    """Why a RIFF/WAVE file is truncated (its data chunk claims more bytes than the file holds), else None.
+
+    libsndfile reads such a file without complaint, as a shorter clip; a few header bytes tell.
+    Not a WAV file, or a streaming-style length (0 or 0xFFFFFFFF): None (libsndfile decides).
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size, position = os.fstat(f.fileno()).st_size, 12
+        while position + 8 <= size:
+            f.seek(position)
+            chunk_id, length = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                held = size - position - 8
+                if length not in (0, 0xFFFFFFFF) and length > held:
+                    return f"truncated WAV: data chunk declares {length} bytes, the file holds {held}"
+                return None
+            position += 8 + length + (length & 1)
+    return None
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Channel 0 of an audio file as float32 in [-1, 1) and its native sample rate."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    """Channel 0 of an audio file as float32 in [-1, 1) and its native sample rate.
+
+    Decoded completely or not at all: :class:`CorruptDataError` (naming the file) for a file
+    libsndfile cannot decode, fewer frames than the header promises, a truncated WAV data
+    chunk, no samples, or non-finite samples. A missing file is a ``FileNotFoundError``.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            frames, rate = f.frames, f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"audio file not found: {path}") from err
+        raise CorruptDataError(path, f"cannot decode audio ({' '.join(str(err).split())})") from err
+    problem = wav_truncation(path)
+    if problem is None and len(data) != frames:
+        problem = f"decoded {len(data)} of the {frames} frames its header promises"
+    if problem is None and not len(data):
+        problem = "no samples"
+    if problem is None and not np.isfinite(data[:, 0]).all():
+        problem = "non-finite samples"
+    if problem is not None:
+        raise CorruptDataError(path, problem)
     return data[:, 0], int(rate)
 
 
@@ -153,43 +209,81 @@ def _prepare(path: Path, front_end: FrontEnd) -> tuple[np.ndarray, int]:
     return wave, rate
 
 
-def _spectrogram_batch(paths: Sequence[Path], front_end: FrontEnd, last: bool) -> np.ndarray:
-    """Normalised log-mels of ``paths`` (their first or last windows) as [B, 1, n_mels, frames] float16."""
+Rows = tuple[np.ndarray, dict[int, CorruptDataError]]
+
+
+def _or_error(function: Callable, *args) -> object:
+    """``function(*args)``, or the :class:`CorruptDataError` it raised (so one bad file does not sink a chunk)."""
+    try:
+        return function(*args)
+    except CorruptDataError as err:
+        return err
+
+
+def _spectrogram_batch(paths: Sequence[Path], front_end: FrontEnd, last: bool) -> Rows:
+    """Normalised log-mels of ``paths`` (their first or last windows) as [B, 1, n_mels, frames] float16.
+
+    With ``{position: error}`` of the files that did not decode (their rows are left zero).
+    """
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # soundfile releases the GIL
-        decoded = list(pool.map(lambda p: _prepare(p, front_end), paths))
-    out = np.empty((len(paths), 1, front_end.n_mels, frames(front_end)), dtype=np.float16)
-    for rate in sorted({r for _, r in decoded}):
-        rows = [i for i, (_, r) in enumerate(decoded) if r == rate]
+        decoded = list(pool.map(lambda p: _or_error(_prepare, p, front_end), paths))
+    errors = {i: d for i, d in enumerate(decoded) if isinstance(d, CorruptDataError)}
+    out = np.zeros((len(paths), 1, front_end.n_mels, frames(front_end)), dtype=np.float16)
+    good = [i for i in range(len(paths)) if i not in errors]
+    for rate in sorted({decoded[i][1] for i in good}):
+        rows = [i for i in good if decoded[i][1] == rate]
         waves = torch.from_numpy(np.stack([fix_length(decoded[i][0], front_end.max_length, last) for i in rows]))
         with torch.no_grad():
             out[rows] = log_mel(waves, rate, front_end).numpy().astype(np.float16)
-    return out
+    return out, errors
 
 
-def _chunked(build: Callable[[range], np.ndarray], count: int, chunk: int = CHUNK) -> Callable[[int], np.ndarray]:
-    """A row-by-row ``fill(i)`` for :func:`memmap_cache` that computes ``chunk`` rows at a time."""
-    held: dict[int, np.ndarray] = {}
+def _chunked(build: Callable[[range], Rows], count: int, chunk: int = CHUNK) -> Callable[[int], np.ndarray]:
+    """A row-by-row ``fill(i)`` for :func:`checked_memmap_cache` that computes ``chunk`` rows at a time.
+
+    ``build`` returns the rows and ``{position: error}`` of those it could not compute;
+    asking for such a row raises its :class:`CorruptDataError`.
+    """
+    held: dict[int, Rows] = {}
 
     def fill(i: int) -> np.ndarray:
         start = i - i % chunk
         if start not in held:
             held.clear()
             held[start] = build(range(start, min(start + chunk, count)))
-        return held[start][i - start]
+        rows, errors = held[start]
+        if i - start in errors:
+            raise errors[i - start]
+        return rows[i - start]
 
     return fill
 
 
-def _lengths(paths: Sequence[Path], front_end: FrontEnd) -> np.ndarray:
-    """Clip lengths in samples at the rate the front-end sees (header reads only, unless resampling)."""
-    def length(path: Path) -> int:
+def _clip_length(path: Path, front_end: FrontEnd) -> int:
+    """Length in samples of one clip at the rate the front-end sees (a header read)."""
+    try:
         info = sf.info(str(path))
-        if front_end.resample_to and info.samplerate != front_end.resample_to:
-            return int(np.ceil(info.frames * front_end.resample_to / info.samplerate))
-        return int(info.frames)
+    except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"audio file not found: {path}") from err
+        raise CorruptDataError(path, f"cannot read the audio header ({' '.join(str(err).split())})") from err
+    if front_end.resample_to and info.samplerate != front_end.resample_to:
+        return int(np.ceil(info.frames * front_end.resample_to / info.samplerate))
+    return int(info.frames)
+
+
+def _lengths(paths: Sequence[Path | None], front_end: FrontEnd) -> Rows:
+    """Clip lengths in samples at the rate the front-end sees (header reads only, unless resampling).
+
+    ``None`` stands for a clip already known to be corrupt (length 0, not read).
+    """
+    def length(path: Path | None) -> object:
+        return 0 if path is None else _or_error(_clip_length, path, front_end)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return np.fromiter(pool.map(length, paths), dtype=np.int64, count=len(paths))
+        found = list(pool.map(length, paths))
+    errors = {i: x for i, x in enumerate(found) if isinstance(x, CorruptDataError)}
+    return np.array([0 if i in errors else x for i, x in enumerate(found)], dtype=np.int64), errors
 
 
 # --------------------------------------------------------------------------- dataset
@@ -200,20 +294,37 @@ class SpeechDataset(ArrayDataset):
 
     With ``last`` (training), a clip longer than the window (``last_row[i] >= 0``) is read
     as its first or its last window with probability 1/2 each, drawn anew at every access.
-    ``files`` lists the audio file of every example (for inspection).
+    ``files`` lists the audio file of every example (for inspection). ``rows`` (default:
+    example ``i`` is cache row ``i``) maps examples to rows of ``first`` / ``last_row`` when
+    corrupt clips were left out; ``labels`` and ``files`` are per example.
     """
 
     def __init__(self, first: np.ndarray, labels: np.ndarray, files: Sequence[str], last: np.ndarray | None = None,
-                 last_row: np.ndarray | None = None) -> None:
-        super().__init__([first], labels)
+                 last_row: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
+        if rows is None:
+            super().__init__([first], labels)
+        else:
+            self.inputs, self.dtypes = [first], [torch.float32]
+            self.labels = torch.as_tensor(np.asarray(labels))
+            if len(rows) != len(self.labels):
+                raise ValueError("rows needs one entry per label")
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.files = list(files)
         self.last, self.last_row = last, last_row
 
+    def __len__(self) -> int:
+        return len(self.labels)
+
     def __getitem__(self, index: int | list[int]) -> tuple[tuple[Tensor, ...], Tensor]:
-        (x,), y = super().__getitem__(index)
+        if self.rows is None:
+            (x,), y = super().__getitem__(index)
+            row = index
+        else:
+            row = self.rows[index]
+            x, y = torch.as_tensor(np.ascontiguousarray(self.inputs[0][row])).float(), self.labels[index]
         if self.last is None:
             return (x,), y
-        rows = np.atleast_1d(self.last_row[index])
+        rows = np.atleast_1d(self.last_row[row])
         flip = (rows >= 0) & (torch.rand(len(rows)) < 0.5).numpy()
         if flip.any():
             batch = x.view(-1, *x.shape[-3:])
@@ -239,39 +350,58 @@ def _cache_path(cache_dir: Path, name: str, split: str, window: str, root: Path,
 
 
 def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, name: str,
-                        front_end: FrontEnd) -> SpeechDataset:
-    """The cached :class:`SpeechDataset` of ``clips`` (built on first use; random windows for ``train``)."""
+                        front_end: FrontEnd, corrupt: CorruptLog | None = None) -> SpeechDataset:
+    """The cached :class:`SpeechDataset` of ``clips`` (built on first use; random windows for ``train``).
+
+    Corrupt clips go to the split's ``corrupt`` log (default: the first one stops the run);
+    when it skips them they are left out of the dataset (their cache rows are recorded as
+    empty, see :func:`checked_memmap_cache`) and the log reports its summary line.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if not clips.files:
+        if corrupt is not None and len(corrupt):
+            corrupt.report(kept=0)
         raise FileNotFoundError(f"{name} ({split}): no audio files found under {root}")
+    corrupt = corrupt if corrupt is not None else CorruptLog(name, split)
     shape = (1, front_end.n_mels, frames(front_end))
     count = len(clips.files)
-    first = memmap_cache(
+    first, bad = checked_memmap_cache(
         _cache_path(cache_dir, name, split, "first", root, clips, front_end), count, shape, np.float16,
         _chunked(lambda rows: _spectrogram_batch([clips.files[i] for i in rows], front_end, last=False), count),
-        desc=f"{name} {split} spectrograms",
+        desc=f"{name} {split} spectrograms", skip_corrupt=corrupt.skip,
     )
+    last = last_row = None
+    if split == "train":
+        lengths, bad_lengths = checked_memmap_cache(
+            _cache_path(cache_dir, name, split, "lengths", root, clips, front_end), count, (), np.int64,
+            _chunked(lambda rows: _lengths([None if i in bad else clips.files[i] for i in rows], front_end), count,
+                     chunk=1024),
+            desc=f"{name} {split} clip lengths", skip_corrupt=corrupt.skip,
+        )
+        bad = {**bad_lengths, **bad}
+        long = np.array([i for i in np.flatnonzero(np.asarray(lengths) > front_end.max_length) if i not in bad],
+                        dtype=np.int64)
+        if len(long):
+            last, bad_last = checked_memmap_cache(
+                _cache_path(cache_dir, name, split, "last", root, clips, front_end), len(long), shape, np.float16,
+                _chunked(lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
+                         len(long)),
+                desc=f"{name} {split} last windows", skip_corrupt=corrupt.skip,
+            )
+            bad = {**{int(long[i]): e for i, e in bad_last.items()}, **bad}
+            last_row = np.full(count, -1, dtype=np.int64)
+            last_row[long] = np.arange(len(long))
     files = [str(f) for f in clips.files]
-    if split != "train":
-        return SpeechDataset(first, clips.labels, files)
-    lengths = memmap_cache(
-        _cache_path(cache_dir, name, split, "lengths", root, clips, front_end), count, (), np.int64,
-        _chunked(lambda rows: _lengths([clips.files[i] for i in rows], front_end), count, chunk=1024),
-        desc=f"{name} {split} clip lengths",
-    )
-    long = np.flatnonzero(np.asarray(lengths) > front_end.max_length)
-    if not len(long):
-        return SpeechDataset(first, clips.labels, files)
-    last = memmap_cache(
-        _cache_path(cache_dir, name, split, "last", root, clips, front_end), len(long), shape, np.float16,
-        _chunked(lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
-                 len(long)),
-        desc=f"{name} {split} last windows",
-    )
-    last_row = np.full(count, -1, dtype=np.int64)
-    last_row[long] = np.arange(len(long))
-    return SpeechDataset(first, clips.labels, files, last=last, last_row=last_row)
+    if not bad:
+        dataset = SpeechDataset(first, clips.labels, files, last=last, last_row=last_row)
+    else:
+        corrupt.extend(bad[i] for i in sorted(bad))
+        rows = np.array([i for i in range(count) if i not in bad], dtype=np.int64)
+        dataset = SpeechDataset(first, clips.labels[rows], [files[i] for i in rows], last=last, last_row=last_row,
+                                rows=rows)
+    corrupt.report(kept=len(dataset))
+    return dataset
 
 
 def _front_end(mean: float, std: float, db_of_squared_power: bool, pad_mode: str,
@@ -289,22 +419,40 @@ def _index_map(values: Iterable) -> dict:
 # --------------------------------------------------------------------------- LibriSpeech
 
 
+def _fetch_archive(url: str, archive: Path, to_path: Path, checksums: dict) -> None:
+    """Download ``url`` to ``archive`` (torchaudio's downloader and published checksum) and extract it safely.
+
+    torchaudio's own extraction applies no filter to tar members; :func:`extract_archive` does.
+    """
+    from torchaudio._internal import download_url_to_file
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if not archive.is_file():
+        download_url_to_file(url, str(archive), hash_prefix=checksums.get(url))
+    extract_archive(archive, to_path)
+
+
 def _librispeech_subset(root: Path, subset: str, download: bool) -> tuple[list[Path], list[int]]:
     """Files and speaker ids of one LibriSpeech subset, in torchaudio's (sorted) walker order."""
-    if download:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    ds = torchaudio.datasets.LIBRISPEECH(root, url=subset, folder_in_archive="LibriSpeech", download=download)
+    if download and not (Path(root) / "LibriSpeech" / subset).is_dir():
+        from torchaudio.datasets.librispeech import _CHECKSUMS
+
+        _fetch_archive(f"http://www.openslr.org/resources/12/{subset}.tar.gz", Path(root) / f"{subset}.tar.gz",
+                       Path(root), _CHECKSUMS)
+    ds = torchaudio.datasets.LIBRISPEECH(root, url=subset, folder_in_archive="LibriSpeech", download=False)
     meta = [ds.get_metadata(n) for n in range(len(ds))]
     return [Path(root) / "LibriSpeech" / m[0] for m in meta], [int(m[3]) for m in meta]
 
 
 def librispeech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
                 train_subsets: Sequence[str] = LIBRISPEECH_TRAIN, test_subset: str = "dev-clean",
-                db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+                db_of_squared_power: bool = True, pad_mode: str = "reflect",
+                on_corrupt: str = "error") -> SpeechDataset:
     """LibriSpeech pretraining set: ``train`` = the 960 h subsets, ``test`` = dev-clean.
 
     Labels are speaker indices (sorted speaker ids of the split); pretraining ignores them.
     """
+    corrupt = CorruptLog("librispeech", split, on_corrupt)
     subsets = list(train_subsets) if split == "train" else [test_subset]
     files, speakers = [], []
     for subset in subsets:
@@ -314,7 +462,7 @@ def librispeech(split: str, cache_dir: Path, root: Path, mean: float, std: float
     index = _index_map(speakers)
     clips = Clips(files, np.array([index[s] for s in speakers], dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
-    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech", front_end, corrupt)
 
 
 def per_speaker_split(speakers: Sequence[int], train_fraction: float = 0.8, seed: int = 42) -> tuple[list[int],
@@ -334,42 +482,67 @@ def per_speaker_split(speakers: Sequence[int], train_fraction: float = 0.8, seed
 
 def librispeech_speaker_id(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
                            subset: str = "dev-clean", train_fraction: float = 0.8, split_seed: int = 42,
-                           db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+                           db_of_squared_power: bool = True, pad_mode: str = "reflect",
+                           on_corrupt: str = "error") -> SpeechDataset:
     """Speaker identification on dev-clean (40 speakers), DABS's per-speaker 80/20 split with RandomState(42)."""
+    corrupt = CorruptLog("librispeech_speaker_id", split, on_corrupt)
     files, speakers = _librispeech_subset(root, subset, download)
     index = _index_map(speakers)
     train, test = per_speaker_split(speakers, train_fraction, split_seed)
     rows = train if split == "train" else test
     clips = Clips([files[i] for i in rows], np.array([index[speakers[i]] for i in rows], dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
-    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech_speaker_id", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "librispeech_speaker_id", front_end, corrupt)
 
 
 # --------------------------------------------------------------------------- VoxCeleb1
 
 
+def voxceleb_lists(path: Path, corrupt: CorruptLog) -> dict[str, list[str]]:
+    """``iden_split.txt`` as ``{"train" | "dev" | "test": sorted relative paths}`` (sets 1, 2, 3; torchaudio's order).
+
+    A line that is not ``<1|2|3> <speaker>/<video>/<utterance>.wav`` goes to ``corrupt``.
+    """
+    lists: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
+    sets = {"1": "train", "2": "dev", "3": "test"}
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorruptDataError(path, f"not UTF-8 text ({err})") from err
+    for n, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[0] not in sets or len(Path(fields[1]).parts) != 3:
+            corrupt.add(CorruptDataError(path, f"expected '<1|2|3> <speaker>/<video>/<file>.wav', got {line!r}", n))
+            continue
+        lists[sets[fields[0]]].append(fields[1])
+    return {s: sorted(paths) for s, paths in lists.items()}
+
+
 def voxceleb1(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-              db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+              db_of_squared_power: bool = True, pad_mode: str = "reflect",
+              on_corrupt: str = "error") -> SpeechDataset:
     """VoxCeleb1 speaker identification from ``iden_split.txt``: train = sets 1 + 2, test = set 3.
 
     Labels index the sorted speaker ids of all three sets (DABS indexes each split's own
-    speakers, which is the same mapping since every speaker is in every set). The data
-    is manual: ``download`` is ignored (torchaudio would fetch the archives from a host
-    that now needs registration).
+    speakers, which is the same mapping since every speaker is in every set). The list is
+    read as torchaudio's ``VoxCeleb1Identification`` reads it (sorted per set). The data
+    is manual: ``download`` is ignored (the archives' host now needs registration).
     """
-    subsets = ("train", "dev") if split == "train" else ("test",)
-    lists = {s: torchaudio.datasets.VoxCeleb1Identification(root, subset=s, download=False)
-             for s in ("train", "dev", "test")}
-    index = _index_map(Path(lists[s].get_metadata(n)[0]).parts[0] for s in lists for n in range(len(lists[s])))
+    corrupt = CorruptLog("voxceleb1", split, on_corrupt)
+    if not (Path(root) / "wav").is_dir():
+        raise FileNotFoundError(f"VoxCeleb1 not found: no folder {Path(root) / 'wav'}")
+    lists = voxceleb_lists(Path(root) / "iden_split.txt", corrupt)
+    index = _index_map(Path(relative).parts[0] for paths in lists.values() for relative in paths)
     files, labels = [], []
-    for s in subsets:
-        for n in range(len(lists[s])):
-            relative = lists[s].get_metadata(n)[0]
+    for s in ("train", "dev") if split == "train" else ("test",):
+        for relative in lists[s]:
             files.append(Path(root) / "wav" / relative)
             labels.append(index[Path(relative).parts[0]])
     clips = Clips(files, np.array(labels, dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
-    return spectrogram_dataset(clips, split, cache_dir, root, "voxceleb1", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "voxceleb1", front_end, corrupt)
 
 
 # --------------------------------------------------------------------------- AudioMNIST
@@ -377,17 +550,18 @@ def voxceleb1(split: str, cache_dir: Path, root: Path, mean: float, std: float, 
 
 def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
                 native_sample_rate: bool = True, db_of_squared_power: bool = True,
-                pad_mode: str = "reflect") -> SpeechDataset:
+                pad_mode: str = "reflect", on_corrupt: str = "error") -> SpeechDataset:
     """AudioMNIST digits (``data/NN/{digit}_{speaker}_{rep}.wav``), DABS's speaker split (48 / 12 speakers).
 
     ``native_sample_rate`` (DABS) keeps the 48 kHz audio; ``False`` resamples to 16 kHz
     like the other speech datasets. The clone is manual: ``download`` is ignored.
     """
+    corrupt = CorruptLog("audio_mnist", split, on_corrupt)
     speakers = AUDIO_MNIST_TRAIN_SPEAKERS + AUDIO_MNIST_VAL_SPEAKERS if split == "train" else AUDIO_MNIST_TEST_SPEAKERS
     files = [f for s in speakers for f in sorted((Path(root) / "data" / f"{s:02d}").glob("*.wav"))]
     clips = Clips(files, np.array([int(f.name.split("_")[0]) for f in files], dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode, None if native_sample_rate else 16_000)
-    return spectrogram_dataset(clips, split, cache_dir, root, "audio_mnist", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "audio_mnist", front_end, corrupt)
 
 
 # --------------------------------------------------------------------------- Speech Commands
@@ -396,9 +570,13 @@ def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float
 def _speech_commands(root: Path, subset: str | None, url: str, folder_in_archive: str,
                      download: bool) -> list[tuple[Path, str]]:
     """(file, word) of one torchaudio SPEECHCOMMANDS subset (None = every word clip), sorted."""
-    if download:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    ds = torchaudio.datasets.SPEECHCOMMANDS(root, url=url, folder_in_archive=folder_in_archive, download=download,
+    folder = Path(root) / folder_in_archive / url
+    if download and not folder.is_dir() and url in ("speech_commands_v0.01", "speech_commands_v0.02"):
+        from torchaudio.datasets.speechcommands import _CHECKSUMS
+
+        _fetch_archive(f"http://download.tensorflow.org/data/{url}.tar.gz", Path(root) / f"{url}.tar.gz", folder,
+                       _CHECKSUMS)
+    ds = torchaudio.datasets.SPEECHCOMMANDS(root, url=url, folder_in_archive=folder_in_archive, download=False,
                                             subset=subset)
     meta = [ds.get_metadata(n) for n in range(len(ds))]
     return [(Path(root) / folder_in_archive / m[0], m[2]) for m in meta]
@@ -407,7 +585,8 @@ def _speech_commands(root: Path, subset: str | None, url: str, folder_in_archive
 def google_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
                   url: str = "speech_commands_v0.02", folder_in_archive: str = "SpeechCommands",
                   gsc_train_includes_test: bool = True, gsc_background_noise_class: bool = True,
-                  db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+                  db_of_squared_power: bool = True, pad_mode: str = "reflect",
+                  on_corrupt: str = "error") -> SpeechDataset:
     """Google Speech Commands v0.02, 35 words (+ ``_background_noise_``), labels in DABS's order.
 
     ``test`` = ``testing_list.txt``. ``train`` = the official training files plus
@@ -416,6 +595,8 @@ def google_speech(split: str, cache_dir: Path, root: Path, mean: float, std: flo
     the validation list a second time. ``gsc_background_noise_class`` adds the six long
     ``_background_noise_`` recordings to train as class 35, as DABS's directory walk did.
     """
+    corrupt = CorruptLog("google_speech", split, on_corrupt)
+
     def get(subset: str | None) -> list[tuple[Path, str]]:
         return _speech_commands(root, subset, url, folder_in_archive, download)
 
@@ -429,14 +610,52 @@ def google_speech(split: str, cache_dir: Path, root: Path, mean: float, std: flo
         items += get("validation")
     clips = Clips([f for f, _ in items], np.array([GSC_LABELS.index(w.lower()) for _, w in items], dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
-    return spectrogram_dataset(clips, split, cache_dir, root, "google_speech", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "google_speech", front_end, corrupt)
 
 
 # --------------------------------------------------------------------------- Fluent Speech Commands
 
 
+def fluent_rows(path: Path, corrupt: CorruptLog) -> list[tuple[str, dict[str, str]]]:
+    """``(wav path relative to the dataset folder, {"action", "object", "location": value})`` per row of a Fluent CSV.
+
+    Read as torchaudio's ``FluentSpeechCommands.get_metadata`` reads it (the fields after the
+    path: speaker, transcription, action, object, location; the file is
+    ``wavs/speakers/<speaker>/<name of the path>.wav``). A row with another number of fields
+    than the header, an empty path or a value outside DABS's lists goes to ``corrupt``.
+    """
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or "path" not in header:
+                raise CorruptDataError(path, "no 'path' column in the header")
+            where = header.index("path")
+            for record in reader:
+                if not record:
+                    continue
+                try:
+                    if len(record) != 7 or len(record) != len(header):
+                        raise ValueError(f"expected 7 fields (as the header), got {len(record)}")
+                    speaker, _, action, obj, location = record[2:]
+                    name = record[where].split("/")[-1].split(".")[0]
+                    slots = {"action": action, "object": obj, "location": location}
+                    bad = [f"{k} {v!r}" for k, v in slots.items() if v not in FLUENT_LABELS[k]]
+                    if not name or not speaker or bad:
+                        raise ValueError(f"unknown {', '.join(bad)}" if bad else "empty path or speaker")
+                except ValueError as err:
+                    corrupt.add(CorruptDataError(path, str(err), reader.line_num))
+                    continue
+                rows.append((os.path.join("wavs", "speakers", speaker, f"{name}.wav"), slots))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise CorruptDataError(path, f"not a UTF-8 CSV file ({err})") from err
+    return rows
+
+
 def fluent_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, label: str,
-                  download: bool = False, db_of_squared_power: bool = True, pad_mode: str = "reflect") -> SpeechDataset:
+                  download: bool = False, db_of_squared_power: bool = True, pad_mode: str = "reflect",
+                  on_corrupt: str = "error") -> SpeechDataset:
     """Fluent Speech Commands, one slot (``action``, ``object`` or ``location``) as the class.
 
     train = ``train_data.csv`` + ``valid_data.csv``, test = ``test_data.csv``; labels index
@@ -445,15 +664,15 @@ def fluent_speech(split: str, cache_dir: Path, root: Path, mean: float, std: flo
     """
     if label not in FLUENT_LABELS:
         raise ValueError(f"label must be one of {', '.join(FLUENT_LABELS)}; got {label!r}")
-    column = {"action": 5, "object": 6, "location": 7}[label]  # fields of FluentSpeechCommands.get_metadata
+    corrupt = CorruptLog(f"fluent_speech_{label}", split, on_corrupt)
     folder = Path(root) / "fluent_speech_commands_dataset"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Fluent Speech Commands not found: no folder {folder}")
     files, labels = [], []
     for subset in ("train", "valid") if split == "train" else ("test",):
-        ds = torchaudio.datasets.FluentSpeechCommands(root, subset=subset)
-        for n in range(len(ds)):
-            meta = ds.get_metadata(n)
-            files.append(folder / meta[0])
-            labels.append(FLUENT_LABELS[label].index(meta[column]))
+        for relative, slots in fluent_rows(folder / "data" / f"{subset}_data.csv", corrupt):
+            files.append(folder / relative)
+            labels.append(FLUENT_LABELS[label].index(slots[label]))
     clips = Clips(files, np.array(labels, dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode)
-    return spectrogram_dataset(clips, split, cache_dir, root, "fluent_speech", front_end)
+    return spectrogram_dataset(clips, split, cache_dir, root, "fluent_speech", front_end, corrupt)

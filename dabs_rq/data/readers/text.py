@@ -14,25 +14,37 @@ runs are offline. Token ids are cached as ``.npy`` files under ``cache_dir`` (ke
 source files, split, tokenizer and length) and memory-mapped, so a re-run does not tokenize.
 
 mC4 is read as a stream (:func:`mc4`), tokenized on the fly; see :class:`TokenStream`.
+
+Corrupt data (``on_corrupt``: ``"error"`` | ``"skip"``): a TSV line with another number of
+fields than the header, or not UTF-8, and a row (TSV or parquet) whose label is missing or
+malformed (not a number, not integral, not one of the label strings, or a missing STS-B
+score) stops the run with a :class:`CorruptDataError` naming the file and line (row), or is
+left out and counted in one summary line per split. Rows DABS drops on purpose (an empty
+input; PAWS-X's unlabelled ``-1`` pairs) are not corrupt and are dropped as before. A file
+that cannot be read at all (a truncated parquet shard) always stops the run, naming it. The
+original TSVs are read line by line here (``datasets``' csv builder would pad short lines
+and skip long ones, without saying which).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, save_json_atomic
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
-from dabs_rq.data.storage import DatasetMissingError
+from dabs_rq.data.storage import CorruptDataError, CorruptLog, DatasetMissingError, check_on_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +233,143 @@ def open_stream(builder: str, files: Sequence[Path], cache_dir: Path, **options:
                             **options)
 
 
-def iter_batches(table: TableSplit, cache_dir: Path, batch_size: int = 4096) -> Iterator[dict[str, list]]:
-    """Column batches of a split, streamed from its files (nothing converted to Arrow on disk)."""
+#: where a row comes from: (file, 1-based line of a text table or row of a parquet file, "line" | "row")
+Where = tuple[Path, int, str]
+
+
+def tsv_rows(path: Path, columns: Sequence[str], names: Sequence[str] | None = None,
+             encoding: str = "utf-8-sig") -> Iterator[tuple[int, list[str] | CorruptDataError]]:
+    """``(line, [cell of each of columns])`` per line of a GLUE / PAWS-X TSV (tabs, quotes literal, no NaN).
+
+    What ``datasets``' csv builder with :func:`tsv_options` reads, line by line: the header
+    (or ``names``) gives the columns, blank lines are skipped, a byte-order mark is dropped. A
+    line with another number of fields than the header, or that is not UTF-8, comes as a
+    :class:`CorruptDataError` instead of cells.
+    """
+    bom = codecs.BOM_UTF8 if encoding == "utf-8-sig" else b""
+    header = list(names) if names is not None else None
+    where: list[int] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == 1 and bom and raw.startswith(bom):
+                raw = raw[len(bom):]
+            raw = raw.rstrip(b"\r\n")
+            if not raw:
+                continue
+            try:
+                fields = raw.decode("utf-8").split("\t")
+            except UnicodeDecodeError as err:
+                yield n, CorruptDataError(path, f"not UTF-8 ({err})", n)
+                continue
+            if header is None:
+                header = fields
+                missing = [c for c in columns if c not in header]
+                if missing:
+                    raise CorruptDataError(path, f"no column {', '.join(map(repr, missing))} in the header", n)
+                continue
+            if not where:
+                where = [header.index(c) for c in columns]
+            if len(fields) != len(header):
+                yield n, CorruptDataError(path, f"expected {len(header)} tab-separated fields, got {len(fields)}", n)
+                continue
+            yield n, [fields[i] for i in where]
+
+
+def _read_error(path: Path, err: Exception) -> CorruptDataError:
+    return CorruptDataError(path, f"cannot be read ({type(err).__name__}: {' '.join(str(err).split())})")
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged parquet / text / json file through ``datasets`` raises."""
+    import pyarrow
+    from datasets.exceptions import DatasetGenerationError
+
+    return ValueError, OSError, EOFError, pyarrow.ArrowException, DatasetGenerationError
+
+
+def iter_batches(table: TableSplit, cache_dir: Path, corrupt: CorruptLog | None = None,
+                 batch_size: int = 4096) -> Iterator[tuple[dict[str, list], list[Where]]]:
+    """Column batches of a split, streamed from its files (nothing converted to Arrow on disk), with each row's origin.
+
+    The original TSVs are read by :func:`tsv_rows` (malformed lines go to ``corrupt``,
+    default: raise); parquet and text files through ``datasets``, one file at a time. A file
+    that cannot be read stops with a :class:`CorruptDataError` naming it.
+    """
+    corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
     columns = [*table.inputs, *([table.label] if table.label else [])]
-    data = open_stream(table.builder, table.files, cache_dir, **table.options)
-    yield from data.select_columns(columns).iter(batch_size=batch_size)
+    if table.builder == "csv":
+        names = table.options.get("column_names")
+        encoding = table.options.get("encoding", "utf-8-sig")
+        for path in table.files:
+            batch: dict[str, list] = {c: [] for c in columns}
+            where: list[Where] = []
+            for n, cells in tsv_rows(path, columns, names, encoding):
+                if isinstance(cells, CorruptDataError):
+                    corrupt.add(cells)
+                    continue
+                for c, cell in zip(columns, cells):
+                    batch[c].append(cell)
+                where.append((path, n, "line"))
+                if len(where) == batch_size:
+                    yield batch, where
+                    batch, where = {c: [] for c in columns}, []
+            if where:
+                yield batch, where
+        return
+    errors = _stream_errors()
+    unit = "line" if table.builder == "text" else "row"
+    for path in table.files:
+        start = 1
+        try:
+            data = open_stream(table.builder, [path], cache_dir, **table.options)
+            for batch in data.select_columns(columns).iter(batch_size=batch_size):
+                count = len(batch[columns[0]])
+                yield batch, [(path, start + k, unit) for k in range(count)]
+                start += count
+        except errors as err:
+            raise _read_error(path, err) from err
+
+
+def parse_labels(table: TableSplit, values: Sequence[Any] | None, where: Sequence[Where],
+                 corrupt: CorruptLog) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, valid)``: :func:`convert_labels` of well-formed labels; a malformed one goes to ``corrupt``.
+
+    Malformed: missing (``None`` / empty), not a number, not integral (classification),
+    below -1 (-1 is "unlabelled", dropped as DABS does), not one of ``label_map``'s strings,
+    or a non-finite STS-B score.
+    """
+    count = len(where)
+    valid = np.ones(count, dtype=bool)
+    if values is None:
+        return np.zeros(count, dtype=np.int64), valid
+    labels = np.zeros(count, dtype=np.float32 if table.regression else np.int64)
+    for k, v in enumerate(values):
+        problem = None
+        if v is None or v == "":
+            problem = "no label"
+        elif table.label_map is not None:
+            if v in table.label_map:
+                labels[k] = table.label_map[v]
+            else:
+                problem = f"label {v!r} is not one of {', '.join(table.label_map)}"
+        else:
+            try:
+                number = float(v)
+            except (TypeError, ValueError):
+                number = None
+            if number is None or not np.isfinite(number):
+                problem = f"label {v!r} is not a number"
+            elif table.regression:
+                labels[k] = number
+            elif number != int(number) or number < -1:
+                problem = f"label {v!r} is not a class (an integer >= 0, or -1: unlabelled)"
+            else:
+                labels[k] = int(number)
+        if problem is not None:
+            path, n, unit = where[k]
+            corrupt.add(CorruptDataError(path, f"{table.label}: {problem}", n, unit))
+            valid[k] = False
+    return labels, valid
 
 
 def convert_labels(table: TableSplit, values: Sequence[Any] | None, count: int) -> np.ndarray:
@@ -257,15 +401,16 @@ def tokenizer_identity(name: str, data_root: Path) -> str:
 
 
 def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_length: int, drop_empty: bool,
-                   cache_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split."""
+                   cache_dir: Path, corrupt: CorruptLog | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split; corrupt rows go to ``corrupt``."""
     tok = load_tokenizer(tokenizer, data_root)
+    corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
     total = dropped = 0
-    for batch in iter_batches(table, cache_dir):
+    for batch, where in iter_batches(table, cache_dir, corrupt):
         texts = [[t if t is not None else "" for t in batch[c]] for c in table.inputs]
-        labels = convert_labels(table, batch[table.label] if table.label else None, len(texts[0]))
-        keep = keep_rows(texts, labels, drop_empty)
-        total, dropped = total + len(keep), dropped + int((~keep).sum())
+        labels, valid = parse_labels(table, batch[table.label] if table.label else None, where, corrupt)
+        keep = keep_rows(texts, labels, drop_empty) & valid
+        total, dropped = total + int(valid.sum()), dropped + int((~keep & valid).sum())
         kept = [[t for t, k in zip(column, keep) if k] for column in texts]
         if kept[0]:
             ids = encode(tok, kept[0], kept[1] if len(kept) > 1 else None, max_length=max_length)
@@ -275,12 +420,17 @@ def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_lengt
 
 
 def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
-                max_length: int) -> None:
-    """Write the chunks as two ``.npy`` files, atomically (labels first; the ids file marks completion)."""
+                max_length: int, before: Callable[[], None] | None = None) -> None:
+    """Write the chunks as two ``.npy`` files, atomically (labels first; the ids file marks completion).
+
+    ``before()``, if given, runs once every chunk is computed and before anything is written.
+    """
     ids_chunks, label_chunks = [], []
     for ids, labels in chunks:
         ids_chunks.append(ids)
         label_chunks.append(labels)
+    if before is not None:
+        before()
     labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
     count = sum(len(c) for c in ids_chunks)
     ids_path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,17 +455,35 @@ def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.nda
 
 
 def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root: Path, max_length: int,
-                  drop_empty: bool) -> ArrayDataset:
-    """The kept rows of a split as ``((input_ids,), label)``, tokenized once and memory-mapped from the cache."""
+                  drop_empty: bool, corrupt: CorruptLog | None = None) -> ArrayDataset:
+    """The kept rows of a split as ``((input_ids,), label)``, tokenized once and memory-mapped from the cache.
+
+    Skipping corrupt rows (``corrupt.skip``) keeps other rows than stopping would, so it has
+    its own cache, beside which the skipped rows are remembered (``.skipped.json``, written
+    before the arrays) and replayed into ``corrupt`` on every load. An unreadable cache file
+    (or one holding pickled objects) is rebuilt, never unpickled.
+    """
+    corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
     key = cache_key(files=table.fingerprint(), builder=table.builder, inputs=table.inputs, label=table.label,
                     label_map=table.label_map, regression=table.regression, max_length=max_length,
-                    tokenizer=tokenizer_identity(tokenizer, data_root), drop_empty=drop_empty, version=CACHE_VERSION)
+                    tokenizer=tokenizer_identity(tokenizer, data_root), drop_empty=drop_empty, version=CACHE_VERSION,
+                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
     folder = Path(cache_dir) / "text"
     ids_path, labels_path = folder / f"{table.name}-{key}.ids.npy", folder / f"{table.name}-{key}.labels.npy"
-    if not ids_path.exists():
-        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir))
-        save_arrays(ids_path, labels_path, chunks, max_length)
-    return ArrayDataset([np.load(ids_path, mmap_mode="r")], np.load(labels_path), dtypes=[torch.int32])
+    skipped_path = folder / f"{table.name}-{key}.skipped.json"
+    ids, labels = load_array(ids_path), load_array(labels_path, mmap=False)
+    if ids is None or labels is None or len(ids) != len(labels):
+        def remember_skipped() -> None:
+            if corrupt.skip:
+                save_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors])
+
+        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt)
+        save_arrays(ids_path, labels_path, chunks, max_length, before=remember_skipped)
+        ids, labels = np.load(ids_path, mmap_mode="r"), np.load(labels_path)
+    elif corrupt.skip and skipped_path.exists():
+        corrupt.extend(CorruptDataError.from_record(r) for r in json.loads(skipped_path.read_text()))
+    corrupt.report(kept=len(labels))
+    return ArrayDataset([ids], labels, dtypes=[torch.int32])
 
 
 def check_split(split: str) -> None:
@@ -330,7 +498,7 @@ def check_split(split: str) -> None:
 
 def glue(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "cola",
          eval_split: str = "validation", tokenizer: str = BERT, max_length: int = 128,
-         drop_empty: bool = True) -> ArrayDataset:
+         drop_empty: bool = True, on_corrupt: str = "error") -> ArrayDataset:
     """A GLUE task as DABS uses it: GLUE train for ``train``, ``eval_split`` (a validation split) for ``test``.
 
     GLUE's test labels are hidden, so DABS evaluates on validation; rows with an empty input
@@ -338,17 +506,19 @@ def glue(split: str, cache_dir: Path, root: Path, download: bool = False, config
     for MNLI) or a float 0-5 for STS-B.
     """
     check_split(split)
+    corrupt = CorruptLog(f"glue/{config}", split, on_corrupt)
     if config not in GLUE_TASKS:
         raise ValueError(f"config must be one of {', '.join(GLUE_TASKS)}; got {config!r}")
     if eval_split == "train" or eval_split not in GLUE_TSV_FILES:
         raise ValueError(f"eval_split must be a validation split ({', '.join(list(GLUE_TSV_FILES)[1:])}); "
                          f"got {eval_split!r}")
     table = glue_table(Path(root), config, "train" if split == "train" else eval_split, download)
-    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty, corrupt)
 
 
 def paws_x(split: str, cache_dir: Path, root: Path, download: bool = False, language: str = "en",
-           tokenizer: str = XLMR, max_length: int = 128, drop_empty: bool = False) -> ArrayDataset:
+           tokenizer: str = XLMR, max_length: int = 128, drop_empty: bool = False,
+           on_corrupt: str = "error") -> ArrayDataset:
     """PAWS-X ``language``: its train split for ``train``, validation (2,000 pairs) for ``test``, as DABS.
 
     Rows whose label is not 0/1 (the hub marks unlabelled pairs -1) are always dropped: BCE
@@ -356,19 +526,24 @@ def paws_x(split: str, cache_dir: Path, root: Path, download: bool = False, lang
     sentence; ``drop_empty`` drops them instead.
     """
     check_split(split)
+    corrupt = CorruptLog(f"paws-x/{language}", split, on_corrupt)
     table = paws_x_table(Path(root), language, "train" if split == "train" else "validation", download)
-    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty, corrupt)
 
 
 def wikitext(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "wikitext-103-v1",
-             tokenizer: str = BERT, max_length: int = 128) -> ArrayDataset:
+             tokenizer: str = BERT, max_length: int = 128, on_corrupt: str = "error") -> ArrayDataset:
     """WikiText (DABS: ``wikitext-103-v1``, the ``<unk>`` version): every non-empty line is one example.
 
     ``train`` is the train split, ``test`` the validation split; labels are all 0 (unlabelled).
+    Lines have no fields to be malformed: ``on_corrupt`` is accepted and checked, and a file
+    that cannot be read stops the run naming it.
     """
     check_split(split)
+    corrupt = CorruptLog("wikitext", split, on_corrupt)
     table = wikitext_table(Path(root), config, "train" if split == "train" else "validation", download)
-    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty=True)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty=True,
+                         corrupt=corrupt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,7 +613,7 @@ def c4_stream(files: Sequence[Path] | None, language: str, split: str, cache_dir
 
 def mc4(split: str, cache_dir: Path, root: Path, download: bool = False,
         languages: Sequence[str] = MC4_LANGUAGES, tokenizer: str = XLMR, max_length: int = 128,
-        shuffle_buffer: int = 0, seed: int = 0) -> TokenStream:
+        shuffle_buffer: int = 0, seed: int = 0, on_corrupt: str = "error") -> TokenStream:
     """mC4 in ``languages``, interleaved round-robin (DABS), as a :class:`TokenStream`.
 
     ``train`` reads the train shards, ``test`` the validation shards. Local shards in the
@@ -448,10 +623,14 @@ def mc4(split: str, cache_dir: Path, root: Path, download: bool = False,
     the first language runs out. DABS meant to shuffle but discarded the result, so
     ``shuffle_buffer=0`` (no shuffling) reproduces it; a positive value shuffles documents
     in a buffer of that size (seeded).
+
+    ``on_corrupt`` is accepted and checked, but a stream cannot be checked ahead: a damaged
+    shard stops the run when it is reached, whatever the setting (documents are unlabelled).
     """
     from datasets import interleave_datasets
 
     check_split(split)
+    check_on_corrupt(on_corrupt)
     hub_split = "train" if split == "train" else "validation"
     local = {lang: sorted(Path(root).glob(c4_pattern(lang, hub_split))) for lang in languages}
     missing = [lang for lang, files in local.items() if not files]

@@ -21,6 +21,14 @@ image transform ``Resize((640, 480))`` -> ``CenterCrop(480)`` -> ``Resize((224, 
 Images are decoded once into the shared memory-mapped ``uint8`` cache
 (:mod:`dabs_rq.data.image_cache`, one row per distinct image, ``decode_workers`` threads);
 token ids and labels are cached per tokenizer (and per seed for VQA).
+
+Both readers take ``on_corrupt`` (``"error"`` | ``"skip"``): a corrupt or truncated image, or a
+malformed json entry (an annotation or question without a needed field, an unknown category,
+question or image id, a gold answer with no other choice), stops the run with a
+:class:`CorruptDataError` naming the file (and entry), or is left out (for COCO the whole
+image whose annotation is malformed, so that its "last annotation" label is never a
+different one) and counted in one summary line per split. A json file that does not parse,
+or a COCO annotation that names no image, always stops the run.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import cache_key
 from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
+from dabs_rq.data.storage import CorruptDataError, CorruptLog
 from dabs_rq.data.tensor_dataset import cached_tensors
 
 COCO_URL = "http://images.cocodataset.org"
@@ -51,29 +60,58 @@ def coco_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
 
 
 def coco_dataset(files: Sequence[Path], cache: Path, image_size: Sequence[int], text: dict[str, Any],
-                 workers: int | None = None) -> ImageDataset:
+                 workers: int | None = None, corrupt: CorruptLog | None = None) -> ImageDataset:
     """``files`` through :func:`coco_transform` into the shared cache, served with ``text``'s token ids and labels.
 
     ``text["rows"]``, where present, maps each example to its image (VQA: questions share images).
+    ``text["corrupt"]``, where present, lists the json entries skipped when ``text`` was built;
+    they are replayed into ``corrupt`` (the split's log), which also gets the corrupt images.
     """
+    if corrupt is not None and text.get("corrupt"):
+        corrupt.extend(CorruptDataError.from_record(r) for r in text["corrupt"])
     rows = text["rows"].numpy() if "rows" in text else None
     return image_cache.image_dataset(FileImages(files), len(files), coco_transform(image_size), text["labels"],
                                      cache=cache, shape=(3, *image_size), rows=rows, extra=[text["tokens"]],
-                                     workers=workers)
+                                     workers=workers, corrupt=corrupt)
 
 
 def fetch(root: Path, components: Sequence[tuple[str, str]]) -> None:
-    """Download and unpack each ``(url, result)`` archive whose ``result`` path is not in ``root`` yet."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """Download and unpack (safely) each ``(url, result)`` archive whose ``result`` path is not in ``root`` yet."""
+    from dabs_rq.data.storage import download_and_extract
 
     for url, result in components:
         if not (Path(root) / result).exists():
-            download_and_extract_archive(url, download_root=str(root), remove_finished=True)
+            download_and_extract(url, root, remove_finished=True)
 
 
 def _load_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A json file; one that does not parse (e.g. truncated) is a :class:`CorruptDataError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptDataError(path, f"not valid json ({err})") from err
+
+
+def _entries(data: Any, key: str, path: Path) -> list:
+    """``data[key]``, a list of json objects, or a :class:`CorruptDataError`."""
+    entries = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise CorruptDataError(path, f"no '{key}' list")
+    return entries
+
+
+def _fields(entry: Any, names: Sequence[str], path: Path, k: int, what: str) -> list:
+    """The values of ``names`` in json object ``entry`` (number ``k`` of the file's ``what`` list), or an error."""
+    if not isinstance(entry, dict) or any(entry.get(n) is None for n in names):
+        missing = names if not isinstance(entry, dict) else [n for n in names if entry.get(n) is None]
+        raise CorruptDataError(path, f"{what} has no {', '.join(missing)}", k, "entry")
+    return [entry[n] for n in names]
+
+
+def _records(corrupt: CorruptLog) -> list[list]:
+    """The skipped entries as strings (storable in a ``weights_only`` tensor cache)."""
+    return [[e.path, e.reason, "" if e.line is None else str(e.line), e.unit] for e in corrupt.errors]
 
 
 def tokenizer_digest(tokenizer: Any) -> str:
@@ -86,15 +124,51 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
 
 
-def coco_index(root: Path, part: str) -> tuple[list[int], list[str], list[int]]:
-    """``(image ids, caption, label)`` of the images of ``part`` that have a caption and an instance."""
-    instances = _load_json(Path(root) / "annotations" / f"instances_{part}.json")
-    category = {c["id"]: i for i, c in enumerate(instances["categories"])}
-    labels = {a["image_id"]: category[a["category_id"]] for a in instances["annotations"]}  # last one wins
+def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None) -> tuple[list[int], list[str], list[int]]:
+    """``(image ids, caption, label)`` of the images of ``part`` that have a caption and an instance.
+
+    An image with a malformed instance or caption entry goes to ``corrupt`` (default: raise)
+    and is left out; an instance entry without an image id always raises.
+    """
+    corrupt = corrupt if corrupt is not None else CorruptLog("mscoco", part)
+    instances_path = Path(root) / "annotations" / f"instances_{part}.json"
+    instances = _load_json(instances_path)
+    category = {}
+    for k, c in enumerate(_entries(instances, "categories", instances_path), start=1):
+        category[_fields(c, ["id"], instances_path, k, "category")[0]] = len(category)
+    labels, broken = {}, {}
+    for k, a in enumerate(_entries(instances, "annotations", instances_path), start=1):
+        image_id = a.get("image_id") if isinstance(a, dict) else None
+        try:
+            _fields(a, ["image_id", "category_id"], instances_path, k, "annotation")
+            if a["category_id"] not in category:
+                raise CorruptDataError(instances_path, f"annotation has unknown category {a['category_id']!r}", k,
+                                       "entry")
+        except CorruptDataError as err:
+            if image_id is None:
+                raise  # no way to tell which image's "last annotation" it was
+            broken.setdefault(image_id, err)
+            continue
+        labels[image_id] = category[a["category_id"]]  # last one wins
     del instances
-    captions_json = _load_json(Path(root) / "annotations" / f"captions_{part}.json")
-    captions = {c["image_id"]: c["caption"] for c in captions_json["annotations"]}  # last one wins
-    ids = [i for i in captions if i in labels]
+    captions_path = Path(root) / "annotations" / f"captions_{part}.json"
+    captions = {}
+    for k, c in enumerate(_entries(_load_json(captions_path), "annotations", captions_path), start=1):
+        image_id = c.get("image_id") if isinstance(c, dict) else None
+        try:
+            _fields(c, ["image_id", "caption"], captions_path, k, "caption")
+        except CorruptDataError as err:
+            if image_id is None:
+                raise
+            broken.setdefault(image_id, err)
+            continue
+        captions[image_id] = c["caption"]  # last one wins
+    ids = []
+    for i in captions:
+        if i in broken:
+            corrupt.add(broken[i])
+        elif i in labels:
+            ids.append(i)
     return ids, [captions[i] for i in ids], [labels[i] for i in ids]
 
 
@@ -107,44 +181,83 @@ def mscoco(
     seq_len: int = 32,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
+    on_corrupt: str = "error",
 ) -> ImageDataset:
     """COCO 2017 ``train2017`` (train) / ``val2017`` (test): (image, caption ids) -> category 0..79."""
     _check_split(split)
+    corrupt = CorruptLog("mscoco", split, on_corrupt)
     part = "train2017" if split == "train" else "val2017"
     if download:
         fetch(root, [(f"{COCO_URL}/annotations/annotations_trainval2017.zip", f"annotations/captions_{part}.json"),
                      (f"{COCO_URL}/zips/{part}.zip", part)])
     tok = load_tokenizer(tokenizer, Path(root).parent)
 
-    def build() -> dict[str, torch.Tensor]:
-        ids, captions, labels = coco_index(Path(root), part)
+    def build() -> dict[str, Any]:
+        skipped = CorruptLog("mscoco", split, on_corrupt)
+        ids, captions, labels = coco_index(Path(root), part, skipped)
         return {"image_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
-                "tokens": encode(tok, captions, max_length=seq_len)}
+                "tokens": encode(tok, captions, max_length=seq_len), "corrupt": _records(skipped)}
 
-    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok))
+    # skipping keeps other entries than stopping would: its own cache (the default's key is unchanged)
+    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok),
+                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
     text = cached_tensors(Path(cache_dir) / "mscoco" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f"{i:012d}.jpg" for i in text["image_ids"].tolist()]
     cache = image_cache.cache_file(cache_dir, "mscoco", split, part=part, size=list(image_size),
                                    files=list_digest(files))
-    return coco_dataset(files, cache, image_size, text, decode_workers)
+    return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)
 
 
-def vqa_questions(root: Path, part: str) -> list[dict]:
+def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None) -> list[dict]:
     """Questions of ``part`` whose gold ``multiple_choice_answer`` is among its choices, in annotation order.
 
-    Each: ``image_id``, ``file_name``, ``question``, ``answer`` (gold), ``choices``.
+    Each: ``image_id``, ``file_name``, ``question``, ``answer`` (gold), ``choices``. A
+    malformed annotation, question or image entry (a needed field missing, an unknown
+    question or image id, no choice but the gold answer) goes to ``corrupt`` (default: raise)
+    and its question is left out.
     """
-    files = {image["id"]: image["file_name"]
-             for image in _load_json(Path(root) / "annotations" / f"captions_{part}.json")["images"]}
-    questions = {q["question_id"]: q
-                 for q in _load_json(Path(root) / f"MultipleChoice_mscoco_{part}_questions.json")["questions"]}
+    corrupt = corrupt if corrupt is not None else CorruptLog("vqa", part)
+    captions_path = Path(root) / "annotations" / f"captions_{part}.json"
+    questions_path = Path(root) / f"MultipleChoice_mscoco_{part}_questions.json"
+    annotations_path = Path(root) / f"mscoco_{part}_annotations.json"
+    files, questions = {}, {}
+    for k, image in enumerate(_entries(_load_json(captions_path), "images", captions_path), start=1):
+        try:
+            image_id, file_name = _fields(image, ["id", "file_name"], captions_path, k, "image")
+        except CorruptDataError as err:
+            corrupt.add(err)
+            continue
+        files[image_id] = file_name
+    for k, q in enumerate(_entries(_load_json(questions_path), "questions", questions_path), start=1):
+        try:
+            _fields(q, ["question_id", "question", "multiple_choices"], questions_path, k, "question")
+            if not isinstance(q["multiple_choices"], list):
+                raise CorruptDataError(questions_path, "question's multiple_choices is not a list", k, "entry")
+        except CorruptDataError as err:
+            corrupt.add(err)
+            continue
+        questions[q["question_id"]] = q
     kept = []
-    for ann in _load_json(Path(root) / f"mscoco_{part}_annotations.json")["annotations"]:
-        question = questions[ann["question_id"]]
-        if ann["multiple_choice_answer"] in question["multiple_choices"]:
-            kept.append({"image_id": ann["image_id"], "file_name": files[ann["image_id"]],
-                         "question": question["question"], "answer": ann["multiple_choice_answer"],
-                         "choices": question["multiple_choices"]})
+    for k, ann in enumerate(_entries(_load_json(annotations_path), "annotations", annotations_path), start=1):
+        try:
+            question_id, image_id, gold = _fields(ann, ["question_id", "image_id", "multiple_choice_answer"],
+                                                  annotations_path, k, "annotation")
+            if question_id not in questions:
+                raise CorruptDataError(annotations_path, f"annotation's question {question_id} is not in "
+                                                         f"{questions_path.name}", k, "entry")
+            if image_id not in files:
+                raise CorruptDataError(annotations_path, f"annotation's image {image_id} is not in "
+                                                         f"{captions_path.name}", k, "entry")
+            question = questions[question_id]
+            if gold in question["multiple_choices"] and all(c == gold for c in question["multiple_choices"]):
+                raise CorruptDataError(annotations_path, f"question {question_id} has no choice but the gold answer",
+                                       k, "entry")
+        except CorruptDataError as err:
+            corrupt.add(err)
+            continue
+        if gold in question["multiple_choices"]:
+            kept.append({"image_id": image_id, "file_name": files[image_id], "question": question["question"],
+                         "answer": gold, "choices": question["multiple_choices"]})
     return kept
 
 
@@ -171,6 +284,7 @@ def vqa(
     answer_seed: int | None = 0,
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
+    on_corrupt: str = "error",
 ) -> ImageDataset:
     """VQA v1 multiple choice, ``train2014`` (train) / ``val2014`` (test): (image, question+answer ids) -> 0/1.
 
@@ -178,6 +292,7 @@ def vqa(
     draws unseeded (DABS), new labels on every load (then token ids are not cached).
     """
     _check_split(split)
+    corrupt = CorruptLog("vqa", split, on_corrupt)
     part = "train2014" if split == "train" else "val2014"
     name = part[:-4].capitalize()
     if download:
@@ -188,7 +303,8 @@ def vqa(
     tok = load_tokenizer(tokenizer, Path(root).parent)
 
     def build() -> dict[str, Any]:
-        questions = vqa_questions(Path(root), part)
+        skipped = CorruptLog("vqa", split, on_corrupt)
+        questions = vqa_questions(Path(root), part, skipped)
         rng = random.Random(f"{answer_seed}:{split}") if answer_seed is not None else random.Random()
         answers, labels = draw_answers(questions, rng)
         image_ids = sorted({q["image_id"] for q in questions})
@@ -196,14 +312,15 @@ def vqa(
         return {"tokens": encode(tok, [q["question"] for q in questions], answers, max_length=seq_len),
                 "labels": torch.tensor(labels, dtype=torch.long),
                 "rows": torch.tensor(np.searchsorted(image_ids, [q["image_id"] for q in questions])),
-                "files": [file_of[i] for i in image_ids]}
+                "files": [file_of[i] for i in image_ids], "corrupt": _records(skipped)}
 
     if answer_seed is None:
         text = build()
     else:
-        key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok))
+        key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok),
+                        **({"on_corrupt": "skip"} if corrupt.skip else {}))
         text = cached_tensors(Path(cache_dir) / "vqa" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f for f in text["files"]]
     cache = image_cache.cache_file(cache_dir, "vqa", split, part=part, size=list(image_size),
                                    files=list_digest(text["files"]))
-    return coco_dataset(files, cache, image_size, text, decode_workers)
+    return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)
