@@ -76,13 +76,17 @@ def fingerprint(config: dict) -> str:
 
 
 def config_differences(old: dict, new: dict, limit: int = 4) -> list[str]:
-    """Dotted keys whose values differ between two configs' identities (``key: old -> new``)."""
+    """Dotted keys whose values differ between two configs' identities (``key: old -> new``).
+
+    Keys present in only one of them are not differences: a setting added to the project later
+    (with a default that keeps the old behaviour) must not make yesterday's run "another config".
+    """
     out: list[str] = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                walk(a.get(key), b.get(key), f"{prefix}{key}.")
+            for key in sorted(set(a) & set(b)):
+                walk(a[key], b[key], f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
 
@@ -214,8 +218,8 @@ class RunState:
             stored = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{self.path} is unreadable ({err}); delete it to restart this job from scratch") from None
-        if stored.get("fingerprint") != self.data["fingerprint"]:
-            diff = "; ".join(config_differences(stored.get("config", {}), self.config)) or "unknown keys"
+        diff = "; ".join(config_differences(stored.get("config") or {}, self.config))
+        if diff or not isinstance(stored.get("config"), dict):
             raise ValueError(f"{self.path.parent} holds a job with another config ({diff}); "
                              f"use another experiment_name or hydra.run.dir, or delete that folder")
         self.data.update({k: v for k, v in stored.items() if k in self.data})

@@ -85,6 +85,9 @@ def _launch() -> dict:
 
 
 def _validate(cfg: DictConfig) -> None:
+    storage.check_on_corrupt(cfg.get("on_corrupt", "error"))
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise ValueError(f"overwrite must be true or false, got {cfg.overwrite!r}")
     if cfg.transfer.mode not in TRANSFER_MODES:
         raise ValueError(f"transfer.mode must be one of {', '.join(TRANSFER_MODES)}; got {cfg.transfer.mode!r}")
     for key, value in (("pretrain.max_steps", cfg.pretrain.max_steps), ("transfer.epochs", cfg.transfer.epochs)):
@@ -179,7 +182,7 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     rank, world = trainer.global_rank, trainer.world_size
     data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
                             data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
-                            world_size=world)
+                            world_size=world, on_corrupt=cfg.get("on_corrupt", "error"))
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
         device, precision = trainer.strategy.root_device, trainer.precision
@@ -216,9 +219,10 @@ def _check_records_free(cfg: DictConfig, config: dict, results_dir: Path, pendin
             continue
         old = _existing_record(path)
         old_config = (old or {}).get("config")
-        if isinstance(old_config, dict) and fingerprint(old_config) == fingerprint(config):
-            continue
         diff = "; ".join(config_differences(old_config, config)) if isinstance(old_config, dict) else "unreadable record"
+        if not diff:
+            print(f"[dabs-rq] will replace {path} (a result of the same config)")
+            continue
         raise ValueError(f"{path} already holds a result of another config ({diff}); "
                          f"use another experiment_name, or overwrite=true to replace it")
 
@@ -275,7 +279,8 @@ def run(cfg: DictConfig) -> list[dict]:
     if must_pretrain:
         data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers,
                                 batch_size=cfg.pretrain.batch_size, data_root=cfg.data_root, download=cfg.download,
-                                seed=cfg.seed, rank=probe_trainer.global_rank, world_size=world)
+                                seed=cfg.seed, rank=probe_trainer.global_rank, world_size=world,
+                                on_corrupt=cfg.get("on_corrupt", "error"))
         started = time.perf_counter()
         trainer = pretrain(cfg, algorithm, data, logger, checkpoint)
         if trainer.is_global_zero:

@@ -163,3 +163,30 @@ def test_same_seed_same_machine_gives_identical_transfer_metrics(tmp_path, data_
     assert first["seed"] == 3 and first["config"]["pretrain"]["max_steps"] == 4
     assert OmegaConf.create(first["config"]).algorithm.name == "rq"
     assert first["versions"]["torch"] in torch.__version__ and first["git_commit"]
+
+
+# ------------------------------------------------------------------ corrupt data through the config
+
+
+def test_on_corrupt_reaches_file_readers_from_the_config_and_not_generated_ones(tmp_path):
+    from dabs_rq.data import domains
+    from dabs_rq.data.datamodule import DomainDataModule
+    from dabs_rq.data.storage import CorruptDataError
+    from tests import image_fixtures as fx
+    from tests.test_data_integrity import truncate
+
+    fx.write_dtd(tmp_path / "dtd")
+    bad = truncate(tmp_path / "dtd" / "dtd" / "images" / "banded" / "banded_0001.jpg")
+    dtd = domains.load("dtd")
+    with pytest.raises(CorruptDataError, match=str(bad)):
+        DomainDataModule(dtd, tmp_path / "c1", data_root=tmp_path).split("train")
+    skipping = DomainDataModule(dtd, tmp_path / "c2", data_root=tmp_path, on_corrupt="skip")
+    assert len(skipping.split("train")) == 5  # one of the six fixture images left out
+    assert "on_corrupt" in skipping.reader_kwargs()
+    generated = DomainDataModule(domains.load("embedded_sensor"), tmp_path / "c3", on_corrupt="skip")
+    assert "on_corrupt" not in generated.reader_kwargs()
+
+
+def test_an_unknown_on_corrupt_value_is_rejected_before_any_work(tmp_path, data_cache):
+    _fails_before_any_work(["algorithm=rq", "on_corrupt=ignore"], tmp_path, data_cache,
+                           "on_corrupt must be one of error, skip; got 'ignore'")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -13,6 +15,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from dabs_rq.data import storage
 from dabs_rq.data.tensor_dataset import make_loader
+
+
+def _accepts(target: str, keyword: str) -> bool:
+    """Whether the reader callable ``target`` takes ``keyword`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(_locate(target)).parameters
+    except (ImportError, ValueError, TypeError):
+        return False
+    return keyword in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 class DomainDataModule(pl.LightningDataModule):
@@ -24,7 +35,7 @@ class DomainDataModule(pl.LightningDataModule):
 
     def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
                  batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, on_corrupt: str = "error") -> None:
         super().__init__()
         self.cfg = dataset_cfg
         self.cache_dir = Path(cache_dir)
@@ -33,6 +44,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.num_workers = int(dataset_cfg.get("num_workers", 0) if num_workers is None else num_workers)
         self.batch_size = int(batch_size or dataset_cfg.batch_size)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.on_corrupt = storage.check_on_corrupt(on_corrupt)
         self._splits: dict[str, Dataset] = {}
 
     def reader_kwargs(self) -> dict:
@@ -42,6 +54,8 @@ class DomainDataModule(pl.LightningDataModule):
             kwargs["root"] = storage.require(self.cfg, self.data_root, self.download)
             kwargs["download"] = self.download
         kwargs.update(self.cfg.get("quirks") or {})
+        if _accepts(self.cfg.reader._target_, "on_corrupt"):  # readers of files; generated data has none
+            kwargs["on_corrupt"] = self.on_corrupt
         return kwargs
 
     def split(self, name: str) -> Dataset:
