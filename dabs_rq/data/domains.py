@@ -58,6 +58,18 @@ def find(name: str, extra: Iterable[str | Path] = ()) -> Path:
     raise DomainConfigError(f"unknown domain/dataset '{name}'; valid: {', '.join(available(extra))}")
 
 
+def _validate_generic_reader(cfg: DictConfig, path: Path) -> None:
+    """Generic readers (dabs_rq.data.generic) declare a schema: check it, resolve relative paths."""
+    from dabs_rq.data.generic import ReaderSpecError, validate_reader
+
+    try:
+        resolved = validate_reader(OmegaConf.to_container(cfg.reader, resolve=True), path)
+    except ReaderSpecError as err:
+        raise DomainConfigError(f"{path}: {err}") from None
+    if resolved is not None:
+        cfg.reader = OmegaConf.create(resolved)
+
+
 def validate(cfg: DictConfig, path: Path) -> DictConfig:
     def fail(key: str, expected: str) -> None:
         raise DomainConfigError(f"{path}: key '{key}' {expected}")
@@ -79,6 +91,7 @@ def validate(cfg: DictConfig, path: Path) -> DictConfig:
             fail(f"inputs[{i}]", "must be a mapping with a '_target_'")
     if not isinstance(cfg.reader, DictConfig) or "_target_" not in cfg.reader:
         fail("reader", "must be a mapping with a '_target_'")
+    _validate_generic_reader(cfg, path)
     if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
         fail("batch_size", f"must be a positive integer, got {cfg.batch_size!r}")
     if cfg.role == "pretrain":

@@ -1,0 +1,245 @@
+"""What every generic reader shares: a declared schema, how a split is chosen, how labels are read.
+
+A generic reader is a dataclass (its schema: field names, types, defaults) whose YAML mapping
+is validated when the domain YAML is loaded, before any job starts:
+
+* an unknown key, a value of the wrong type, a missing file or a missing column is a
+  :class:`~dabs_rq.data.domains.DomainConfigError` naming the YAML file, ``reader.<key>`` and
+  what is expected;
+* relative paths are resolved against the YAML file's folder, so a domain folder holding its
+  YAML and its data can be moved as a whole.
+
+Splits (``split_by``): ``ratio`` (a seeded random ``test_fraction`` of the rows), ``column``
+(a column's value, ``train_value`` / ``test_value``) or ``files`` (the reader's ``train`` and
+``test`` sources). Labels (``label_type``): ``none`` (pretraining: labels ignored), ``class``
+(one label per row; class order ``classes`` or the sorted distinct values), ``multilabel``
+(several ``label_columns`` of 0/1, or one column of names separated by ``label_separator``) or
+``score`` (a number, for regression).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
+
+SPLIT_BY = ("ratio", "column", "files")
+LABEL_TYPES = ("none", "class", "multilabel", "score")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+class ReaderSpecError(ValueError):
+    """A generic reader's YAML mapping is wrong: ``key`` and what is expected (the loader adds the file)."""
+
+    def __init__(self, key: str, expected: str) -> None:
+        self.key, self.expected = key, expected
+        super().__init__(f"reader.{key}: {expected}")
+
+
+@dataclasses.dataclass
+class ReaderSpec:
+    """Fields every generic reader has (splits and labels); subclasses add their sources and shapes."""
+
+    #: field names holding paths (resolved against the YAML's folder, checked to exist)
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: the reader function a YAML names in ``_target_``
+    TARGET: ClassVar[str] = ""
+
+    split_by: str = "ratio"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    split_column: Optional[str] = None
+    train_value: str = "train"
+    test_value: str = "test"
+    label_type: str = "class"
+    label_column: Optional[str] = None
+    label_columns: Optional[list[str]] = None
+    label_separator: Optional[str] = None
+    classes: Optional[list[str]] = None
+
+    # ------------------------------------------------------------------ construction and checks
+
+    @classmethod
+    def from_mapping(cls, mapping: dict, base: Path | None = None) -> "ReaderSpec":
+        """Typed, checked spec from a YAML mapping (``_target_`` and run-time keys left out)."""
+        values = {k: v for k, v in mapping.items() if k not in ("_target_", "cache_dir", "split")}
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise ReaderSpecError(key, f"is not a key of {cls.TARGET.rsplit('.', 1)[-1]}; valid keys: "
+                                           f"{', '.join(names)}")
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(values))
+        except ValidationError as err:
+            key = str(getattr(err, "full_key", "") or "?")
+            field = {f.name: f for f in dataclasses.fields(cls)}.get(key.split(".")[0])
+            expected = getattr(field.type, "__name__", str(field.type)) if field else "another type"
+            raise ReaderSpecError(key, f"must be of type {expected}, got {values.get(key)!r}") from None
+        except ConfigKeyError as err:  # pragma: no cover - unknown keys are caught above
+            raise ReaderSpecError("?", str(err).splitlines()[0]) from None
+        for f in dataclasses.fields(cls):
+            if OmegaConf.is_missing(typed, f.name):
+                raise ReaderSpecError(f.name, "is missing")
+        spec = cls(**OmegaConf.to_container(typed))
+        if base is not None:
+            spec.resolve_paths(base)
+        spec.check()
+        return spec
+
+    def resolve_paths(self, base: Path) -> None:
+        for name in self.PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not Path(str(value)).expanduser().is_absolute():
+                setattr(self, name, str((base / str(value)).resolve()))
+            elif value is not None:
+                setattr(self, name, str(Path(str(value)).expanduser()))
+
+    def check(self) -> None:
+        """Values, files and columns; subclasses extend it (call ``super().check()``)."""
+        if self.split_by not in SPLIT_BY:
+            raise ReaderSpecError("split_by", f"must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
+        if self.label_type not in LABEL_TYPES:
+            raise ReaderSpecError("label_type", f"must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ReaderSpecError("test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        if self.split_by == "column" and not self.split_column:
+            raise ReaderSpecError("split_column", "is needed with split_by: column (the column naming each row's split)")
+        for name in self.PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise ReaderSpecError(name, f"file or folder {value} does not exist")
+
+    def require(self, key: str, why: str) -> Any:
+        value = getattr(self, key)
+        if value in (None, "", []):
+            raise ReaderSpecError(key, f"is needed {why}")
+        return value
+
+    def check_columns(self, source: str, columns: Sequence[str], needed: Iterable[tuple[str, Optional[str]]]) -> None:
+        """Every ``(key, column)`` with a column set must name a column of the table ``source``."""
+        for key, column in needed:
+            if column is not None and column not in columns:
+                raise ReaderSpecError(key, f"column {column!r} is not in {source}; its columns: {', '.join(columns)}")
+
+    def label_needs(self) -> list[tuple[str, Optional[str]]]:
+        """The (key, column) pairs the labels and split read from a table."""
+        needs: list[tuple[str, Optional[str]]] = []
+        if self.label_type in ("class", "score"):
+            needs.append(("label_column", self.require("label_column", f"with label_type: {self.label_type}")))
+        elif self.label_type == "multilabel":
+            if self.label_columns:
+                needs += [("label_columns", c) for c in self.label_columns]
+            else:
+                needs.append(("label_column", self.require("label_column", "with label_type: multilabel "
+                                                            "(or label_columns)")))
+        if self.split_by == "column":
+            needs.append(("split_column", self.split_column))
+        return needs
+
+    def settings(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ splits and labels
+
+    def split_rows(self, n: int, split: str, split_values: Sequence[str] | None = None) -> np.ndarray:
+        """Row indices of ``split`` among ``n`` rows (``files`` splits are chosen by the reader)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        if self.split_by == "ratio":
+            train, test = seeded_split(n, self.test_fraction, self.split_seed)
+            return train if split == "train" else test
+        if self.split_by == "column":
+            wanted = self.train_value if split == "train" else self.test_value
+            values = np.asarray([str(v) for v in split_values])
+            return np.flatnonzero(values == str(wanted))
+        return np.arange(n)
+
+    def labels(self, table: Any) -> torch.Tensor:
+        """Labels of every row of ``table`` (a ``pandas.DataFrame``) as the task expects them."""
+        n = len(table)
+        if self.label_type == "none":
+            return torch.zeros(n, dtype=torch.long)
+        if self.label_type == "score":
+            values = table[self.label_column].astype("float64").to_numpy()
+            if not np.isfinite(values).all():
+                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise ValueError(f"row {bad + 1}: label {table[self.label_column].iloc[bad]!r} is not a number")
+            return torch.tensor(values, dtype=torch.float32)
+        if self.label_type == "multilabel":
+            if self.label_columns:
+                return torch.tensor(table[list(self.label_columns)].astype("float32").to_numpy())
+            names = [self._split_names(v) for v in table[self.label_column]]
+            classes = self.class_names(n for row in names for n in row)
+            out = torch.zeros(n, len(classes))
+            for row, row_names in enumerate(names):
+                for name in row_names:
+                    out[row, classes.index(name)] = 1.0
+            return out
+        values = [str(v) for v in table[self.label_column]]
+        classes = self.class_names(values)
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = [v for v in values if v not in index]
+        if unknown:
+            raise ValueError(f"label {unknown[0]!r} is not one of reader.classes: {', '.join(classes)}")
+        return torch.tensor([index[v] for v in values], dtype=torch.long)
+
+    def _split_names(self, value: Any) -> list[str]:
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        return [part.strip() for part in text.split(self.label_separator or "|") if part.strip()]
+
+    def class_names(self, values: Iterable[str]) -> list[str]:
+        """``classes`` if given, else the sorted distinct values (the same for every split)."""
+        return [str(c) for c in self.classes] if self.classes else sorted({str(v) for v in values})
+
+    # ------------------------------------------------------------------ caching
+
+    def cached(self, name: str, split: str, cache_dir: Path, sources: Iterable[Path], build: Any,
+               on_corrupt: str = "error") -> TensorInputsDataset:
+        """The split's tensors, built once per (settings, on_corrupt, source files' size and mtime)."""
+        stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(s) for s in sources)]
+        blob = json.dumps([self.settings(), on_corrupt, stamp], sort_keys=True, default=str)
+        key = hashlib.sha1(blob.encode()).hexdigest()
+        data = cached_tensors(Path(cache_dir) / "generic" / f"{name}_{key[:16]}.pt", build)
+        inputs = [data[k] for k in sorted(data) if k.startswith(f"{split}_x")]
+        return TensorInputsDataset(inputs, data[f"{split}_y"])
+
+
+def read_table(path: str | Path) -> Any:
+    """A CSV / TSV / JSONL / JSON / parquet file as a ``pandas.DataFrame`` (every cell as read)."""
+    import pandas as pd
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: tables must be one of {', '.join(TABLE_SUFFIXES)}")
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                           quoting=csv.QUOTE_MINIMAL)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True, dtype=False)
+    if suffix == ".json":
+        return pd.read_json(path, dtype=False)
+    return pd.read_parquet(path)
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """Column names of a table file (reads only the header of CSV/TSV files)."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return list(read_table(path).columns)
