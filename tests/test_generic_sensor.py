@@ -28,7 +28,7 @@ def _recordings(folder, per_class=4, length=200, classes=("walk", "run", "sit"))
 
 
 def _yamls(folder, **reader_changes):
-    reader = {"_target_": "dabs_rq.data.generic.sensor_arrays", "path": "recordings", "labels_csv": "labels.csv",
+    reader = {"_target_": "dabs_rq.data.generic.sensor.sensor_arrays", "path": "recordings", "labels_csv": "labels.csv",
               "window": 40, "stride": 20, "split_seed": 1, "test_fraction": 0.25}
     write_domain(folder, "my_imu", display_name="My IMU", domain="My sensors", role="pretrain", inputs=INPUTS,
                  reader={**reader, "label_type": "none"}, batch_size=8, transfer=["my_imu_activity"])
@@ -76,7 +76,7 @@ def test_csv_recordings_with_per_row_labels_and_file_splits(tmp_path):
     inputs = [{"_target_": "dabs_rq.encoder.SegmentEmbedding1d", "seq_len": 20, "segment_size": 4, "channels": 2}]
     write_domain(mine, "rows", domain="d", role="transfer", inputs=inputs, batch_size=4,
                  task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 2},
-                 reader={"_target_": "dabs_rq.data.generic.sensor_arrays", "split_by": "files", "train": "train",
+                 reader={"_target_": "dabs_rq.data.generic.sensor.sensor_arrays", "split_by": "files", "train": "train",
                          "test": "test", "label_column": "state", "channels": ["ax", "ay"], "window": 20})
     cfg = domains.load("rows", extra=[mine])
     train = load_split("rows", "train", tmp_path, tmp_path / "cache", cfg=cfg)

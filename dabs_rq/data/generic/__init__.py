@@ -1,28 +1,42 @@
 """Generic readers: bring your own data with one YAML file, no Python.
 
 Each reader kind is a dataclass schema (validated when the YAML is loaded; see
-:mod:`dabs_rq.data.generic.spec`) and a reader function named in the YAML's ``reader._target_``.
-:data:`READERS` maps those targets to their schemas; adding a kind means adding a module and
-one entry here.
+:mod:`dabs_rq.data.generic.spec`) and a reader function that a YAML names in
+``reader._target_``. :data:`READERS` maps those targets to their schemas (imported on first
+use); adding a kind means adding a module and one entry here.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from dabs_rq.data.generic.sensor import SensorArrays, sensor_arrays
 from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError
 
-#: ``reader._target_`` -> its schema
-READERS: dict[str, type[ReaderSpec]] = {
-    SensorArrays.TARGET: SensorArrays,
+#: ``reader._target_`` -> ``module:SchemaClass``
+READERS: dict[str, str] = {
+    "dabs_rq.data.generic.sensor.sensor_arrays": "dabs_rq.data.generic.sensor:SensorArrays",
+    "dabs_rq.data.generic.images.image_folder": "dabs_rq.data.generic.images:ImageFolder",
+    "dabs_rq.data.generic.images.image_table": "dabs_rq.data.generic.images:ImageTable",
+    "dabs_rq.data.generic.audio.audio_files": "dabs_rq.data.generic.audio:AudioFiles",
+    "dabs_rq.data.generic.text.text_table": "dabs_rq.data.generic.text:TextTable",
+    "dabs_rq.data.generic.image_text.image_text_pairs": "dabs_rq.data.generic.image_text:ImageTextPairs",
 }
+
+
+def schema(target: str) -> type[ReaderSpec] | None:
+    """The schema class of a generic reader ``target`` (None for any other reader)."""
+    where = READERS.get(str(target))
+    if where is None:
+        return None
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def validate_reader(mapping: dict, yaml_path: Path) -> dict | None:
     """The reader mapping with paths resolved against the YAML's folder, if it names a generic
     reader (else None); raises :class:`ReaderSpecError` for a wrong key, type, file or column."""
-    spec_cls = READERS.get(str(mapping.get("_target_")))
+    spec_cls = schema(str(mapping.get("_target_")))
     if spec_cls is None:
         return None
     spec = spec_cls.from_mapping(mapping, base=Path(yaml_path).parent)
@@ -30,4 +44,4 @@ def validate_reader(mapping: dict, yaml_path: Path) -> dict | None:
     return {**mapping, **resolved}
 
 
-__all__ = ["READERS", "ReaderSpec", "ReaderSpecError", "SensorArrays", "sensor_arrays", "validate_reader"]
+__all__ = ["READERS", "ReaderSpec", "ReaderSpecError", "schema", "validate_reader"]

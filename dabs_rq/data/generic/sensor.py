@@ -3,7 +3,7 @@
 Minimal YAML (files under the YAML's folder; one label per file, seeded 80/20 split by file)::
 
     reader:
-      _target_: dabs_rq.data.generic.sensor_arrays
+      _target_: dabs_rq.data.generic.sensor.sensor_arrays
       path: recordings/            # .npy [T, C] / .npz (array_key) / .csv (channel columns)
       labels_csv: labels.csv       # columns: file, label
       label_column: label
@@ -40,7 +40,7 @@ SUFFIXES = (".npy", ".npz", ".csv")
 @dataclasses.dataclass
 class SensorArrays(ReaderSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("path", "train", "test", "labels_csv")
-    TARGET: ClassVar[str] = "dabs_rq.data.generic.sensor_arrays"
+    TARGET: ClassVar[str] = "dabs_rq.data.generic.sensor.sensor_arrays"
 
     path: Optional[str] = None
     train: Optional[str] = None
