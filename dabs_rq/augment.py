@@ -81,6 +81,8 @@ import torch
 from torch import Tensor, nn
 
 COLLAPSE_MODES = ("inside_random", "middle", "all_zeros")
+#: where the statistics and bins are taken: per (sample, channel), or per sample (all channels)
+STATISTICS = ("channel", "instance")
 SPACINGS = ("random", "uniform")
 # Right end of the last bin, as in the reference implementation.
 _LAST_BIN_MARGIN = 1e-6
@@ -449,6 +451,7 @@ def randomized_quantization(
     generator: Optional[torch.Generator] = None,
     compile: bool = False,
     cuda_graph: bool = False,
+    statistics: str = "channel",
 ) -> Tensor:
     """Quantize every (sample, channel) of ``x`` with random bins; see the module docstring.
 
@@ -470,7 +473,16 @@ def randomized_quantization(
             is what bounds this operator on a GPU. Same output and random stream as the eager
             path; needs ``generator=None`` (the default CUDA generator); the output carries no
             autograd history. Combine with ``compile=True`` for fused kernels inside the graph.
+        statistics: ``channel`` (the paper's default): min, max and bins per sample and channel;
+            ``instance`` (the paper's ablation): one min, max and set of bins per sample, shared
+            by all its channels (the sample is quantized as if it were a single channel).
     """
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
+    if statistics == "instance" and x.dim() >= 2 and x.numel() > 0:
+        flat = x.reshape(x.shape[0], 1, -1)
+        return randomized_quantization(flat, num_bins, 1, collapse, spacing, p, generator, compile,
+                                       cuda_graph).reshape(x.shape)
     dim, num_bins = _validate(x, num_bins, channel_dim, collapse, spacing, p)
     p = float(p)
     if x.numel() == 0 or p == 0:
@@ -495,8 +507,12 @@ class RandomizedQuantization(nn.Module):
         generator: Optional[torch.Generator] = None,
         compile: bool = False,
         cuda_graph: bool = False,
+        statistics: str = "channel",
     ) -> None:
         super().__init__()
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
+        self.statistics = statistics
         # Validate eagerly so a bad config fails before any work starts (channel_dim as far as it
         # can be without the input's rank: an integer, not the batch dimension 0).
         _validate_arguments(num_bins, collapse, spacing, p)
@@ -516,12 +532,13 @@ class RandomizedQuantization(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return randomized_quantization(
             x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p, self.generator, self.compile,
-            self.cuda_graph,
+            self.cuda_graph, self.statistics,
         )
 
     def extra_repr(self) -> str:
         return (
             f"num_bins={self.num_bins}, channel_dim={self.channel_dim}, collapse={self.collapse!r}, "
-            f"spacing={self.spacing!r}, p={self.p}" + (", compile=True" if self.compile else "")
+            f"spacing={self.spacing!r}, p={self.p}, statistics={self.statistics!r}"
+            + (", compile=True" if self.compile else "")
             + (", cuda_graph=True" if self.cuda_graph else "")
         )

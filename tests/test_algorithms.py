@@ -95,3 +95,82 @@ def test_bad_algorithm_settings_are_rejected():
         RQContrastive(tiny_encoder(), views="three")
     with pytest.raises(ValueError, match="temperature"):
         EMix(tiny_encoder(), temperature=0)
+
+
+# --------------------------------------------------------------------------- beyond the paper: shed, mae, rq_emix
+
+from dabs_rq.algorithms.mae import MAE  # noqa: E402
+from dabs_rq.algorithms.rq_emix import RQEMix  # noqa: E402
+from dabs_rq.algorithms.shed import ShED  # noqa: E402
+from dabs_rq.encoder import PatchEmbedding2d, TokenEmbedding  # noqa: E402
+
+
+@pytest.mark.parametrize("make", [lambda enc: ShED(enc), lambda enc: MAE(enc), lambda enc: RQEMix(enc)],
+                         ids=["shed", "mae", "rq_emix"])
+def test_new_algorithms_loss_decreases(make):
+    torch.manual_seed(0)
+    losses = loss_curve(make(tiny_encoder()), steps=60)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, f"loss did not decrease: {first:.3f} -> {last:.3f}"
+
+
+def test_shed_moves_exactly_the_labelled_positions():
+    torch.manual_seed(0)
+    shed = ShED(tiny_encoder(), corruption_rate=0.25)
+    e = torch.arange(2 * 20 * 1, dtype=torch.float32).view(2, 20, 1).expand(2, 20, 4).clone()
+    shuffled, labels = shed.shuffle(e)
+    moved = (shuffled != e).any(dim=-1)
+    assert torch.equal(moved, labels.bool()) and labels.sum(dim=1).tolist() == [5, 5]
+    # a derangement of the chosen positions: same multiset of embeddings per sample
+    assert torch.equal(shuffled.sort(dim=1).values, e.sort(dim=1).values)
+
+
+def test_mae_reconstructs_patches_and_token_ids_of_several_inputs():
+    torch.manual_seed(0)
+    enc = DomainAgnosticTransformer([PatchEmbedding2d(32, [8, 8], [4, 4], 1), TokenEmbedding(32, 6, 50)], dim=32,
+                                    depth=2, heads=2, dim_head=16, mlp_dim=64, out_dim=16, dropout=0.0,
+                                    emb_dropout=0.0)
+    mae = MAE(enc, corruption_rate=0.5)
+    assert isinstance(mae.heads[1], torch.nn.Identity) and mae.heads[0][1].out_features == 16
+    x = [torch.randn(16, 1, 8, 8), torch.randint(0, 50, (16, 6))]
+    opt = torch.optim.AdamW(mae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = mae.loss(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+
+
+def test_rq_emix_mixes_quantized_views_and_records_its_quantizer():
+    torch.manual_seed(0)
+    algo = RQEMix(tiny_encoder(), quantizer=RandomizedQuantization(num_bins=2, channel_dim=-1))
+    e = torch.randn(4, 20, 32)
+    mixed, lam, perm = algo.mix(e)
+    assert mixed.shape == e.shape and (lam >= 0.5).all()
+    # every sample of the mix is built from <= 2 + 2 values per channel (two 2-bin RQ views)
+    assert max(len(torch.unique(mixed[0, :, c].detach().round(decimals=4))) for c in range(32)) <= 4
+    assert algo.settings()["num_bins"] == 2 and algo.settings()["statistics"] == "channel"
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.5])
+def test_corruption_rate_outside_0_1_is_rejected(rate):
+    with pytest.raises(ValueError, match="corruption_rate must be in"):
+        ShED(tiny_encoder(), corruption_rate=rate)
+
+
+def test_instance_wise_statistics_share_one_set_of_bins_across_channels():
+    torch.manual_seed(0)
+    x = torch.randn(3, 10, 6)
+    channel = RandomizedQuantization(num_bins=4, channel_dim=-1, collapse="middle", spacing="uniform")(x)
+    instance = RandomizedQuantization(num_bins=4, channel_dim=-1, collapse="middle", spacing="uniform",
+                                      statistics="instance")(x)
+    assert all(len(torch.unique(instance[i])) <= 4 for i in range(3))
+    assert all(len(torch.unique(channel[i])) > 4 for i in range(3))
+    # instance-wise = the whole sample quantized as one channel
+    lo, hi = x.amin(dim=(1, 2), keepdim=True), x.amax(dim=(1, 2), keepdim=True)
+    assert ((instance >= lo) & (instance <= hi)).all()
+    with pytest.raises(ValueError, match="statistics must be one of channel, instance"):
+        RandomizedQuantization(statistics="global")

@@ -59,3 +59,14 @@ def test_bad_domain_on_the_command_line_is_one_clear_line(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "unknown domain/dataset 'nope'; valid:" in done.stderr and "Traceback" not in done.stderr
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("algorithm, domain", [("shed", "embedded_sensor"), ("mae", "embedded_text"),
+                                               ("rq_emix", "embedded_sensor"), ("mae", "embedded_image")])
+def test_beyond_the_paper_algorithms_smoke_run(tiny_run_overrides, tmp_path, algorithm, domain):
+    records = run(compose_config([*tiny_run_overrides, f"domain={domain}", f"algorithm={algorithm}"]))
+    assert records and all(r["algorithm"] == algorithm and r["pretraining"]["steps"] == 3 for r in records)
+    assert all(0 <= r["value"] <= 100 for r in records)

@@ -73,4 +73,5 @@ class RQContrastive(PretrainingAlgorithm):
             "spacing": q.spacing,
             "p": q.p,
             "channel_dim": q.channel_dim,
+            "statistics": q.statistics,
         }

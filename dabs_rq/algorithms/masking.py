@@ -1,0 +1,16 @@
+"""Which token positions the ShED and MAE objectives corrupt: ``ceil(L * rate)`` per sample."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def corrupted_positions(batch: int, length: int, rate: float, device: torch.device) -> Tensor:
+    """[batch, k] distinct random positions per sample, k = ceil(length * rate) (DABS: ``rand().topk``)."""
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"corruption_rate must be in (0, 1], got {rate}")
+    k = max(1, math.ceil(length * rate))
+    return torch.rand(batch, length, device=device).topk(k, dim=1).indices
