@@ -1,0 +1,341 @@
+"""Generic audio reader: audio files as normalised log-mel spectrograms (1-channel "images").
+
+Minimal YAML (files under the YAML's folder; one class per subfolder, seeded 80/20 split)::
+
+    reader:
+      _target_: dabs_rq.data.generic.audio.audio_files
+      audio_root: clips/           # clips/<class>/*.wav (.flac, .ogg, .aiff too; any depth below <class>)
+      clip_seconds: 1.0            # the defaults: frames = round(1.0 * 16000) // 250 = 64
+      sample_rate: 16000
+      hop_length: 250
+      n_mels: 64                   # image_size below: [n_mels, frames]
+    inputs:
+      - {_target_: dabs_rq.encoder.PatchEmbedding2d, image_size: [64, 64], patch_size: [16, 16], channels: 1}
+
+Items are ``((float32 [1, n_mels, frames],), label)`` where::
+
+    samples = round(clip_seconds * sample_rate)
+    frames  = samples // hop_length
+
+so ``PatchEmbedding2d.image_size`` is ``[n_mels, frames]`` (each divisible by its
+``patch_size``). The defaults (16 kHz, 1 s, ``hop_length`` 250, ``n_mels`` 64, ``n_fft`` 1024)
+give ``[1, 64, 64]``; e.g. ``hop_length: 160`` gives 100 frames, ``clip_seconds: 2`` 128.
+
+Labels come from the class subfolders of ``audio_root`` (``label_type: class``, no ``table``;
+classes sorted, or ``classes``; files directly in ``audio_root`` are ignored), or from a table
+(``table``: CSV / TSV / JSONL / JSON / parquet) with one row per clip: ``path_column`` (a path
+relative to ``audio_root``, by default the table's folder) and ``label_column`` (or
+``label_columns``) as ``label_type`` (``class``, ``multilabel``, ``score``) needs.
+``label_type: none`` (pretraining) reads every audio file under ``audio_root`` (or every row of
+the table) and ignores labels. ``split_by: ratio`` splits clips with a seeded ``test_fraction``;
+``column`` reads ``split_column`` of the table; ``files`` reads ``train`` and ``test``, each a
+table (paths relative to ``audio_root``, else to that table's folder) or a folder of class
+subfolders.
+
+Each clip is decoded with ``soundfile`` (any sample rate; channels are averaged to mono),
+resampled to ``sample_rate`` with ``torchaudio.functional.resample``, cut to its first
+``clip_seconds`` or zero-padded at the end, and turned into a power mel spectrogram
+(``torchaudio.transforms.MelSpectrogram``: ``n_fft`` = window length, Hann window,
+``hop_length``, ``n_mels`` HTK mel bands from 0 Hz to ``sample_rate / 2``, centred frames
+padded with zeros, of which it computes ``1 + samples // hop_length``; the last one is dropped
+so that ``frames`` is as above). It is taken to dB,
+``10 * log10(max(power, 1e-10))``, floored at 80 dB below the clip's loudest value, and
+normalised with one ``mean`` and ``std`` (those of every train spectrogram value unless both
+are given).
+
+An audio file that cannot be decoded, decodes to fewer frames than its header promises, is a
+WAV whose data chunk is cut short, is empty, holds non-finite samples or (for tables) does not
+exist, stops the run with a :class:`~dabs_rq.data.storage.CorruptDataError` naming it, or with the
+run's ``on_corrupt=skip`` is left out and counted in one log line. Labels and splits are assigned
+before anything is skipped, so a skipped clip never moves another clip's label or split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
+from dabs_rq.data.readers.speech import wav_truncation
+from dabs_rq.data.storage import CorruptDataError, CorruptLog
+
+SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+#: dB floor of the power (``10 * log10(1e-10) = -100 dB``) and the per-clip dynamic range kept
+AMIN, TOP_DB = 1e-10, 80.0
+#: clips turned into spectrograms at once
+CHUNK = 256
+
+
+@dataclasses.dataclass
+class AudioFiles(ReaderSpec):
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("audio_root", "table", "train", "test")
+    TARGET: ClassVar[str] = "dabs_rq.data.generic.audio.audio_files"
+
+    audio_root: Optional[str] = None
+    table: Optional[str] = None
+    train: Optional[str] = None
+    test: Optional[str] = None
+    path_column: str = "path"
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    n_mels: int = 64
+    n_fft: int = 1024
+    hop_length: int = 250
+    mean: Optional[float] = None
+    std: Optional[float] = None
+
+    # ------------------------------------------------------------------ shape and checks
+
+    @property
+    def samples(self) -> int:
+        """Samples of a clip at ``sample_rate``."""
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def frames(self) -> int:
+        """Spectrogram frames: ``round(clip_seconds * sample_rate) // hop_length``."""
+        return self.samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Every item's input shape ``(1, n_mels, frames)``."""
+        return 1, self.n_mels, self.frames
+
+    def check(self) -> None:
+        super().check()
+        for key in ("sample_rate", "n_mels", "n_fft", "hop_length"):
+            if getattr(self, key) <= 0:
+                raise ReaderSpecError(key, f"must be a positive integer, got {getattr(self, key)}")
+        if not self.clip_seconds > 0:
+            raise ReaderSpecError("clip_seconds", f"must be positive, got {self.clip_seconds}")
+        if self.frames < 1:
+            raise ReaderSpecError("hop_length", f"must be at most clip_seconds * sample_rate = {self.samples} "
+                                                f"(frames = samples // hop_length), got {self.hop_length}")
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ReaderSpecError("n_mels", f"must be at most n_fft // 2 + 1 = {self.n_fft // 2 + 1} (the STFT's "
+                                            f"frequency bins; raise n_fft), got {self.n_mels}")
+        if (self.mean is None) != (self.std is None):
+            raise ReaderSpecError("std" if self.std is None else "mean",
+                                  "is needed too: give both mean and std, or neither (train statistics)")
+        if self.std is not None and not self.std > 0:
+            raise ReaderSpecError("std", f"must be positive, got {self.std}")
+        if self.audio_root is not None and not Path(self.audio_root).is_dir():
+            raise ReaderSpecError("audio_root", f"must be a folder, {self.audio_root} is a file")
+        if self.split_by == "files":
+            for key in ("train", "test"):
+                self._check_source(key, self.require(key, "with split_by: files (a table or a folder of class "
+                                                          "subfolders)"))
+            if Path(self.train).is_file() != Path(self.test).is_file():
+                raise ReaderSpecError("test", "must be a table like train, or both folders")
+        elif self.table is not None:
+            if not Path(self.table).is_file():
+                raise ReaderSpecError("table", f"must be a table file ({', '.join(TABLE_SUFFIXES)}), "
+                                               f"{self.table} is a folder")
+            self._check_source("table", self.table)
+        else:
+            if self.split_by == "column":
+                raise ReaderSpecError("table", "is needed with split_by: column (its split_column holds each "
+                                               "clip's split)")
+            self._check_source("audio_root", self.require("audio_root", "(a folder of <class>/ subfolders of "
+                                                                        "audio files, or set table)"))
+
+    def _check_source(self, key: str, source: str) -> None:
+        """A table (its columns) or a folder (of class subfolders, for class labels)."""
+        path = Path(source)
+        if path.is_file():
+            if path.suffix.lower() not in TABLE_SUFFIXES:
+                raise ReaderSpecError(key, f"must be a folder or a table ({', '.join(TABLE_SUFFIXES)}), got {path}")
+            needs = [("path_column", self.path_column)] + self.label_needs()
+            self.check_columns(str(path), table_columns(path), needs)
+            return
+        if self.label_type in ("multilabel", "score"):
+            raise ReaderSpecError("table" if key == "audio_root" else key,
+                                  f"must be a table with label_type: {self.label_type} (folders give classes)")
+        if self.split_by == "column":
+            raise ReaderSpecError(key, "must be a table with split_by: column, got a folder")
+        if self.label_type == "class" and not any(p.is_dir() for p in path.iterdir()):
+            raise ReaderSpecError(key, f"folder {path} has no class subfolders (<class>/*.wav; or set "
+                                       f"label_type: none, or a table)")
+
+    # ------------------------------------------------------------------ what to read
+
+    def _folder_items(self, folder: Path, key: str = "audio_root") -> tuple[list[Path], list[str]]:
+        """Audio files under ``folder`` and their class (first subfolder; '' without class labels)."""
+        if self.label_type == "none":
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            names = [""] * len(files)
+        else:
+            files, names = [], []
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                found = sorted(p for p in sub.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+                files += found
+                names += [sub.name] * len(found)
+        if not files:
+            raise ReaderSpecError(key, f"no {'/'.join(SUFFIXES)} files in {folder}"
+                                       f"{'' if self.label_type == 'none' else ' (<class>/ subfolders)'}")
+        return files, names
+
+    def _table_items(self, path: Path) -> tuple[list[Path], Any]:
+        """The table's audio files (resolved) and the table."""
+        table = read_table(path)
+        base = Path(self.audio_root) if self.audio_root else path.parent
+        files = [Path(os.path.expanduser(str(v))) for v in table[self.path_column]]
+        files = [f if f.is_absolute() else base / f for f in files]
+        return files, table
+
+    def _items(self) -> tuple[dict[str, list[Path]], dict[str, torch.Tensor], str]:
+        """Per split: the audio files and their labels (assigned over both splits), and a name for logs."""
+        import pandas as pd
+
+        def read(key: str, source: str) -> tuple[list[Path], Any, ReaderSpec]:
+            """A table's or a folder's files and labels."""
+            if Path(source).is_file():
+                files, table = self._table_items(Path(source))
+                spec: ReaderSpec = self
+            else:
+                files, names = self._folder_items(Path(source), key)
+                table = pd.DataFrame({"label": names})
+                spec = dataclasses.replace(self, label_column="label", label_columns=None)
+            return files, table, spec
+
+        def labels(table: Any, spec: ReaderSpec) -> torch.Tensor:
+            try:
+                return spec.labels(table)
+            except (ValueError, TypeError) as err:
+                raise ReaderSpecError("classes" if self.classes else "label_column",
+                                      " ".join(str(err).split())) from None
+
+        if self.split_by == "files":
+            (train_files, train_table, spec), (test_files, test_table, _) = read("train", self.train), read(
+                "test", self.test)
+            y = labels(pd.concat([train_table, test_table], ignore_index=True), spec)
+            n = len(train_files)
+            return {"train": train_files, "test": test_files}, {"train": y[:n], "test": y[n:]}, Path(self.train).name
+        key = "table" if self.table else "audio_root"
+        files, table, spec = read(key, getattr(self, key))
+        y = labels(table, spec)
+        values = table[self.split_column].tolist() if self.split_by == "column" else None
+        rows = {split: torch.as_tensor(self.split_rows(len(files), split, values), dtype=torch.long)
+                for split in ("train", "test")}
+        return ({split: [files[i] for i in idx.tolist()] for split, idx in rows.items()},
+                {split: y[idx] for split, idx in rows.items()}, Path(getattr(self, key)).name)
+
+    def sources(self) -> list[Path]:
+        """Every file the cached tensors depend on (tables and the audio files that exist)."""
+        out = []
+        for source in (self.train, self.test) if self.split_by == "files" else (self.table or self.audio_root,):
+            path = Path(source)
+            if path.is_file():
+                out.append(path)
+                out += [f for f in self._table_items(path)[0] if f.is_file()]
+            else:
+                out += self._folder_items(path)[0]
+        return sorted(set(out))
+
+    # ------------------------------------------------------------------ decoding and features
+
+    def _wave(self, path: Path) -> np.ndarray:
+        """``samples`` float32 samples of ``path`` at ``sample_rate`` (mono), or a CorruptDataError."""
+        wave, rate = read_mono(path)
+        if rate != self.sample_rate:
+            wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, self.sample_rate).numpy()
+        out = np.zeros(self.samples, dtype=np.float32)
+        out[: min(len(wave), self.samples)] = wave[: self.samples]
+        return out
+
+    def spectrograms(self, waves: torch.Tensor) -> torch.Tensor:
+        """[B, samples] -> [B, 1, n_mels, frames] dB mel spectrograms (not normalised)."""
+        mel = torchaudio.transforms.MelSpectrogram(sample_rate=self.sample_rate, n_fft=self.n_fft,
+                                                   hop_length=self.hop_length, n_mels=self.n_mels, power=2.0,
+                                                   center=True, pad_mode="constant")
+        with torch.no_grad():
+            power = mel(waves.float()).unsqueeze(1)[..., : self.frames]
+            return torchaudio.functional.amplitude_to_DB(power, multiplier=10.0, amin=AMIN, db_multiplier=0.0,
+                                                         top_db=TOP_DB)
+
+    def _split_x(self, files: list[Path], log: CorruptLog) -> tuple[torch.Tensor, list[int]]:
+        """Spectrograms of the files that decode, and their positions in ``files``."""
+        def decode(path: Path) -> np.ndarray | CorruptDataError:
+            try:
+                return self._wave(path)
+            except CorruptDataError as err:
+                return err
+
+        out, kept = [], []
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # soundfile releases the GIL
+            for start in range(0, len(files), CHUNK):
+                waves = list(pool.map(decode, files[start:start + CHUNK]))
+                good = []
+                for i, wave in enumerate(waves, start=start):
+                    if isinstance(wave, CorruptDataError):
+                        log.add(wave)
+                    else:
+                        good.append(i)
+                if good:
+                    out.append(self.spectrograms(torch.from_numpy(np.stack([waves[i - start] for i in good]))))
+                    kept += good
+        x = torch.cat(out) if out else torch.zeros((0, *self.shape))
+        return x, kept
+
+    def build(self, on_corrupt: str) -> dict[str, torch.Tensor]:
+        files, labels, name = self._items()
+        log = CorruptLog(name or "audio", "all", on_corrupt)
+        out: dict[str, torch.Tensor] = {}
+        for split in ("train", "test"):
+            x, kept = self._split_x(files[split], log)
+            out[f"{split}_x0"], out[f"{split}_y"] = x, labels[split][torch.as_tensor(kept, dtype=torch.long)]
+        log.report(kept=len(out["train_x0"]) + len(out["test_x0"]))
+        for split in ("train", "test"):
+            if not len(out[f"{split}_x0"]):
+                raise ReaderSpecError("split_by", f"the {split} split has no clips")
+        if self.mean is not None:
+            mean, std = float(self.mean), float(self.std)
+        else:
+            mean, std = float(out["train_x0"].mean()), max(float(out["train_x0"].std()), 1e-6)
+        for split in ("train", "test"):
+            out[f"{split}_x0"] = ((out[f"{split}_x0"] - mean) / std).float().contiguous()
+        return out
+
+    def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
+        return self.cached("audio", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt)
+
+
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """An audio file as mono float32 (its channels averaged) and its sample rate.
+
+    Decoded completely or not at all, as :func:`dabs_rq.data.readers.speech.read_audio` (which
+    keeps channel 0): a :class:`CorruptDataError` naming the file for a missing file, one
+    libsndfile cannot decode, fewer frames than the header promises, a truncated WAV data
+    chunk, no samples, or non-finite samples.
+    """
+    if not os.path.isfile(path):
+        raise CorruptDataError(path, "file not found")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            promised, rate = f.frames, f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
+        raise CorruptDataError(path, f"cannot decode audio ({' '.join(str(err).split())})") from err
+    problem = wav_truncation(path)
+    if problem is None and len(data) != promised:
+        problem = f"decoded {len(data)} of the {promised} frames its header promises"
+    if problem is None and not len(data):
+        problem = "no samples"
+    if problem is None and not np.isfinite(data).all():
+        problem = "non-finite samples"
+    if problem is not None:
+        raise CorruptDataError(path, problem)
+    return data.mean(axis=1).astype(np.float32), int(rate)
+
+
+def audio_files(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):
+    """Dataset of one split: ``((float32 [1, n_mels, frames],), label)`` (see the module docstring)."""
+    return AudioFiles.from_mapping(settings).load(split, cache_dir, on_corrupt)
