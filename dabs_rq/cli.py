@@ -1,4 +1,5 @@
 """Command line: ``dabs-rq [hydra overrides]`` runs jobs; ``dabs-rq table`` rebuilds the table;
+``dabs-rq ablation <name>`` summarises an ablation sweep;
 ``dabs-rq data status`` lists the datasets and whether they are on disk; ``dabs-rq bench`` runs
 the speed benchmarks."""
 
@@ -34,6 +35,39 @@ def table_main(argv: list[str]) -> int:
         print(f"dabs-rq table: {err}", file=sys.stderr)
         return 2
     print(f"Results table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")
+    return 0
+
+
+def ablation_main(argv: list[str]) -> int:
+    from dabs_rq.paths import results_subdir
+    from dabs_rq.results.ablation import build_ablation
+
+    parser = argparse.ArgumentParser(prog="dabs-rq ablation",
+                                     description="Summarise an ablation sweep: metric vs the swept setting.")
+    parser.add_argument("name", help="the ablation (e.g. ablation_bins; its records are under records/<name>/)")
+    parser.add_argument("--setting", default=None,
+                        help="the swept key of algorithm_settings (default: from conf/experiment/<name>.yaml)")
+    parser.add_argument("--results", type=Path, default=None, help="folder holding records/ (default: results/ablations)")
+    args = parser.parse_args(argv)
+    setting = args.setting
+    if setting is None:
+        from omegaconf import OmegaConf
+
+        from dabs_rq.paths import CONF_DIR
+
+        path = CONF_DIR / "experiment" / f"{args.name}.yaml"
+        if not path.exists():
+            valid = sorted(p.stem for p in (CONF_DIR / "experiment").glob("ablation_*.yaml"))
+            print(f"dabs-rq ablation: unknown ablation {args.name!r}; valid: {', '.join(valid)} "
+                  "(or give --setting)", file=sys.stderr)
+            return 2
+        setting = str(OmegaConf.load(path).ablation.setting)
+    try:
+        paths = build_ablation(args.results or Path(results_subdir("ablations")), args.name, setting)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"dabs-rq ablation: {err}", file=sys.stderr)
+        return 2
+    print(f"Ablation summary: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")
     return 0
 
 
@@ -161,6 +195,8 @@ def _hydra_main() -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         sys.exit(table_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "ablation":
+        sys.exit(ablation_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         sys.exit(data_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "bench":

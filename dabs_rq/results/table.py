@@ -20,7 +20,7 @@ from dabs_rq.paths import RESULTS_DIR
 
 PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
 PAPER_ALGORITHMS = ("none", "emix", "rq")
-KNOWN_ORDER = ("none", "emix", "rq")
+KNOWN_ORDER = ("none", "emix", "rq", "shed", "mae", "rq_emix")
 RECORD_FIELDS = ("dataset", "display_name", "domain", "algorithm", "seed", "metric", "value")
 
 

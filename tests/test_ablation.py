@@ -1,0 +1,62 @@
+"""RQ ablations as ready-made sweeps: each composes with its swept values, runs on the embedded
+default through the public command, and is summarised as metric vs setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_config
+
+ABLATIONS = {
+    "ablation_bins": ("num_bins", "2,4,8,16,32"),
+    "ablation_statistics": ("statistics", "channel,instance"),
+    "ablation_collapse": ("collapse", "inside_random,middle,all_zeros"),
+    "ablation_spacing": ("spacing", "random,uniform"),
+    "ablation_p": ("p", "0.25,0.5,0.75,1.0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_each_ablation_sweeps_its_setting_on_the_embedded_default(name):
+    setting, values = ABLATIONS[name]
+    cfg = compose_config([f"experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert str(params[f"algorithm.module.quantizer.{setting}"]) == values and params.algorithm == "rq"
+    assert cfg.ablation.name == name and cfg.ablation.setting == setting
+    assert cfg.model.dim == compose_config(["experiment=embedded"]).model.dim  # the embedded default's encoder
+    assert "ablations" in cfg.results_dir  # kept out of the main table
+    subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]
+    assert f"{setting}=" in subdir  # one job folder per value
+
+
+def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path, data_cache):
+    results = tmp_path / "results"
+    env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
+    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=ablation_statistics", "model=tiny",
+                           "logger=none", "pretrain.max_steps=3", "transfer.epochs=2", "seed=0",
+                           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = results / "ablations" / "ablation_statistics.md"
+    assert "Ablation summary:" in done.stdout and summary.exists()
+    lines = summary.read_text().splitlines()
+    assert "statistics=channel | statistics=instance" in lines[2]
+    assert "Watch exercise" in lines[4] and lines[4].count("(1)") == 2
+    assert not (results / "table.md").exists()  # the main table is not mixed with ablation runs
+    before = summary.read_bytes()
+    again = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_statistics"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert summary.read_bytes() == before and (results / "ablations" / "ablation_statistics.png").exists()
+
+
+def test_the_ablation_command_names_the_valid_ablations(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_colour"],
+                          env={**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unknown ablation 'ablation_colour'; valid: ablation_bins, ablation_collapse, ablation_p" in done.stderr
