@@ -214,3 +214,12 @@ def test_a_truncated_wav_stops_the_run_or_is_skipped(tmp_path):
     assert len(x) + len(test_x) == 11
     # the split is drawn before skipping and no label moves to another clip
     assert _tone_order_follows_labels(torch.cat([x, test_x]), torch.cat([y, test_y]), sorted(TONES))
+
+
+def test_a_patch_embedding_that_cannot_take_the_spectrograms_is_named(tmp_path):
+    mine = tmp_path / "mine"
+    _clips(mine)
+    path = _yamls(mine, hop_length=125)  # 64 frames per clip now, the YAML's image_size says 32
+    with pytest.raises(DomainConfigError) as err:
+        domains.load("my_sounds_tone", extra=[mine])
+    assert str(err.value).startswith(f"{path}: inputs[0].image_size: is [32, 32] but the reader makes [32, 64]")

@@ -118,3 +118,13 @@ def test_a_corrupt_recording_stops_the_run_or_is_skipped(tmp_path):
 
     skipping = DomainDataModule(cfg, tmp_path / "c2", on_corrupt="skip")
     assert len(skipping.split("train")) + len(skipping.split("test")) == 11 * 9
+
+
+def test_inputs_that_cannot_take_the_readers_windows_are_named(tmp_path):
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    path = _yamls(mine, window=60)  # the transfer YAML's SegmentEmbedding1d still says seq_len 40
+    with pytest.raises(DomainConfigError) as err:
+        domains.load("my_imu_activity", extra=[mine])
+    assert str(err.value) == (f"{path}: inputs[0].seq_len: is 40 but the reader makes 60 (from its settings); "
+                              "make them equal")

@@ -60,11 +60,12 @@ def find(name: str, extra: Iterable[str | Path] = ()) -> Path:
 
 def _validate_generic_reader(cfg: DictConfig, path: Path) -> None:
     """Generic readers (dabs_rq.data.generic) declare a schema: check it, resolve relative paths."""
-    from dabs_rq.data.generic import ReaderSpecError, validate_reader
+    from dabs_rq.data.generic import InputsMismatchError, ReaderSpecError, validate_reader
 
     try:
-        resolved = validate_reader(OmegaConf.to_container(cfg.reader, resolve=True), path)
-    except ReaderSpecError as err:
+        resolved = validate_reader(OmegaConf.to_container(cfg.reader, resolve=True), path,
+                                   OmegaConf.to_container(cfg.inputs, resolve=True))
+    except (ReaderSpecError, InputsMismatchError) as err:
         raise DomainConfigError(f"{path}: {err}") from None
     if resolved is not None:
         cfg.reader = OmegaConf.create(resolved)

@@ -33,15 +33,41 @@ def schema(target: str) -> type[ReaderSpec] | None:
     return getattr(importlib.import_module(module), name)
 
 
-def validate_reader(mapping: dict, yaml_path: Path) -> dict | None:
+def check_inputs(spec: ReaderSpec, inputs: list[dict]) -> None:
+    """The YAML's ``inputs`` must take what the reader makes (window length, image size, ...)."""
+    expected = spec.expected_inputs()
+    if expected and len(expected) != len(inputs):
+        raise ReaderSpecError("_target_", f"makes {len(expected)} input(s) per item but the YAML's inputs list "
+                                          f"{len(inputs)}")
+    for i, (wanted, given) in enumerate(zip(expected, inputs)):
+        for key, value in wanted.items():
+            have = given.get(key)
+            if have is not None and list(_as_list(have)) != list(_as_list(value)):
+                raise InputsMismatchError(f"inputs[{i}].{key}: is {have!r} but the reader makes {value!r} "
+                                          f"(from its settings); make them equal")
+
+
+class InputsMismatchError(ValueError):
+    """The YAML's ``inputs`` disagree with what its generic reader makes."""
+
+
+def _as_list(value: object) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def validate_reader(mapping: dict, yaml_path: Path, inputs: list[dict] | None = None) -> dict | None:
     """The reader mapping with paths resolved against the YAML's folder, if it names a generic
-    reader (else None); raises :class:`ReaderSpecError` for a wrong key, type, file or column."""
+    reader (else None); raises :class:`ReaderSpecError` for a wrong key, type, file or column, and
+    :class:`InputsMismatchError` when ``inputs`` cannot take the reader's items."""
     spec_cls = schema(str(mapping.get("_target_")))
     if spec_cls is None:
         return None
     spec = spec_cls.from_mapping(mapping, base=Path(yaml_path).parent)
+    if inputs is not None:
+        check_inputs(spec, inputs)
     resolved = {name: getattr(spec, name) for name in spec_cls.PATH_FIELDS if name in mapping}
     return {**mapping, **resolved}
 
 
-__all__ = ["READERS", "ReaderSpec", "ReaderSpecError", "schema", "validate_reader"]
+__all__ = ["READERS", "InputsMismatchError", "ReaderSpec", "ReaderSpecError", "check_inputs", "schema",
+           "validate_reader"]

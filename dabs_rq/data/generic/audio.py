@@ -109,6 +109,9 @@ class AudioFiles(ReaderSpec):
         """Every item's input shape ``(1, n_mels, frames)``."""
         return 1, self.n_mels, self.frames
 
+    def expected_inputs(self) -> list[dict]:
+        return [{"image_size": [self.n_mels, self.frames], "channels": 1}]
+
     def check(self) -> None:
         super().check()
         for key in ("sample_rate", "n_mels", "n_fft", "hop_length"):

@@ -70,6 +70,12 @@ class SensorArrays(ReaderSpec):
         elif self.label_type != "none":
             self.require("label_column", "(per-row labels of CSV recordings, or set labels_csv)")
 
+    def expected_inputs(self) -> list[dict]:
+        inputs = {"seq_len": self.window}
+        if self.channels:
+            inputs["channels"] = len(self.channels)
+        return [inputs]
+
     # ------------------------------------------------------------------ reading
 
     def files(self, where: str) -> list[Path]:

@@ -149,6 +149,11 @@ class ReaderSpec:
     def settings(self) -> dict:
         return dataclasses.asdict(self)
 
+    def expected_inputs(self) -> list[dict]:
+        """Per input, the embedder settings the reader's items imply (e.g. ``{"image_size": [64, 64]}``);
+        the domain loader checks the YAML's ``inputs`` against them. Empty: nothing to check."""
+        return []
+
     # ------------------------------------------------------------------ splits and labels
 
     def split_rows(self, n: int, split: str, split_values: Sequence[str] | None = None) -> np.ndarray:
