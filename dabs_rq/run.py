@@ -32,6 +32,7 @@ from dabs_rq.checkpointing import (AtomicCheckpointIO, Preempted, ResumableCheck
                                    config_differences, fingerprint)
 from dabs_rq.data import domains, storage
 from dabs_rq.data.datamodule import DomainDataModule
+from dabs_rq.data.generic import schema
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader, save_tensors_atomic
 from dabs_rq.distributed import check_launch, cluster_plugins, resolve_precision
 from dabs_rq.encoder import build_encoder
@@ -183,6 +184,7 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
                             data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
                             world_size=world, on_corrupt=cfg.get("on_corrupt", "error"))
+    check_task_labels(dataset_cfg, task, data)
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
         device, precision = trainer.strategy.root_device, trainer.precision
@@ -200,6 +202,15 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     details = {"n_train": len(data.split("train")), "n_test": len(data.split("test")), "task": task.describe(),
                "world_size": world, "precision": str(trainer.precision)}
     return float(metrics["transfer/val_metric"]), details
+
+
+def check_task_labels(dataset_cfg: DictConfig, task: Any, data: DomainDataModule) -> None:
+    """A task that cannot hold the dataset's labels (too few classes, ...) is a config error, named."""
+    for split in ("train", "test"):
+        labels = getattr(data.split(split), "labels", None)
+        problem = task.check_labels(torch.as_tensor(labels)) if labels is not None else None
+        if problem:
+            raise ValueError(f"dataset {dataset_cfg.name} ({split} split): {problem}; fix 'task' in its YAML")
 
 
 def _existing_record(path: Path) -> dict | None:
@@ -267,7 +278,10 @@ def run(cfg: DictConfig) -> list[dict]:
     algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=optimizer)
     must_pretrain = algorithm.requires_pretraining and not state.pretrain_done
     for dataset_cfg in pending:  # a bad task setting (e.g. an unknown metric) fails now, not after pretraining
-        instantiate(dataset_cfg.task)
+        task = instantiate(dataset_cfg.task)
+        if schema(str(dataset_cfg.reader._target_)) is not None:  # generic readers: user data, cheap to check now
+            check_task_labels(dataset_cfg, task, DomainDataModule(dataset_cfg, cache, data_root=cfg.data_root,
+                                                                  on_corrupt=cfg.get("on_corrupt", "error")))
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
     for dataset_cfg in ([domain] if must_pretrain else []) + pending:
         if "data" in dataset_cfg:

@@ -29,6 +29,10 @@ class Task:
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return logits, labels
 
+    def check_labels(self, labels: Tensor) -> str | None:
+        """What is wrong with a split's labels for this task (None: nothing)."""
+        return None
+
     def describe(self) -> dict:
         return {"kind": type(self).__name__, "num_outputs": self.num_outputs, "metric": self.metric_name}
 
@@ -48,6 +52,12 @@ class MulticlassTask(Task):
 
     def metric(self) -> torchmetrics.Metric:
         return torchmetrics.classification.MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+
+    def check_labels(self, labels: Tensor) -> str | None:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            return (f"labels run from {int(labels.min())} to {int(labels.max())} but task.num_classes is "
+                    f"{self.num_classes} (labels must be 0 .. num_classes - 1)")
+        return None
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return logits, labels.long()
@@ -108,6 +118,11 @@ class MultilabelTask(Task):
 
     def metric(self) -> torchmetrics.Metric:
         return torchmetrics.classification.MultilabelAUROC(num_labels=self.num_labels, average="macro")
+
+    def check_labels(self, labels: Tensor) -> str | None:
+        if labels.dim() != 2 or labels.shape[1] != self.num_labels:
+            return f"labels have shape {tuple(labels.shape)} but task.num_labels is {self.num_labels}"
+        return None
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return torch.sigmoid(logits), labels.long()

@@ -128,3 +128,17 @@ def test_inputs_that_cannot_take_the_readers_windows_are_named(tmp_path):
         domains.load("my_imu_activity", extra=[mine])
     assert str(err.value) == (f"{path}: inputs[0].seq_len: is 40 but the reader makes 60 (from its settings); "
                               "make them equal")
+
+
+def test_a_task_with_too_few_classes_for_the_labels_fails_before_pretraining(tmp_path, data_cache):
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    _yamls(mine)
+    path = mine / "my_imu_activity.yaml"
+    path.write_text(path.read_text().replace("num_classes: 3", "num_classes: 2"))
+    done = run_public_command("my_imu", mine, tmp_path, data_cache)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == ("dabs-rq: error: dataset my_imu_activity (train split): labels run from 0 to 2 "
+                                   "but task.num_classes is 2 (labels must be 0 .. num_classes - 1); "
+                                   "fix 'task' in its YAML")
+    assert not (tmp_path / "job" / "my_imu" / "encoder.pt").exists()

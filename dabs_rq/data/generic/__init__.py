@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError
+from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError
 
 #: ``reader._target_`` -> ``module:SchemaClass``
 READERS: dict[str, str] = {
@@ -42,7 +42,11 @@ def check_inputs(spec: ReaderSpec, inputs: list[dict]) -> None:
     for i, (wanted, given) in enumerate(zip(expected, inputs)):
         for key, value in wanted.items():
             have = given.get(key)
-            if have is not None and list(_as_list(have)) != list(_as_list(value)):
+            if isinstance(value, AtLeast):
+                if have is not None and int(have) < int(value):
+                    raise InputsMismatchError(f"inputs[{i}].{key}: is {have!r} but the reader needs {value!r} "
+                                              f"(from its settings); raise it")
+            elif have is not None and list(_as_list(have)) != list(_as_list(value)):
                 raise InputsMismatchError(f"inputs[{i}].{key}: is {have!r} but the reader makes {value!r} "
                                           f"(from its settings); make them equal")
 

@@ -38,6 +38,13 @@ LABEL_TYPES = ("none", "class", "multilabel", "score")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
+class AtLeast(int):
+    """An expected embedder setting that may be larger than this (a vocabulary size)."""
+
+    def __repr__(self) -> str:
+        return f"at least {int(self)}"
+
+
 class ReaderSpecError(ValueError):
     """A generic reader's YAML mapping is wrong: ``key`` and what is expected (the loader adds the file)."""
 

@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, read_table, table_columns
+from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError, read_table, table_columns
 from dabs_rq.data.generic.tokens import encode_texts
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 
@@ -162,9 +162,12 @@ class TextTable(ReaderSpec):
             raise ReaderSpecError("vocab_columns", "only applies with vocab_from")
 
     def expected_inputs(self) -> list[dict]:
-        """One ``TokenEmbedding`` of ``seq_len`` tokens (its ``vocab_size`` need only be large
-        enough, which an equality check cannot say, so it is left out)."""
-        return [{"seq_len": self.seq_len}]
+        """One ``TokenEmbedding`` of ``seq_len`` tokens whose table holds every id the words
+        vocabulary gives (a pretrained tokenizer's size is checked when it is loaded)."""
+        inputs: dict = {"seq_len": self.seq_len}
+        if self.tokenizer == "words":
+            inputs["vocab_size"] = AtLeast(self.vocab_size)
+        return [inputs]
 
     def _columns(self, table: str, key: str) -> list[str]:
         if Path(table).is_dir():
