@@ -13,7 +13,6 @@ from PIL import Image
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.domains import DomainConfigError
-from dabs_rq.data.generic.spec import ReaderSpec
 from dabs_rq.data.storage import CorruptDataError
 from dabs_rq.data.word_vocab import CLS, PAD, SEP, UNK, WordVocabulary
 from tests.conftest import load_split
@@ -158,10 +157,9 @@ def test_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, ch
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
 
 
-@pytest.mark.skipif(not hasattr(ReaderSpec, "expected_inputs"), reason="the loader does not check inputs yet")
 @pytest.mark.parametrize("inputs, message", [
     ([INPUTS[0], {**INPUTS[1], "seq_len": 16}], "inputs[1].seq_len: is 16 but the reader makes 12"),
-    ([INPUTS[0], {**INPUTS[1], "vocab_size": 50}], "inputs[1].vocab_size: is 50 but the reader makes 40"),
+    ([INPUTS[0], {**INPUTS[1], "vocab_size": 30}], "inputs[1].vocab_size: is 30 but the reader needs at least 40"),
     ([{**INPUTS[0], "image_size": [32, 32]}, INPUTS[1]], "inputs[0].image_size: is [32, 32] but the reader makes"),
 ])
 def test_inputs_that_do_not_fit_the_pairs_are_named(tmp_path, inputs, message):

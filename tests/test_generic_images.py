@@ -13,7 +13,6 @@ from PIL import Image
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.domains import DomainConfigError
-from dabs_rq.data.generic.spec import ReaderSpec
 from dabs_rq.data.storage import CorruptDataError
 from tests.conftest import load_split
 from tests.generic_helpers import record, run_public_command, table_rows, write_domain
@@ -371,7 +370,6 @@ def test_a_corrupt_image_or_a_missing_file_of_a_table(tmp_path):
 
 
 
-@pytest.mark.skipif(not hasattr(ReaderSpec, "expected_inputs"), reason="the loader does not check inputs yet")
 @pytest.mark.parametrize("inputs, message", [
     (_inputs(channels=1), "inputs[0].channels: is 1 but the reader makes 3"),
     ([{**_inputs()[0], "image_size": [32, 32]}], "inputs[0].image_size: is [32, 32] but the reader makes [16, 16]"),

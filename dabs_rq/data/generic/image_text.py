@@ -25,9 +25,9 @@ Keys: ``table`` (or ``train`` and ``test`` tables with ``split_by: files``), ``i
 (default: the table's folder), ``image_column`` (default ``image``: a file path relative to
 ``images_root``, or absolute), ``text_column`` (default ``text``), ``text_pair_column``,
 ``tokenizer`` (``words``: the ``vocab_size`` most frequent words of the train rows, offline;
-or a pretrained tokenizer's hub name or absolute folder path, whose size ``TokenEmbedding.vocab_size``
-must then be), ``seq_len``, ``vocab_size`` (both must equal the ``TokenEmbedding``'s), ``image_size``,
-``channels`` and every split and label key of :mod:`dabs_rq.data.generic.spec`
+or a pretrained tokenizer's hub name or absolute folder path, whose size
+``TokenEmbedding.vocab_size`` must then be), ``seq_len`` (must equal the ``TokenEmbedding``'s),
+``vocab_size`` (at most the ``TokenEmbedding``'s), ``image_size``, ``channels`` and every split and label key of :mod:`dabs_rq.data.generic.spec`
 (``label_type`` none | class | multilabel | score; ``split_by`` ratio | column | files).
 ``split_by: ratio`` splits rows: give ``split_column`` to keep all rows of one image on one side.
 
@@ -45,7 +45,7 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from dabs_rq.data.generic.images import TableImages, TableRows, cell_text
-from dabs_rq.data.generic.spec import ReaderSpecError
+from dabs_rq.data.generic.spec import AtLeast, ReaderSpecError
 from dabs_rq.data.generic.tokens import encode_texts
 from dabs_rq.data.image_cache import ImageDataset
 
@@ -74,10 +74,11 @@ class ImageTextPairs(TableImages):
         super().check()
 
     def expected_inputs(self) -> list[dict]:
-        """``PatchEmbedding2d`` then ``TokenEmbedding`` settings (a pretrained tokenizer's size is its own)."""
-        tokens = {"seq_len": int(self.seq_len)}
+        """``PatchEmbedding2d`` then ``TokenEmbedding`` settings: its table must hold every id of a words
+        vocabulary (a pretrained tokenizer's size is checked when it is loaded)."""
+        tokens: dict = {"seq_len": int(self.seq_len)}
         if self.tokenizer == "words":
-            tokens["vocab_size"] = int(self.vocab_size)
+            tokens["vocab_size"] = AtLeast(self.vocab_size)
         return [*super().expected_inputs(), tokens]
 
     def column_needs(self) -> list[tuple[str, Optional[str]]]:
