@@ -53,6 +53,8 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 # Epoch metrics are torchmetrics objects, already gathered across ranks when computed.
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+# Cached-feature probes have a handful of large batches per epoch; the logging-interval hint is noise.
+warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
 
 #: Free space a job needs in its results and job folders before it starts (records, checkpoints).

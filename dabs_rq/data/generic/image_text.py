@@ -25,9 +25,10 @@ Keys: ``table`` (or ``train`` and ``test`` tables with ``split_by: files``), ``i
 (default: the table's folder), ``image_column`` (default ``image``: a file path relative to
 ``images_root``, or absolute), ``text_column`` (default ``text``), ``text_pair_column``,
 ``tokenizer`` (``words``: the ``vocab_size`` most frequent words of the train rows, offline;
-or a pretrained tokenizer's hub name or absolute folder path, whose size
+or a pretrained tokenizer's hub name or folder (relative to the YAML's folder, or absolute), whose size
 ``TokenEmbedding.vocab_size`` must then be), ``seq_len`` (must equal the ``TokenEmbedding``'s),
-``vocab_size`` (at most the ``TokenEmbedding``'s), ``image_size``, ``channels`` and every split and label key of :mod:`dabs_rq.data.generic.spec`
+``vocab_size`` (at most the ``TokenEmbedding``'s), ``image_size``, ``channels`` and every split and label key of
+:mod:`dabs_rq.data.generic.spec`
 (``label_type`` none | class | multilabel | score; ``split_by`` ratio | column | files).
 ``split_by: ratio`` splits rows: give ``split_column`` to keep all rows of one image on one side.
 
@@ -46,12 +47,13 @@ import numpy as np
 
 from dabs_rq.data.generic.images import TableImages, TableRows, cell_text
 from dabs_rq.data.generic.spec import AtLeast, ReaderSpecError
-from dabs_rq.data.generic.tokens import encode_texts
+from dabs_rq.data.generic.tokens import TokenizerPath, encode_texts
 from dabs_rq.data.image_cache import ImageDataset
 
 
 @dataclasses.dataclass
-class ImageTextPairs(TableImages):
+class ImageTextPairs(TokenizerPath, TableImages):
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (*TableImages.PATH_FIELDS, "tokenizer")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.image_text.image_text_pairs"
     PATH_KEY: ClassVar[str] = "image_column"
     KIND: ClassVar[str] = "image_text"
@@ -69,8 +71,6 @@ class ImageTextPairs(TableImages):
             raise ReaderSpecError("seq_len", f"must be at least {shortest} ([CLS] ... [SEP]), got {self.seq_len}")
         if self.tokenizer == "words" and self.vocab_size <= 4:
             raise ReaderSpecError("vocab_size", f"must exceed 4 (the special tokens), got {self.vocab_size}")
-        if not self.tokenizer:
-            raise ReaderSpecError("tokenizer", "must be words or a pretrained tokenizer's name or folder")
         super().check()
 
     def expected_inputs(self) -> list[dict]:

@@ -58,10 +58,9 @@ import numpy as np
 import torch
 
 from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError, read_table, table_columns
-from dabs_rq.data.generic.tokens import encode_texts
+from dabs_rq.data.generic.tokens import WORDS, TokenizerPath, encode_texts
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 
-WORDS = "words"
 _INTEGER = re.compile(r"[+-]?\d+")
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
@@ -91,7 +90,7 @@ def _read(path: str) -> Any:
 
 
 @dataclasses.dataclass
-class TextTable(ReaderSpec):
+class TextTable(TokenizerPath, ReaderSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("path", "train", "test", "vocab_from", "tokenizer")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.text.text_table"
 
@@ -108,33 +107,9 @@ class TextTable(ReaderSpec):
 
     # ------------------------------------------------------------------ construction and checks
 
-    def _tokenizer_is_folder(self, base: Path | None = None) -> bool:
-        """Whether ``tokenizer`` names a folder (else ``words`` or a name in the Hugging Face cache)."""
-        value = str(self.tokenizer)
-        if value == WORDS:
-            return False
-        if value.startswith(("/", ".", "~")) or Path(value).is_absolute():
-            return True
-        return base is not None and (base / value).expanduser().is_dir()
-
-    def resolve_paths(self, base: Path) -> None:
-        name = None if self._tokenizer_is_folder(base) else self.tokenizer
-        super().resolve_paths(base)
-        if name is not None:  # ``words`` or a hub name stays as written
-            self.tokenizer = name
-
     def check(self) -> None:
-        folder = self._tokenizer_is_folder()
+        super().check()
         tokenizer = self.tokenizer
-        if not folder:  # not a path: the base class must not look for it on disk
-            self.tokenizer = None
-        try:
-            super().check()
-        finally:
-            self.tokenizer = tokenizer
-        if folder and not Path(tokenizer).expanduser().is_dir():
-            raise ReaderSpecError("tokenizer", f"{tokenizer} is not a folder (give 'words', a folder written by "
-                                               "save_pretrained, or a tokenizer name in the Hugging Face cache)")
         minimum = 4 if self.text_pair_column else 3
         if self.seq_len < minimum:
             raise ReaderSpecError("seq_len", f"must be at least {minimum} ([CLS] text [SEP]"

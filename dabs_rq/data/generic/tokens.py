@@ -9,7 +9,45 @@ from typing import Sequence
 
 import torch
 
+from dabs_rq.data.generic.spec import ReaderSpecError
 from dabs_rq.data.word_vocab import CLS, PAD, SEP, UNK, WordVocabulary, words
+
+WORDS = "words"
+
+
+class TokenizerPath:
+    """Mixin for reader schemas with a ``tokenizer`` field: ``words``, a tokenizer name in the
+    Hugging Face cache, or a folder (written by ``save_pretrained``) resolved like the other paths,
+    against the YAML's folder. The schema lists ``tokenizer`` in its ``PATH_FIELDS``."""
+
+    def _tokenizer_is_folder(self, base: Path | None = None) -> bool:
+        value = str(self.tokenizer)
+        if value == WORDS:
+            return False
+        if value.startswith(("/", ".", "~")) or Path(value).is_absolute():
+            return True
+        return base is not None and (base / value).expanduser().is_dir()
+
+    def resolve_paths(self, base: Path) -> None:
+        name = None if self._tokenizer_is_folder(base) else self.tokenizer
+        super().resolve_paths(base)
+        if name is not None:  # ``words`` or a hub name stays as written
+            self.tokenizer = name
+
+    def check(self) -> None:
+        if not self.tokenizer:
+            raise ReaderSpecError("tokenizer", "must be words or a pretrained tokenizer's name or folder")
+        folder = self._tokenizer_is_folder()
+        tokenizer = self.tokenizer
+        if not folder:  # not a path: the base class must not look for it on disk
+            self.tokenizer = None
+        try:
+            super().check()
+        finally:
+            self.tokenizer = tokenizer
+        if folder and not Path(tokenizer).expanduser().is_dir():
+            raise ReaderSpecError("tokenizer", f"{tokenizer} is not a folder (give 'words', a folder written by "
+                                               "save_pretrained, or a tokenizer name in the Hugging Face cache)")
 
 
 def encode_texts(texts: Sequence[str], pairs: Sequence[str] | None, tokenizer: str, seq_len: int,
