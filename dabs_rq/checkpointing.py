@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -26,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from dabs_rq.results.records import write_json_atomic
+from dabs_rq.results.records import atomic_file, write_json_atomic
 
 #: Signals meaning "you are about to be stopped": SLURM's pre-timeout signal (USR1, or USR2 as
 #: submitit asks for), and the SIGTERM of preemption / scancel.
@@ -98,18 +96,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written to a temporary file then renamed; loaded with ``weights_only``."""
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(Path(path), "wb") as handle:
+            torch.save(checkpoint, handle)
 
     def load_checkpoint(self, path: Any, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict:

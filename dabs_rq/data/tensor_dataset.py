@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -112,13 +110,7 @@ def cached_tensors(path: Path, build: Callable[[], dict[str, Tensor]]) -> dict[s
 
 def save_tensors_atomic(tensors: dict[str, Tensor], path: Path) -> None:
     """``torch.save`` to a temporary file renamed into place: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from dabs_rq.results.records import atomic_file
+
+    with atomic_file(Path(path), "wb") as handle:
+        torch.save(tensors, handle)

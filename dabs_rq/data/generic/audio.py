@@ -59,12 +59,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio
 
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
-from dabs_rq.data.readers.speech import wav_truncation
+from dabs_rq.data.readers.speech import read_audio
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 
 SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
@@ -312,31 +311,12 @@ class AudioFiles(ReaderSpec):
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:
-    """An audio file as mono float32 (its channels averaged) and its sample rate.
-
-    Decoded completely or not at all, as :func:`dabs_rq.data.readers.speech.read_audio` (which
-    keeps channel 0): a :class:`CorruptDataError` naming the file for a missing file, one
-    libsndfile cannot decode, fewer frames than the header promises, a truncated WAV data
-    chunk, no samples, or non-finite samples.
-    """
-    if not os.path.isfile(path):
-        raise CorruptDataError(path, "file not found")
+    """An audio file as mono float32 (its channels averaged) and its sample rate; a missing or
+    undecodable file is a :class:`CorruptDataError` naming it (see :func:`read_audio`)."""
     try:
-        with sf.SoundFile(str(path)) as f:
-            promised, rate = f.frames, f.samplerate
-            data = f.read(dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        raise CorruptDataError(path, f"cannot decode audio ({' '.join(str(err).split())})") from err
-    problem = wav_truncation(path)
-    if problem is None and len(data) != promised:
-        problem = f"decoded {len(data)} of the {promised} frames its header promises"
-    if problem is None and not len(data):
-        problem = "no samples"
-    if problem is None and not np.isfinite(data).all():
-        problem = "non-finite samples"
-    if problem is not None:
-        raise CorruptDataError(path, problem)
-    return data.mean(axis=1).astype(np.float32), int(rate)
+        return read_audio(path, mono=True)
+    except FileNotFoundError:
+        raise CorruptDataError(path, "file not found") from None
 
 
 def audio_files(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):

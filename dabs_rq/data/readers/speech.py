@@ -173,8 +173,9 @@ def wav_truncation(path: Path) -> str | None:
     return None
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Channel 0 of an audio file as float32 in [-1, 1) and its native sample rate.
+def read_audio(path: Path, mono: bool = False) -> tuple[np.ndarray, int]:
+    """Channel 0 of an audio file (``mono``: the mean of its channels) as float32 in [-1, 1) and
+    its native sample rate.
 
     Decoded completely or not at all: :class:`CorruptDataError` (naming the file) for a file
     libsndfile cannot decode, fewer frames than the header promises, a truncated WAV data
@@ -193,6 +194,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         problem = f"decoded {len(data)} of the {frames} frames its header promises"
     if problem is None and not len(data):
         problem = "no samples"
+    if mono:
+        data = data.mean(axis=1, keepdims=True, dtype=np.float32)
     if problem is None and not np.isfinite(data[:, 0]).all():
         problem = "non-finite samples"
     if problem is not None:
