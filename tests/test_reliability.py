@@ -24,7 +24,7 @@ from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize("override, message", [
-    ("algorithm=foo", "unknown algorithm 'foo'; valid: emix, none, rq"),
+    ("algorithm=foo", "unknown algorithm 'foo'; valid: emix, mae, none, rq, rq_emix, shed"),
     ("model=huge", "unknown model 'huge'; valid: dabs, small, tiny"),
     ("hydra/launcher=pbs", "unknown hydra/launcher 'pbs'; valid: basic, local, slurm, submitit_local, submitit_slurm"),
     ("logger=mlflow", "unknown logger 'mlflow'; valid: csv, none, tensorboard, wandb"),
