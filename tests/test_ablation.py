@@ -37,7 +37,7 @@ def test_each_ablation_sweeps_its_setting_on_the_embedded_default(name):
 def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path, data_cache):
     results = tmp_path / "results"
     env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=ablation_statistics", "model=tiny",
+    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=ablation_statistics", "domain=embedded_sensor", "model=tiny",
                            "logger=none", "pretrain.max_steps=3", "transfer.epochs=2", "seed=0",
                            "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           env=env, capture_output=True, text=True, timeout=600)
