@@ -40,3 +40,13 @@ def table_rows(tmp_path: Path) -> dict[str, dict]:
 
 def record(tmp_path: Path, dataset: str, algorithm: str = "rq") -> dict:
     return json.loads((tmp_path / "results/records/mine" / dataset / algorithm / "seed0.json").read_text())
+
+
+def public_run_adds_row(domains_dir: Path, tmp_path: Path, data_cache: Path, pretrain: str, dataset: str,
+                        display_name: str, domain: str) -> dict:
+    """Run the public command on ``pretrain``; ``dataset``'s row must be in the table; returns its record."""
+    done = run_public_command(pretrain, domains_dir, tmp_path, data_cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = table_rows(tmp_path)[dataset]
+    assert row["display_name"] == display_name and row["domain"] == domain and row["n"] == 1, row
+    return record(tmp_path, dataset)

@@ -12,7 +12,7 @@ from dabs_rq.data.domains import DomainConfigError
 from dabs_rq.data.generic.audio import AudioFiles, audio_files, read_mono
 from dabs_rq.data.storage import CorruptDataError
 from tests.conftest import load_split
-from tests.generic_helpers import record, run_public_command, table_rows, write_domain
+from tests.generic_helpers import public_run_adds_row, write_domain
 
 #: class -> tone (Hz); all below 4 kHz, so an 8 kHz file holds them
 TONES = {"low": 300.0, "mid": 1000.0, "high": 2500.0}
@@ -68,11 +68,8 @@ def test_a_new_audio_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_pat
     mine = tmp_path / "mine"
     _clips(mine)
     _yamls(mine)
-    done = run_public_command("my_sounds", mine, tmp_path, data_cache)
-    assert done.returncode == 0, done.stderr[-3000:]
-    row = table_rows(tmp_path)["my_sounds_tone"]
-    assert row["display_name"] == "My tones" and row["domain"] == "My audio" and row["n"] == 1
-    stored = record(tmp_path, "my_sounds_tone")
+    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_sounds", "my_sounds_tone", "My tones",
+                                 "My audio")
     # 12 clips, a seeded 25% of them held out
     assert stored["protocol"]["n_train"] == 9 and stored["protocol"]["n_test"] == 3
 
@@ -152,7 +149,6 @@ def test_multilabel_and_score_labels_from_a_table_with_file_splits(tmp_path, lab
 
 
 def test_resampling_makes_the_same_tone_at_8_and_16_khz_alike(tmp_path):
-    rng = np.random.default_rng(2)
     rows = ["path,split"]
     for name, freq, rate in (("a8k", 700, 8000), ("a16k", 700, 16000), ("b16k", 1400, 16000), ("c", 700, 16000)):
         t = np.arange(rate // 2) / rate

@@ -16,7 +16,7 @@ from dabs_rq.data.domains import DomainConfigError
 from dabs_rq.data.storage import CorruptDataError
 from dabs_rq.data.word_vocab import CLS, PAD, SEP, UNK, WordVocabulary
 from tests.conftest import load_split
-from tests.generic_helpers import record, run_public_command, table_rows, write_domain
+from tests.generic_helpers import public_run_adds_row, write_domain
 
 SEQ_LEN, VOCAB = 12, 40
 INPUTS = [{"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": [16, 16], "patch_size": [8, 8], "channels": 3},
@@ -77,11 +77,8 @@ def test_a_new_image_text_domain_runs_pretrain_transfer_table_from_yaml_alone(tm
     mine = tmp_path / "mine"
     _pairs(mine)
     _yamls(mine)
-    done = run_public_command("my_captions", mine, tmp_path, data_cache)
-    assert done.returncode == 0, done.stderr[-3000:]
-    row = table_rows(tmp_path)["my_answers"]
-    assert row["display_name"] == "My answers" and row["domain"] == "My vision/language" and row["n"] == 1
-    stored = record(tmp_path, "my_answers")
+    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_captions", "my_answers", "My answers",
+                                 "My vision/language")
     assert stored["protocol"]["n_train"] == 8 and stored["protocol"]["n_test"] == 4  # the fold column
 
 

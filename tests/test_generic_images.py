@@ -15,7 +15,7 @@ from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.domains import DomainConfigError
 from dabs_rq.data.storage import CorruptDataError
 from tests.conftest import load_split
-from tests.generic_helpers import record, run_public_command, table_rows, write_domain
+from tests.generic_helpers import public_run_adds_row, record, run_public_command, table_rows, write_domain
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}  # class -> the channel that is bright
 SIZE = [16, 16]
@@ -79,11 +79,8 @@ def test_a_new_image_folder_domain_runs_pretrain_transfer_table_from_yaml_alone(
     mine = tmp_path / "mine"
     _tree(mine / "photos")
     _folder_yamls(mine)
-    done = run_public_command("my_photos", mine, tmp_path, data_cache)
-    assert done.returncode == 0, done.stderr[-3000:]
-    row = table_rows(tmp_path)["my_photos_colour"]
-    assert row["display_name"] == "My photo colours" and row["domain"] == "My images" and row["n"] == 1
-    stored = record(tmp_path, "my_photos_colour")
+    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_photos", "my_photos_colour", "My photo colours",
+                                 "My images")
     assert stored["protocol"]["n_train"] == 12 and stored["protocol"]["n_test"] == 3  # 15 files, 20% held out
 
 

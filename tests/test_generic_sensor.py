@@ -8,7 +8,7 @@ import pytest
 from dabs_rq.data import domains
 from dabs_rq.data.domains import DomainConfigError
 from tests.conftest import load_split
-from tests.generic_helpers import record, run_public_command, table_rows, write_domain
+from tests.generic_helpers import public_run_adds_row, run_public_command, write_domain
 
 INPUTS = [{"_target_": "dabs_rq.encoder.SegmentEmbedding1d", "seq_len": 40, "segment_size": 4, "channels": 3}]
 
@@ -42,11 +42,8 @@ def test_a_new_sensor_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_pa
     mine = tmp_path / "mine"
     _recordings(mine)
     _yamls(mine)
-    done = run_public_command("my_imu", mine, tmp_path, data_cache)
-    assert done.returncode == 0, done.stderr[-3000:]
-    row = table_rows(tmp_path)["my_imu_activity"]
-    assert row["display_name"] == "My IMU activity" and row["domain"] == "My sensors" and row["n"] == 1
-    stored = record(tmp_path, "my_imu_activity")
+    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_imu", "my_imu_activity", "My IMU activity",
+                                 "My sensors")
     # 12 recordings of 200 steps -> 9 windows each; 3 recordings held out (whole recordings)
     assert stored["protocol"]["n_train"] == 9 * 9 and stored["protocol"]["n_test"] == 3 * 9
 
