@@ -103,3 +103,30 @@ def test_a_finished_pretraining_is_not_repeated_and_other_configs_are_refused(tm
                     "overwrite=true")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert json.loads(record.read_text())["pretraining"]["steps"] == 5
+
+
+def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, data_cache, capsys):
+    from dabs_rq.run import run
+    from tests.conftest import compose_config
+
+    overrides = ["experiment=embedded", "domain=embedded_image", "algorithm=rq", "model=tiny", "logger=none",
+                 "pretrain.max_steps=3", "transfer.epochs=2", "trainer.enable_progress_bar=false",
+                 f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'job'}", f"cache_dir={data_cache}"]
+    run(compose_config(overrides))
+    results = tmp_path / "results/records/embedded"
+    mnist = (results / "embedded_mnist/rq/seed0.json").read_bytes()
+    encoder = (tmp_path / "job/encoder.pt").read_bytes()
+    # as if the job had died during its second transfer: no record, not marked done
+    (results / "embedded_uci_digits/rq/seed0.json").unlink()
+    state_path = tmp_path / "job/run_state.json"
+    state = json.loads(state_path.read_text())
+    state["transfer_done"] = ["embedded_mnist"]
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    records = run(compose_config(overrides))
+    out = capsys.readouterr().out
+    assert "pretraining already finished" in out and "embedded_mnist rq" not in out
+    assert [r["dataset"] for r in records] == ["embedded_mnist", "embedded_uci_digits"]
+    assert (results / "embedded_mnist/rq/seed0.json").read_bytes() == mnist  # not redone
+    assert (results / "embedded_uci_digits/rq/seed0.json").exists()
+    assert (tmp_path / "job/encoder.pt").read_bytes() == encoder  # pretraining not redone
