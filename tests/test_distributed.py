@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -166,3 +167,49 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     assert "-> " in outputs[0][0] and "-> " not in outputs[1][0]  # the record line comes from rank 0 only
     record = json.loads((tmp_path / "results/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
+
+
+def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpoint(tmp_path, data_cache):
+    """SLURM signals every task; the ranks agree to stop at the same step, rank 0 saves, both exit
+    with 128 + signal, and the re-submitted job resumes from that checkpoint on both ranks."""
+    import signal
+    import time
+
+    from dabs_rq.distributed import free_port
+
+    args = [sys.executable, "-m", "dabs_rq.cli", *DETERMINISTIC, "trainer.devices=2", "trainer.strategy=ddp",
+            "pretrain.batch_size=8", "pretrain.max_steps=150", "pretrain.checkpoint_every_n_steps=5",
+            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'job'}"]
+
+    def start() -> list[subprocess.Popen]:
+        port = str(free_port())
+        procs = []
+        for rank in (0, 1):
+            env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+                   "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NNODES": "1",
+                   "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4243", "SLURM_JOB_NAME": "dabs",
+                   "MASTER_PORT": port}
+            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs
+
+    ckpt = tmp_path / "job/checkpoints/last.ckpt"
+    procs = start()
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for proc in procs:
+        proc.send_signal(signal.SIGUSR1)
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [128 + signal.SIGUSR1] * 2, [o[1][-1500:] for o in outputs]
+    stopped = torch.load(ckpt, weights_only=True)["global_step"]
+    steps = [re.search(r"stopped by SIGUSR1 at step (\d+)", err) for _, err in outputs]
+    assert all(steps) and {int(m.group(1)) for m in steps} == {stopped} and 0 < stopped < 150  # one agreed step
+
+    procs = start()
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outputs]
+    assert "resuming pretraining from" in outputs[0][0]
+    record = json.loads((tmp_path / "results/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
+    assert record["pretraining"]["steps"] == 150 and record["pretraining"]["world_size"] == 2
