@@ -135,6 +135,7 @@ class ResumableCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After Lightning has installed its own handlers (it does so after on_fit_start).
+        self._previous = {}
         try:
             for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._note)
@@ -144,7 +145,6 @@ class ResumableCheckpoint(pl.Callback):
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous_kept, self._previous = dict(self._previous), {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -168,7 +168,7 @@ class ResumableCheckpoint(pl.Callback):
         """Hand the preemption signal to the handler that was there before (e.g. submitit's requeue)."""
         if self.preempted is None:
             return
-        previous = getattr(self, "_previous_kept", {}).get(self.preempted)
+        previous = self._previous.get(self.preempted)
         # SIGTERM's previous handler is Lightning's own (it would only flag the finished trainer).
         if callable(previous) and self.preempted != signal.SIGTERM:
             previous(self.preempted, None)

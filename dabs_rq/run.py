@@ -7,7 +7,6 @@ sequences the stages.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -88,7 +87,7 @@ def _launch() -> dict:
 
 
 def _validate(cfg: DictConfig) -> None:
-    storage.check_on_corrupt(cfg.get("on_corrupt", "error"))
+    storage.check_on_corrupt(cfg.on_corrupt)
     if not isinstance(cfg.get("overwrite", False), bool):
         raise ValueError(f"overwrite must be true or false, got {cfg.overwrite!r}")
     if cfg.transfer.mode not in TRANSFER_MODES:
@@ -118,31 +117,34 @@ def _quiet_trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer
     return _trainer(cfg, logger, enable_progress_bar=cfg.transfer.mode == "online", **overrides)
 
 
-def _autocast(device: torch.device, precision: Any) -> Any:
-    precision = str(precision)
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch.device,
                      precision: Any) -> TensorInputsDataset:
-    """Pooled features of a whole split with the encoder in eval mode (every rank computes all of them)."""
+    """Pooled features of a whole split with the encoder in eval mode (every rank computes all of them).
+
+    ``precision`` is the trainer's precision plugin: its ``forward_context`` is the autocast of
+    the configured precision (none for full float32).
+    """
     was_training = encoder.training
     encoder.eval().to(device)
     features, labels = [], []
     try:
         for inputs, y in loader:
-            with _autocast(device, precision):
+            with precision.forward_context():
                 out = encoder(tuple(x.to(device, non_blocking=True) for x in inputs))
             features.append(out.float().cpu())
             labels.append(y)
     finally:
         encoder.train(was_training)
     return TensorInputsDataset([torch.cat(features)], torch.cat(labels))
+
+
+def datamodule(cfg: DictConfig, dataset_cfg: DictConfig, cache: Path, batch_size: int | None = None,
+               rank: int = 0, world_size: int = 1) -> DomainDataModule:
+    """``dataset_cfg``'s data as this run reads it: its data root, workers, corrupt-file policy, seed."""
+    return DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
+                            data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
+                            world_size=world_size, on_corrupt=cfg.on_corrupt)
 
 
 def effective_lr(cfg: DictConfig, world_size: int) -> float:
@@ -183,13 +185,11 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     batch_size = cfg.transfer.batch_size or dataset_cfg.batch_size
     trainer = _quiet_trainer(cfg, logger, max_epochs=cfg.transfer.epochs)
     rank, world = trainer.global_rank, trainer.world_size
-    data = DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
-                            data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
-                            world_size=world, on_corrupt=cfg.get("on_corrupt", "error"))
+    data = datamodule(cfg, dataset_cfg, cache, batch_size, rank, world)
     check_task_labels(dataset_cfg, task, data)
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
-        device, precision = trainer.strategy.root_device, trainer.precision
+        device, precision = trainer.strategy.root_device, trainer.precision_plugin
         train_set = extract_features(encoder, data.full_dataloader("train"), device, precision)
         test_set = extract_features(encoder, data.full_dataloader("test"), device, precision)
         loader = functools.partial(make_loader, batch_size=batch_size, drop_last=False, seed=cfg.seed, rank=rank,
@@ -222,12 +222,11 @@ def _existing_record(path: Path) -> dict | None:
         return None
 
 
-def _check_records_free(cfg: DictConfig, config: dict, results_dir: Path, pending: list[DictConfig]) -> None:
+def _check_records_free(cfg: DictConfig, config: dict, paths: list[Path]) -> None:
     """Refuse, before any work, to replace a stored record that came from a different config."""
     if cfg.get("overwrite", False):
         return
-    for dataset_cfg in pending:
-        path = record_path(results_dir, cfg.experiment_name, dataset_cfg.name, cfg.algorithm.name, cfg.seed)
+    for path in paths:
         if not path.exists():
             continue
         old = _existing_record(path)
@@ -263,7 +262,7 @@ def run(cfg: DictConfig) -> list[dict]:
 
     done = [d for d in transfer_sets if state.transfer_done(d.name) and record_of(d.name).exists()]
     pending = [d for d in transfer_sets if d not in done]
-    _check_records_free(cfg, config, results_dir, pending)
+    _check_records_free(cfg, config, [record_of(d.name) for d in pending])
     records = [_existing_record(record_of(d.name)) for d in done]
     if not pending:
         print(f"[dabs-rq] {cfg.domain} {cfg.algorithm.name} seed={cfg.seed}: already finished "
@@ -282,8 +281,7 @@ def run(cfg: DictConfig) -> list[dict]:
     for dataset_cfg in pending:  # a bad task setting (e.g. an unknown metric) fails now, not after pretraining
         task = instantiate(dataset_cfg.task)
         if schema(str(dataset_cfg.reader._target_)) is not None:  # generic readers: user data, cheap to check now
-            check_task_labels(dataset_cfg, task, DomainDataModule(dataset_cfg, cache, data_root=cfg.data_root,
-                                                                  on_corrupt=cfg.get("on_corrupt", "error")))
+            check_task_labels(dataset_cfg, task, datamodule(cfg, dataset_cfg, cache))
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
     for dataset_cfg in ([domain] if must_pretrain else []) + pending:
         if "data" in dataset_cfg:
@@ -293,14 +291,10 @@ def run(cfg: DictConfig) -> list[dict]:
 
     encoder_path = output_dir / "encoder.pt"
     if must_pretrain:
-        data = DomainDataModule(domain, cache, num_workers=cfg.pretrain.num_workers,
-                                batch_size=cfg.pretrain.batch_size, data_root=cfg.data_root, download=cfg.download,
-                                seed=cfg.seed, rank=probe_trainer.global_rank, world_size=world,
-                                on_corrupt=cfg.get("on_corrupt", "error"))
+        data = datamodule(cfg, domain, cache, cfg.pretrain.batch_size, probe_trainer.global_rank, world)
         started = time.perf_counter()
         trainer = pretrain(cfg, algorithm, data, logger, checkpoint)
         if trainer.is_global_zero:
-            output_dir.mkdir(parents=True, exist_ok=True)
             save_tensors_atomic(encoder.state_dict(), encoder_path)
             state.mark_pretrained(trainer.global_step, time.perf_counter() - started)
         steps, pretrain_seconds = int(trainer.global_step), time.perf_counter() - started

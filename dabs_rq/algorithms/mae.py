@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
-from dabs_rq.algorithms.masking import corrupted_positions
+from dabs_rq.algorithms.masking import check_corruption_rate, corrupted_positions
 from dabs_rq.encoder.embedders import TokenEmbedding
 
 
@@ -26,8 +26,7 @@ class MAE(PretrainingAlgorithm):
     def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
                  corruption_rate: float = 0.15) -> None:
         super().__init__(encoder, optimizer, gather_negatives=False)
-        corrupted_positions(1, 1, corruption_rate, torch.device("cpu"))  # validates the rate now
-        self.corruption_rate = corruption_rate
+        self.corruption_rate = check_corruption_rate(corruption_rate)
         embedders = list(encoder.embedding.embedders)
         self.heads = nn.ModuleList(
             nn.Identity() if isinstance(e, TokenEmbedding) else nn.Sequential(nn.ReLU(), nn.Linear(encoder.dim, e.patch_dim))

@@ -15,15 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
-from dabs_rq.algorithms.masking import corrupted_positions
+from dabs_rq.algorithms.masking import check_corruption_rate, corrupted_positions
 
 
 class ShED(PretrainingAlgorithm):
     def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
                  corruption_rate: float = 0.15) -> None:
         super().__init__(encoder, optimizer, gather_negatives=False)
-        corrupted_positions(1, 1, corruption_rate, torch.device("cpu"))  # validates the rate now
-        self.corruption_rate = corruption_rate
+        self.corruption_rate = check_corruption_rate(corruption_rate)
         self.head = nn.Linear(encoder.dim, 2)
 
     def shuffle(self, embeddings: Tensor) -> tuple[Tensor, Tensor]:
