@@ -15,6 +15,9 @@ DIM = 32
 
 
 def encoder(*embedders, **kw):
+    """A small encoder with dropout on the attention weights too (the kept 0.1 option), so that every
+    attention path's dropout is exercised; DABS's own setting (attn_dropout=0) is tested below."""
+    kw.setdefault("attn_dropout", 0.1)
     return DomainAgnosticTransformer(list(embedders), dim=DIM, depth=2, heads=2, dim_head=8, mlp_dim=64, out_dim=16, **kw)
 
 
@@ -112,7 +115,7 @@ def test_attention_paths_give_the_same_eval_output(path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_attention_paths_give_the_same_gradients_without_dropout(path):
-    models = _twins(dropout=0.0, emb_dropout=0.0)
+    models = _twins(dropout=0.0, emb_dropout=0.0, attn_dropout=0.0)
     x = torch.randn(3, 10, DIM, dtype=torch.float64)
     grads = {}
     for name in ("sdpa", path):
@@ -236,3 +239,17 @@ def test_attention_paths_run_under_bf16_autocast():
         out.float().sum().backward()
         assert torch.isfinite(out.float()).all()
         assert all(p.grad is not None for p in model.blocks.parameters())
+
+
+def test_attention_weights_have_no_dropout_by_default_as_in_dabs():
+    """DABS's Attention goes from the softmax straight into ``attn @ v``: ``attn_dropout`` defaults to 0,
+    so training-mode noise comes only from the embedding, projection and MLP dropout."""
+    model = DomainAgnosticTransformer([SegmentEmbedding1d(DIM, 20, 2, 3)], dim=DIM, depth=2, heads=2, dim_head=8,
+                                      mlp_dim=64, out_dim=16, dropout=0.0, emb_dropout=0.0).train()
+    assert all(block.attn.dropout == 0.0 for block in model.blocks)
+    x = [torch.randn(4, 20, 3)]
+    assert torch.equal(model(x), model(x))  # nothing random left in training mode
+    noisy = encoder(SegmentEmbedding1d(DIM, 20, 2, 3), dropout=0.0, emb_dropout=0.0).train()
+    assert not torch.equal(noisy(x), noisy(x))  # attn_dropout=0.1: the weights' dropout is live
+    with pytest.raises(ValueError, match="attn_dropout must be a number in"):
+        encoder(TokenEmbedding(DIM, 4, 10), attn_dropout=1.5)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("tokens", [65, 197])
 def test_dabs_encoder_attention_runs_on_a_fused_sdpa_kernel_under_bf16(tokens):
     model = compose_config(["domain=embedded_sensor", "model=dabs"]).model
-    attn = Attention(dim=model.dim, heads=model.heads, dim_head=model.dim_head, dropout=0.1).cuda().train()
+    attn = Attention(dim=model.dim, heads=model.heads, dim_head=model.dim_head, dropout=0.1,
+                     attn_dropout=0.1).cuda().train()
     x = torch.randn(64, tokens, model.dim, device="cuda", requires_grad=True)
     # Only the fused kernels allowed: this raises if SDPA would have to fall back to unfused math.
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]), \

@@ -16,9 +16,10 @@ Attention paths (``attention=`` of :class:`DomainAgnosticTransformer`, set in th
   with the threshold measured by ``benchmarks/encoder.py``.
 
 Every path computes the same function (eval outputs agree to float tolerance; tests check it).
-Dropout is applied after the softmax, to the attention weights, and in the output projection
-and MLP (DABS's own copy of the ViT has no dropout on the attention weights; this encoder has
-always had it). In CPU eager training the dropout masks come from :func:`keep_mask` (16-bit
+Dropout (``dropout``) is applied in the output projection and the MLP, as in DABS; dropout on the
+attention weights after the softmax (``attn_dropout``) is a separate setting: DABS's encoder has
+none (``attn_dropout=0``, the DABS model config), ``attn_dropout=0.1`` gives this project's
+earlier encoder, which had it. In CPU eager training the dropout masks come from :func:`keep_mask` (16-bit
 lanes of the default generator: ``p`` is rounded to a multiple of 2**-16, and kept values are
 rescaled by the exact 1/(1-p') of that rounded rate), with the rescaling folded into the next
 matrix product or the residual add; on other devices, under ``torch.compile`` and in eval mode,
@@ -273,11 +274,13 @@ class Attention(nn.Module):
     residual add).
     """
 
-    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float, attention: str = "auto") -> None:
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float, attention: str = "auto",
+                 attn_dropout: float = 0.0) -> None:
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
-        self.heads, self.dim_head, self.dropout, self.attention = heads, dim_head, dropout, attention
+        self.heads, self.dim_head, self.attention = heads, dim_head, attention
+        self.dropout = attn_dropout  # on the attention weights; ``dropout`` is the output projection's
         self.scale = dim_head**-0.5
         inner = heads * dim_head
         self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
@@ -326,11 +329,12 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block (attention + GELU MLP, residual)."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float, attention: str = "auto") -> None:
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float, attention: str = "auto",
+                 attn_dropout: float = 0.0) -> None:
         super().__init__()
         self.dropout = dropout
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dim_head, dropout, attention)
+        self.attn = Attention(dim, heads, dim_head, dropout, attention, attn_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
@@ -372,6 +376,7 @@ class DomainAgnosticTransformer(nn.Module):
         mlp_dim: int = 512,
         dropout: float = 0.1,
         emb_dropout: float = 0.1,
+        attn_dropout: float = 0.0,
         out_dim: int = 128,
         pool: str = "mean",
         attention: str = "auto",
@@ -382,12 +387,16 @@ class DomainAgnosticTransformer(nn.Module):
             raise ValueError(f"pool must be one of {', '.join(POOLING)}; got {pool!r}")
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
+        for name, p in (("dropout", dropout), ("emb_dropout", emb_dropout), ("attn_dropout", attn_dropout)):
+            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
         self.dim, self.out_dim, self.pool, self.attention = dim, out_dim, pool, attention
         self.embedding = MultiInputEmbedding(embedders)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, self.embedding.num_tokens + 1, dim))
         self.emb_dropout = nn.Dropout(emb_dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, dim_head, mlp_dim, dropout, attention) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, dim_head, mlp_dim, dropout, attention, attn_dropout)
+                                    for _ in range(depth))
         self.projection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
         self.compile_mode = compile  # (nn.Module.compile is a method)
         self._compiled_encode = None
