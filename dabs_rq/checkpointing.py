@@ -5,8 +5,10 @@ A job's folder (Hydra's output dir, the same path each time a sweep is re-submit
 * ``checkpoints/last.ckpt``: written every ``pretrain.checkpoint_every_n_steps`` steps and when
   SLURM (or a user) signals preemption; a re-run resumes from it;
 * ``encoder.pt``: the pretrained encoder, written once pretraining has finished;
-* ``run_state.json``: the config fingerprint, whether pretraining finished and which transfer
-  datasets have their record, so a re-run skips finished work and refuses to mix configs.
+* ``run_state.json``: the config fingerprint (the resolved pretraining dataset YAML included),
+  whether pretraining finished and which transfer datasets have their record under which dataset
+  fingerprint, so a re-run skips finished work, redoes a transfer whose dataset YAML changed, and
+  refuses to mix configs.
 
 Every file is written to a temporary name and renamed, so a kill at any instant (SIGKILL
 included) leaves the previous complete file, never a truncated one.
@@ -14,7 +16,6 @@ included) leaves the previous complete file, never a truncated one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from dabs_rq.results.protocol import digest
 from dabs_rq.results.records import atomic_file, write_json_atomic
 
 #: Signals meaning "you are about to be stopped": SLURM's pre-timeout signal (USR1, or USR2 as
@@ -34,7 +36,7 @@ PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 #: fingerprint so that moving data, caches or results, or changing workers, resumes the same run.
 VOLATILE_KEYS = (
     "output_dir", "results_dir", "cache_dir", "data_root", "download", "extra_domain_dirs", "overwrite",
-    "logger", "table", "pretrain.num_workers", "pretrain.checkpoint_every_n_steps",
+    "logger", "table", "record", "pretrain.num_workers", "pretrain.checkpoint_every_n_steps",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
     "hydra",
 )
@@ -69,8 +71,7 @@ def identity_config(config: dict) -> dict:
 
 def fingerprint(config: dict) -> str:
     """A short stable hash of :func:`identity_config`."""
-    blob = json.dumps(identity_config(config), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest(identity_config(config), length=16)
 
 
 def config_differences(old: dict, new: dict, limit: int = 4) -> list[str]:
@@ -196,7 +197,7 @@ class RunState:
         self.path = Path(folder) / self.FILENAME
         self.config = config
         self.data: dict = {"fingerprint": fingerprint(config), "pretrain_done": False, "pretrain_steps": 0,
-                           "pretrain_seconds": 0.0, "transfer_done": []}
+                           "pretrain_seconds": 0.0, "transfer_done": {}}
 
     def load(self) -> "RunState":
         """Read the folder's state; a folder of a job with another config is refused, not reused."""
@@ -211,6 +212,8 @@ class RunState:
             raise ValueError(f"{self.path.parent} holds a job with another config ({diff}); "
                              f"use another experiment_name or hydra.run.dir, or delete that folder")
         self.data.update({k: v for k, v in stored.items() if k in self.data})
+        if isinstance(self.data["transfer_done"], list):  # an older state file: no dataset fingerprints
+            self.data["transfer_done"] = dict.fromkeys(self.data["transfer_done"])
         return self
 
     def save(self) -> None:
@@ -220,14 +223,14 @@ class RunState:
     def pretrain_done(self) -> bool:
         return bool(self.data["pretrain_done"])
 
-    def transfer_done(self, dataset: str) -> bool:
-        return dataset in self.data["transfer_done"]
+    def transfer_done(self, dataset: str, dataset_fingerprint: str) -> bool:
+        """Whether ``dataset``'s transfer finished with these dataset settings (a changed YAML: not done)."""
+        return self.data["transfer_done"].get(dataset, "") == dataset_fingerprint
 
     def mark_pretrained(self, steps: int, seconds: float) -> None:
         self.data.update(pretrain_done=True, pretrain_steps=int(steps), pretrain_seconds=round(seconds, 3))
         self.save()
 
-    def mark_transferred(self, dataset: str) -> None:
-        if dataset not in self.data["transfer_done"]:
-            self.data["transfer_done"].append(dataset)
+    def mark_transferred(self, dataset: str, dataset_fingerprint: str) -> None:
+        self.data["transfer_done"][dataset] = dataset_fingerprint
         self.save()

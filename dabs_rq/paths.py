@@ -8,7 +8,12 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 DOMAINS_DIR = PROJECT_ROOT / "domains"
+#: Committed results: reference numbers and the published embedded-default records, tables and plots.
 RESULTS_DIR = PROJECT_ROOT / "results"
+#: Where a user's runs write when neither ``results_dir`` nor ``$DABS_RQ_RESULTS`` is set: an untracked
+#: (gitignored) folder, so that running the project never rewrites a committed file.
+LOCAL_RESULTS_DIR = RESULTS_DIR / "local"
+RESULTS_ENV = "DABS_RQ_RESULTS"
 
 
 def cache_dir() -> Path:
@@ -16,13 +21,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DABS_RQ_CACHE", Path.home() / ".cache" / "dabs_rq")).expanduser()
 
 
+def default_results_dir() -> Path:
+    """The results folder of a run that names none: ``$DABS_RQ_RESULTS``, else ``results/local/`` (gitignored)."""
+    return Path(os.environ.get(RESULTS_ENV) or LOCAL_RESULTS_DIR).expanduser()
+
+
 def results_subdir(sub: str = "") -> str:
-    """``<results>/<sub>``: the results folder is ``$DABS_RQ_RESULTS`` or the project's ``results/``.
+    """``<results>/<sub>`` of :func:`default_results_dir`.
 
     Registered as the config resolver ``${dabs_rq_results:<sub>}`` (ablations keep their records
     apart from the main table's).
     """
-    root = Path(os.environ.get("DABS_RQ_RESULTS") or RESULTS_DIR).expanduser()
+    root = default_results_dir()
     return str(root / sub) if sub else str(root)
 
 

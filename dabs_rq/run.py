@@ -7,11 +7,9 @@ sequences the stages.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import logging
-import os
 import shlex
 import shutil
 import sys
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -35,9 +33,12 @@ from dabs_rq.data.generic import schema
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader, save_tensors_atomic
 from dabs_rq.distributed import check_launch, cluster_plugins, resolve_precision
 from dabs_rq.encoder import build_encoder
+from dabs_rq.paths import DOMAINS_DIR
 from dabs_rq.paths import cache_dir as default_cache_dir
-from dabs_rq.results.records import git_commit, package_versions, record_path, write_json_atomic
+from dabs_rq.results.protocol import BATCH_SCOPES, dataset_settings, digest, portable
+from dabs_rq.results.records import build_record, record_path, write_json_atomic
 from dabs_rq.results.table import resolve_results_dir
+from dabs_rq.tasks import CORRELATION_AGGREGATES
 from dabs_rq.transfer import TRANSFER_MODES, LinearProbe
 
 #: ``pretrain.lr_scaling``: ``none`` keeps the configured rate whatever the device count;
@@ -99,6 +100,39 @@ def _validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
+    for key, valid in (("batch_scope", BATCH_SCOPES), ("transfer.correlation", CORRELATION_AGGREGATES)):
+        if OmegaConf.select(cfg, key) not in valid:
+            raise ValueError(f"{key} must be one of {', '.join(valid)}; got {OmegaConf.select(cfg, key)!r}")
+    if not isinstance(cfg.transfer.get("drop_last"), bool):
+        raise ValueError(f"transfer.drop_last must be true or false, got {cfg.transfer.get('drop_last')!r}")
+
+
+def device_batch(cfg: DictConfig, batch_size: int, world_size: int, key: str) -> int:
+    """The per-device batch of a configured batch size under ``batch_scope``.
+
+    ``job`` (DABS): the batch is the job's effective batch, split evenly over the devices, so N
+    devices (gathering each other's keys as negatives) train exactly like the one DABS GPU.
+    ``device`` (opt-in): every device takes the whole batch; the effective batch is N times larger.
+    """
+    if cfg.batch_scope == "device" or world_size == 1:
+        return batch_size
+    if batch_size % world_size:
+        raise ValueError(f"{key} = {batch_size} (the job's effective batch) does not divide over {world_size} "
+                         f"devices; use a device count that divides it, set {key} to a multiple of {world_size}, "
+                         f"or batch_scope=device to give every device the whole batch")
+    return batch_size // world_size
+
+
+def build_task(dataset_cfg: DictConfig, cfg: DictConfig) -> Any:
+    """The dataset's task; a correlation task gets ``transfer.correlation`` unless its YAML pins one."""
+    extra = {}
+    try:
+        uses_correlation = getattr(get_class(str(dataset_cfg.task._target_)), "uses_correlation", False)
+    except (ImportError, ValueError):  # instantiate below names the bad target
+        uses_correlation = False
+    if uses_correlation and "correlation" not in dataset_cfg.task:
+        extra["correlation"] = cfg.transfer.correlation
+    return instantiate(dataset_cfg.task, **extra)
 
 
 def _trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer:
@@ -113,8 +147,10 @@ def _trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer:
 
 
 def _quiet_trainer(cfg: DictConfig, logger: Any, **overrides: Any) -> pl.Trainer:
-    """A trainer for the short transfer stages: no progress bar (one summary line is printed instead)."""
-    return _trainer(cfg, logger, enable_progress_bar=cfg.transfer.mode == "online", **overrides)
+    """A trainer for the transfer stages: the test split scored after every epoch (DABS's validation loop,
+    no sanity pass), no progress bar in cached mode (one summary line is printed instead)."""
+    return _trainer(cfg, logger, enable_progress_bar=cfg.transfer.mode == "online", check_val_every_n_epoch=1,
+                    num_sanity_val_steps=0, **overrides)
 
 
 @torch.inference_mode()
@@ -177,33 +213,47 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
              logger: Any) -> tuple[float, dict]:
     """Linear-probe ``encoder`` on one transfer dataset; returns (metric value, details).
 
-    Under DDP the head trains on every rank's share of each batch and the test metric is
-    computed once over the whole test split (torchmetrics gathers every rank's part; no sample
-    is repeated or left out).
+    The test split is scored after every training epoch (DABS's validation loop); every epoch's
+    value is kept in the details and the last one is the result. The training loader drops its
+    last partial batch when ``transfer.drop_last`` (DABS). Under DDP the batch follows
+    ``batch_scope`` and the test metric is computed once over the whole test split (torchmetrics
+    gathers every rank's part; no sample is repeated or left out).
     """
-    task = instantiate(dataset_cfg.task)
+    task = build_task(dataset_cfg, cfg)
     batch_size = cfg.transfer.batch_size or dataset_cfg.batch_size
     trainer = _quiet_trainer(cfg, logger, max_epochs=cfg.transfer.epochs)
     rank, world = trainer.global_rank, trainer.world_size
-    data = datamodule(cfg, dataset_cfg, cache, batch_size, rank, world)
+    per_device = device_batch(cfg, batch_size, world, "transfer.batch_size" if cfg.transfer.batch_size
+                              else f"{dataset_cfg.name}'s batch_size")
+    drop_last = bool(cfg.transfer.drop_last)
+    data = datamodule(cfg, dataset_cfg, cache, per_device, rank, world)
     check_task_labels(dataset_cfg, task, data)
+    n_train = len(data.split("train"))
+    if drop_last and n_train < per_device * world:
+        raise ValueError(f"dataset {dataset_cfg.name}: transfer.drop_last=true with batch {batch_size} leaves no full "
+                         f"batch of its {n_train} training examples; set transfer.batch_size below {n_train} "
+                         f"or transfer.drop_last=false")
     encoder.requires_grad_(False)
     if cfg.transfer.mode == "cached_features":
         device, precision = trainer.strategy.root_device, trainer.precision_plugin
         train_set = extract_features(encoder, data.full_dataloader("train"), device, precision)
         test_set = extract_features(encoder, data.full_dataloader("test"), device, precision)
-        loader = functools.partial(make_loader, batch_size=batch_size, drop_last=False, seed=cfg.seed, rank=rank,
-                                   world_size=world)
-        train_loader, test_loader = loader(train_set, shuffle=True), loader(test_set, shuffle=False)
+        loader = functools.partial(make_loader, batch_size=per_device, seed=cfg.seed, rank=rank, world_size=world)
+        train_loader = loader(train_set, shuffle=True, drop_last=drop_last)
+        test_loader = loader(test_set, shuffle=False, drop_last=False)
         probe_encoder = None
     else:
-        train_loader, test_loader, probe_encoder = data.train_dataloader(), data.test_dataloader(), encoder
+        train_loader, test_loader = data.train_dataloader(drop_last=drop_last), data.test_dataloader()
+        probe_encoder = encoder
     probe = LinearProbe(encoder.dim, task, instantiate(cfg.transfer.optimizer), encoder=probe_encoder)
-    trainer.fit(probe, train_dataloaders=train_loader)
-    (metrics,) = trainer.test(probe, dataloaders=test_loader, verbose=False)
-    details = {"n_train": len(data.split("train")), "n_test": len(data.split("test")), "task": task.describe(),
-               "world_size": world, "precision": str(trainer.precision)}
-    return float(metrics["transfer/val_metric"]), details
+    trainer.fit(probe, train_dataloaders=train_loader, val_dataloaders=test_loader)
+    details = {"n_train": n_train, "n_test": len(data.split("test")), "task": task.describe(),
+               "world_size": world, "batch_size": batch_size, "device_batch_size": per_device,
+               "drop_last": drop_last, "precision": str(trainer.precision),
+               "epoch_values": [round(v, 6) for v in probe.epoch_values],
+               "reported_epoch": "last: the test metric after the final training epoch (every epoch's value "
+                                 "is in epoch_values)"}
+    return probe.epoch_values[-1], details
 
 
 def check_task_labels(dataset_cfg: DictConfig, task: Any, data: DomainDataModule) -> None:
@@ -222,16 +272,21 @@ def _existing_record(path: Path) -> dict | None:
         return None
 
 
-def _check_records_free(cfg: DictConfig, config: dict, paths: list[Path]) -> None:
-    """Refuse, before any work, to replace a stored record that came from a different config."""
+def _check_records_free(cfg: DictConfig, identities: dict[Path, dict]) -> None:
+    """Refuse, before any work, to replace a stored record that came from a different config or dataset
+    definition (``identities``: record path -> the config with its ``datasets`` this run would store)."""
     if cfg.get("overwrite", False):
         return
-    for path in paths:
+    for path, identity in identities.items():
         if not path.exists():
             continue
-        old = _existing_record(path)
-        old_config = (old or {}).get("config")
-        diff = "; ".join(config_differences(old_config, config)) if isinstance(old_config, dict) else "unreadable record"
+        old = _existing_record(path) or {}
+        old_config = old.get("config")
+        if isinstance(old_config, dict):
+            old_identity = {**old_config, **({"datasets": old["datasets"]} if "datasets" in old else {})}
+            diff = "; ".join(config_differences(old_identity, identity))
+        else:
+            diff = "unreadable record"
         if not diff:
             print(f"[dabs-rq] will replace {path} (a result of the same config)")
             continue
@@ -239,11 +294,21 @@ def _check_records_free(cfg: DictConfig, config: dict, paths: list[Path]) -> Non
                          f"use another experiment_name, or overwrite=true to replace it")
 
 
+def _path_roots(cfg: DictConfig) -> dict[str, Any]:
+    """Folders whose absolute paths records write by name (see :func:`dabs_rq.results.protocol.portable`)."""
+    roots = {"data_root": storage.data_root(cfg.data_root), "domains": DOMAINS_DIR, "cwd": Path.cwd(),
+             "home": Path.home()}
+    roots.update({f"extra_domain_dirs[{i}]": d for i, d in enumerate(cfg.extra_domain_dirs or [])})
+    return roots
+
+
 def run(cfg: DictConfig) -> list[dict]:
     """Pretrain (unless the algorithm needs none) and evaluate every transfer dataset of ``cfg.domain``.
 
     Re-running the same job resumes it: finished pretraining and transfer datasets are skipped,
-    unfinished pretraining continues from its last checkpoint.
+    unfinished pretraining continues from its last checkpoint, and a transfer whose dataset YAML
+    changed since its record was written is pending again (its stored record of the old definition
+    is replaced only with ``overwrite=true``).
     """
     _validate(cfg)
     results_dir = resolve_results_dir(cfg.results_dir)
@@ -255,14 +320,20 @@ def run(cfg: DictConfig) -> list[dict]:
     domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
     transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
     config = OmegaConf.to_container(cfg, resolve=True)
-    state = RunState(output_dir, config).load()
+    roots, pretrain_yaml = _path_roots(cfg), OmegaConf.to_container(domain, resolve=True)
+    datasets = {d.name: dataset_settings(pretrain_yaml, OmegaConf.to_container(d, resolve=True), roots)
+                for d in transfer_sets}
+    dataset_fingerprints = {name: digest(settings) for name, settings in datasets.items()}
+    # The pretraining dataset's definition is part of the job: another one is another job.
+    state = RunState(output_dir, {**config, "pretrain_dataset": portable(pretrain_yaml, roots)}).load()
 
     def record_of(name: str) -> Path:
         return record_path(results_dir, cfg.experiment_name, name, cfg.algorithm.name, cfg.seed)
 
-    done = [d for d in transfer_sets if state.transfer_done(d.name) and record_of(d.name).exists()]
+    done = [d for d in transfer_sets
+            if state.transfer_done(d.name, dataset_fingerprints[d.name]) and record_of(d.name).exists()]
     pending = [d for d in transfer_sets if d not in done]
-    _check_records_free(cfg, config, [record_of(d.name) for d in pending])
+    _check_records_free(cfg, {record_of(d.name): {**config, "datasets": datasets[d.name]} for d in pending})
     records = [_existing_record(record_of(d.name)) for d in done]
     if not pending:
         print(f"[dabs-rq] {cfg.domain} {cfg.algorithm.name} seed={cfg.seed}: already finished "
@@ -278,8 +349,11 @@ def run(cfg: DictConfig) -> list[dict]:
     optimizer = instantiate(cfg.pretrain.optimizer, lr=lr)
     algorithm = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=optimizer)
     must_pretrain = algorithm.requires_pretraining and not state.pretrain_done
+    batch_size = int(cfg.pretrain.batch_size or domain.batch_size)
+    per_device_batch = device_batch(cfg, batch_size, world, "pretrain.batch_size" if cfg.pretrain.batch_size
+                                    else f"{domain.name}'s batch_size")
     for dataset_cfg in pending:  # a bad task setting (e.g. an unknown metric) fails now, not after pretraining
-        task = instantiate(dataset_cfg.task)
+        task = build_task(dataset_cfg, cfg)
         if schema(str(dataset_cfg.reader._target_)) is not None:  # generic readers: user data, cheap to check now
             check_task_labels(dataset_cfg, task, datamodule(cfg, dataset_cfg, cache))
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
@@ -291,7 +365,7 @@ def run(cfg: DictConfig) -> list[dict]:
 
     encoder_path = output_dir / "encoder.pt"
     if must_pretrain:
-        data = datamodule(cfg, domain, cache, cfg.pretrain.batch_size, probe_trainer.global_rank, world)
+        data = datamodule(cfg, domain, cache, per_device_batch, probe_trainer.global_rank, world)
         started = time.perf_counter()
         trainer = pretrain(cfg, algorithm, data, logger, checkpoint)
         if trainer.is_global_zero:
@@ -307,62 +381,20 @@ def run(cfg: DictConfig) -> list[dict]:
         if probe_trainer.is_global_zero:
             save_tensors_atomic(encoder.state_dict(), encoder_path)
 
-    per_device_batch = int(cfg.pretrain.batch_size or domain.batch_size)
+    pretraining = {"dataset": domain.name, "steps": steps, "seconds": pretrain_seconds, "batch_size": batch_size,
+                   "device_batch_size": per_device_batch, "world_size": world, "lr": lr,
+                   "precision": str(probe_trainer.precision)}
     for dataset_cfg in pending:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         t0 = time.perf_counter()
         value, details = transfer(cfg, encoder, dataset_cfg, cache, logger)
-        record = {
-            "schema": 1,
-            "experiment": cfg.experiment_name,
-            "dataset": dataset_cfg.name,
-            "display_name": dataset_cfg.get("display_name", dataset_cfg.name),
-            "paper_name": dataset_cfg.get("paper_name"),
-            "synthetic": bool(dataset_cfg.get("synthetic", False)),
-            "quirks": OmegaConf.to_container(dataset_cfg.quirks) if "quirks" in dataset_cfg else {},
-            "domain": dataset_cfg.domain,
-            "pretrain_dataset": domain.name,
-            "algorithm": cfg.algorithm.name,
-            "algorithm_settings": algorithm.settings(),
-            "seed": cfg.seed,
-            "metric": details["task"]["metric"],
-            "value": value,
-            "protocol": {
-                "transfer_mode": cfg.transfer.mode,
-                "transfer_epochs": cfg.transfer.epochs,
-                "transfer_batch_size": cfg.transfer.batch_size or dataset_cfg.batch_size,
-                "transfer_optimizer": OmegaConf.to_container(cfg.transfer.optimizer),
-                "encoder_frozen": True,
-                "pooling": cfg.model.pool,
-                "split_evaluated": "test",
-                **details,
-            },
-            "pretraining": {
-                "dataset": domain.name,
-                "quirks": OmegaConf.to_container(domain.quirks) if "quirks" in domain else {},
-                "steps": steps,
-                "batch_size": per_device_batch,
-                "world_size": world,
-                "effective_batch_size": per_device_batch * world * int(cfg.trainer.get("accumulate_grad_batches", 1)),
-                "lr_scaling": cfg.pretrain.get("lr_scaling", "none"),
-                "lr": lr,
-                "precision": str(probe_trainer.precision),
-                "optimizer": OmegaConf.to_container(cfg.pretrain.optimizer),
-            },
-            "encoder_checkpoint": str(encoder_path),
-            "config": config,
-            "fingerprint": fingerprint(config),
-            **_launch(),
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "timings": {"pretrain_s": round(pretrain_seconds, 3), "transfer_s": round(time.perf_counter() - t0, 3)},
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": os.uname().nodename,
-        }
+        record = build_record(cfg, config, domain, dataset_cfg, algorithm, value, details, pretraining,
+                              datasets[dataset_cfg.name], transfer_seconds=time.perf_counter() - t0,
+                              job_dir=output_dir, launch=_launch())
         path = record_of(dataset_cfg.name)
         if probe_trainer.is_global_zero:
             write_json_atomic(path, record)
-            state.mark_transferred(dataset_cfg.name)
+            state.mark_transferred(dataset_cfg.name, dataset_fingerprints[dataset_cfg.name])
             print(f"[dabs-rq] {dataset_cfg.name} {cfg.algorithm.name} seed={cfg.seed}: "
                   f"{record['metric']} = {value:.2f}  -> {path}")
         records.append(record)

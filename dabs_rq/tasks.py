@@ -6,10 +6,61 @@ kind of task means adding a class here, never editing the runner.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
+
+
+#: How a correlation metric is aggregated over the evaluated split (``transfer.correlation`` or the
+#: task's own ``correlation``): ``batch_mean`` is DABS's value, the correlation of each evaluation
+#: batch averaged over the epoch weighted by batch size (Lightning's ``on_epoch`` mean of a per-batch
+#: ``torchmetrics.functional`` value, last partial batch included); ``split`` (ours) is one
+#: correlation over the whole split.
+CORRELATION_AGGREGATES = ("batch_mean", "split")
+
+
+class BatchMeanCorrelation(torchmetrics.Metric):
+    """DABS's correlation metric: ``sum_b n_b * r_b / sum_b n_b`` over the batches given to ``update``.
+
+    A batch of fewer than two samples has no correlation and is left out (DABS would turn the whole
+    epoch's value into NaN). States are sums, so DDP ranks combine by adding them.
+    """
+
+    full_state_update = False
+
+    def __init__(self, correlation: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.correlation = correlation
+        self.add_state("weighted", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        n = preds.shape[0]
+        if n < 2:
+            return
+        self.weighted += n * self.correlation(preds.float(), target.float()).double()
+        self.count += n
+
+    def compute(self) -> Tensor:
+        return (self.weighted / self.count).float() if self.count > 0 else torch.tensor(float("nan"))
+
+
+def correlation_metric(name: str, aggregate: str) -> torchmetrics.Metric:
+    """A Pearson or Spearman metric aggregated as ``aggregate`` (see :data:`CORRELATION_AGGREGATES`)."""
+    if aggregate == "batch_mean":
+        function = {"pearson": torchmetrics.functional.pearson_corrcoef,
+                    "spearman": torchmetrics.functional.spearman_corrcoef}[name]
+        return BatchMeanCorrelation(function)
+    return {"pearson": torchmetrics.PearsonCorrCoef, "spearman": torchmetrics.SpearmanCorrCoef}[name]()
+
+
+def check_correlation(aggregate: str) -> str:
+    if aggregate not in CORRELATION_AGGREGATES:
+        raise ValueError(f"correlation must be one of {', '.join(CORRELATION_AGGREGATES)}; got {aggregate!r}")
+    return aggregate
 
 
 class Task:
@@ -19,6 +70,9 @@ class Task:
     metric_name: str
     #: reported value = metric * scale (the paper reports percentages)
     scale: float = 100.0
+    #: whether the task takes ``correlation`` (how a correlation is aggregated; the runner passes
+    #: ``transfer.correlation`` unless the dataset YAML's task sets it)
+    uses_correlation: bool = False
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         raise NotImplementedError
@@ -80,24 +134,30 @@ class BinaryTask(Task):
 
 
 class BinaryCorrelationTask(BinaryTask):
-    """One logit trained with BCE, scored by a correlation over the whole split.
+    """One logit trained with BCE, scored by a correlation.
 
     ``pearson`` reproduces DABS's CoLA: Pearson r between the raw logit and the 0/1 label
-    (not the usual Matthews correlation); ``matthews`` gives GLUE's MCC of the thresholded
-    prediction instead.
+    (not the usual Matthews correlation), aggregated per ``correlation`` (DABS: ``batch_mean``;
+    ``split``: one value over the whole split); ``matthews`` gives GLUE's MCC of the thresholded
+    prediction over the whole split instead.
     """
 
     METRICS = ("pearson", "matthews")
+    uses_correlation = True
 
-    def __init__(self, metric: str = "pearson") -> None:
+    def __init__(self, metric: str = "pearson", correlation: str = "batch_mean") -> None:
         if metric not in self.METRICS:
             raise ValueError(f"metric must be one of {', '.join(self.METRICS)}; got {metric!r}")
         self.metric_name = metric
+        self.correlation = check_correlation(correlation)
 
     def metric(self) -> torchmetrics.Metric:
         if self.metric_name == "pearson":
-            return torchmetrics.PearsonCorrCoef()
+            return correlation_metric("pearson", self.correlation)
         return torchmetrics.classification.BinaryMatthewsCorrCoef(threshold=0.5)
+
+    def describe(self) -> dict:
+        return {**super().describe(), **({"correlation": self.correlation} if self.metric_name == "pearson" else {})}
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         if self.metric_name == "pearson":
@@ -129,21 +189,27 @@ class MultilabelTask(Task):
 
 
 class RegressionTask(Task):
-    """Scalar regression: MSE loss; Pearson or Spearman correlation (CoLA, STS-B in DABS)."""
+    """Scalar regression: MSE loss; Pearson or Spearman correlation (STS-B in DABS), aggregated per
+    ``correlation`` (DABS: ``batch_mean``; ``split``: one value over the whole split)."""
 
     num_outputs = 1
-    _METRICS = {"pearson": torchmetrics.PearsonCorrCoef, "spearman": torchmetrics.SpearmanCorrCoef}
+    _METRICS = ("pearson", "spearman")
+    uses_correlation = True
 
-    def __init__(self, metric: str = "pearson") -> None:
+    def __init__(self, metric: str = "pearson", correlation: str = "batch_mean") -> None:
         if metric not in self._METRICS:
             raise ValueError(f"regression metric must be one of {', '.join(self._METRICS)}; got {metric!r}")
         self.metric_name = metric
+        self.correlation = check_correlation(correlation)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.mse_loss(logits.view(-1), labels.float().view(-1))
 
     def metric(self) -> torchmetrics.Metric:
-        return self._METRICS[self.metric_name]()
+        return correlation_metric(self.metric_name, self.correlation)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "correlation": self.correlation}
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return logits.view(-1).float(), labels.float().view(-1)

@@ -7,6 +7,9 @@ Two modes (``transfer.mode``, recorded with every result):
 * ``cached_features`` (ours, the fast default for small runs): pooled features are
   computed once with the encoder in eval mode, and the head trains on them for all
   epochs. Same head, loss and metric; no dropout noise on the features.
+
+In both modes the test split is scored after every training epoch, as DABS's validation loop
+does; :attr:`LinearProbe.epoch_values` keeps every epoch's value and the runner reports the last.
 """
 
 from __future__ import annotations
@@ -20,18 +23,6 @@ from torch import Tensor, nn
 from dabs_rq.tasks import Task
 
 TRANSFER_MODES = ("cached_features", "online")
-
-
-class FeatureExtractor(pl.LightningModule):
-    """Wraps a frozen encoder so ``Trainer.predict`` returns (pooled features, labels)."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def predict_step(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor]:
-        inputs, labels = batch
-        return self.encoder(inputs).float(), labels
 
 
 class LinearProbe(pl.LightningModule):
@@ -56,6 +47,8 @@ class LinearProbe(pl.LightningModule):
             encoder.requires_grad_(False)
         self.train_metric = task.metric()
         self.eval_metric = task.metric()
+        #: the test metric after each training epoch (the reported value is the last one)
+        self.epoch_values: list[float] = []
 
     def _logits(self, inputs: Any) -> Tensor:
         if self.encoder is None:
@@ -76,21 +69,18 @@ class LinearProbe(pl.LightningModule):
         self.log("transfer/train_metric", self.train_metric.compute() * self.task.scale)
         self.train_metric.reset()
 
-    def _eval_step(self, batch: Any) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Score one batch of the evaluated (test) split; called after every training epoch."""
         inputs, labels = batch
         logits = self._logits(inputs)
         self.log("transfer/val_loss", self.task.loss(logits, labels), batch_size=labels.shape[0])
         self.eval_metric.update(*self.task.metric_inputs(logits, labels))
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def _log_eval_metric(self) -> None:
-        self.log("transfer/val_metric", self.eval_metric.compute() * self.task.scale, prog_bar=True)
+    def on_validation_epoch_end(self) -> None:
+        value = self.eval_metric.compute() * self.task.scale  # gathered over every rank's share
         self.eval_metric.reset()
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval_metric()
+        self.epoch_values.append(float(value))
+        self.log("transfer/val_metric", value, prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.head.parameters())

@@ -19,7 +19,7 @@ from dabs_rq.run import run
 from tests.conftest import compose_config
 
 # Deterministic pretraining (RQ in uniform/middle mode, no dropout): one process with batch 2B and
-# two processes with batch B each must then compute the same updates.
+# two processes with B each (batch_scope=job splits the configured 2B) must then compute the same updates.
 DETERMINISTIC = ["experiment=embedded", "domain=embedded_sensor", "algorithm=rq", "model=tiny", "logger=none",
                  "model.dropout=0.0", "model.emb_dropout=0.0", "algorithm.module.quantizer.spacing=uniform",
                  "algorithm.module.quantizer.collapse=middle", "pretrain.max_steps=6", "transfer.epochs=3",
@@ -38,15 +38,19 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
     (one,) = run(single)
 
     env = {**os.environ, "DABS_RQ_CACHE": str(data_cache)}
+    # The same command but for the device count: batch_scope=job (the protocols' default) splits each batch
+    # over the devices, so the effective batch and the negatives stay the protocol's.
     done = _cli(["-m", *DETERMINISTIC, "seed=0", "hydra/launcher=local", "trainer.devices=2", "trainer.strategy=ddp",
-                 "pretrain.batch_size=32", "transfer.batch_size=128", f"results_dir={tmp_path / 'ddp'}",
+                 "pretrain.batch_size=64", "transfer.batch_size=256", f"results_dir={tmp_path / 'ddp'}",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}"], env)
     logs = "\n".join(p.read_text() for p in (tmp_path / "sweep").glob(".submitit/*/*_log.*"))
     assert done.returncode == 0, done.stderr[-2000:] + logs[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
     record = json.loads((tmp_path / "ddp/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
+    assert record["pretraining"]["device_batch_size"] == 32 and record["pretraining"]["batch_scope"] == "job"
     assert record["protocol"]["world_size"] == 2 and record["pretraining"]["steps"] == 6
+    assert record["protocol"]["fingerprint"] == one["protocol"]["fingerprint"]  # one cell with the 1-device run
 
     # Same pretrained encoder (DDP averages the gradients of the two halves of each batch) ...
     ddp_encoder = torch.load(tmp_path / "sweep/embedded_sensor/rq/seed0/encoder.pt", weights_only=True)
@@ -151,9 +155,10 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     from dabs_rq.distributed import free_port
 
     port = str(free_port())
+    # batch_scope=device (opt-in): every device takes the whole batch of 32, so the effective batch is 64
     args = [sys.executable, "-m", "dabs_rq.cli", *DETERMINISTIC, "trainer.devices=2", "trainer.strategy=ddp",
-            "pretrain.batch_size=32", "transfer.batch_size=128", f"results_dir={tmp_path / 'results'}",
-            f"hydra.run.dir={tmp_path / 'job'}"]
+            "batch_scope=device", "pretrain.batch_size=32", "transfer.batch_size=128",
+            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'job'}"]
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
@@ -167,6 +172,9 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     assert "-> " in outputs[0][0] and "-> " not in outputs[1][0]  # the record line comes from rank 0 only
     record = json.loads((tmp_path / "results/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
+    # the opt-in is recorded, and it is another protocol: the device count is part of the fingerprint
+    assert record["pretraining"]["batch_scope"] == "device" and record["pretraining"]["device_batch_size"] == 32
+    assert record["protocol"]["settings"]["batch_scope"] == "device" and record["protocol"]["settings"]["world_size"] == 2
 
 
 def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpoint(tmp_path, data_cache):
@@ -213,3 +221,16 @@ def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpo
     assert "resuming pretraining from" in outputs[0][0]
     record = json.loads((tmp_path / "results/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["steps"] == 150 and record["pretraining"]["world_size"] == 2
+
+
+def test_batch_scope_job_splits_the_batch_over_devices_and_refuses_an_uneven_split():
+    from dabs_rq.run import device_batch
+
+    job = compose_config(["domain=pamap2"])
+    assert job.batch_scope == "job"
+    assert device_batch(job, 256, 1, "k") == 256 and device_batch(job, 256, 4, "k") == 64
+    with pytest.raises(ValueError, match=r"pamap2's batch_size = 256 \(the job's effective batch\) does not divide "
+                                         r"over 3 devices.*batch_scope=device"):
+        device_batch(job, 256, 3, "pamap2's batch_size")
+    device = compose_config(["domain=pamap2", "batch_scope=device"])
+    assert device_batch(device, 256, 3, "k") == 256

@@ -85,7 +85,7 @@ def test_a_finished_pretraining_is_not_repeated_and_other_configs_are_refused(tm
     first = _rerun(tmp_path, data_cache, "pretrain.max_steps=4")
     assert first.returncode == 0, first.stderr[-2000:]
     state = json.loads((tmp_path / "job/run_state.json").read_text())
-    assert state["pretrain_done"] and state["transfer_done"] == ["embedded_watch_exercise"]
+    assert state["pretrain_done"] and list(state["transfer_done"]) == ["embedded_watch_exercise"]
 
     # Same job folder, another config: refused before any work, naming what differs.
     other = _rerun(tmp_path, data_cache, "pretrain.max_steps=5")
@@ -120,7 +120,7 @@ def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, dat
     (results / "embedded_uci_digits/rq/seed0.json").unlink()
     state_path = tmp_path / "job/run_state.json"
     state = json.loads(state_path.read_text())
-    state["transfer_done"] = ["embedded_mnist"]
+    state["transfer_done"] = {"embedded_mnist": state["transfer_done"]["embedded_mnist"]}
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
     records = run(compose_config(overrides))

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torchmetrics
 
-from dabs_rq.tasks import BinaryTask, MulticlassTask, MultilabelTask, RegressionTask
+from dabs_rq.tasks import BinaryCorrelationTask, BinaryTask, MulticlassTask, MultilabelTask, RegressionTask
 
 
 def evaluate(task, logits, labels):
@@ -51,3 +52,40 @@ def test_bad_task_settings():
         MulticlassTask(1)
     with pytest.raises(ValueError, match="pearson, spearman"):
         RegressionTask("mcc")
+
+
+@pytest.mark.parametrize("task_class,metric,function", [
+    (RegressionTask, "spearman", torchmetrics.functional.spearman_corrcoef),
+    (BinaryCorrelationTask, "pearson", torchmetrics.functional.pearson_corrcoef),
+])
+def test_correlation_batch_mean_is_dabs_batch_size_weighted_mean_of_per_batch_values(task_class, metric, function):
+    """DABS logs a per-batch correlation with on_epoch=True: Lightning averages it weighted by batch size,
+    the last partial batch included. ``split`` is one correlation over everything."""
+    torch.manual_seed(0)
+    preds, labels = torch.randn(300), torch.randn(300)
+    labels = (labels > 0).float() if task_class is BinaryCorrelationTask else labels
+    batches = [(preds[i:i + 128], labels[i:i + 128]) for i in range(0, 300, 128)]  # 128, 128, 44
+    expected = sum(len(p) * float(function(p, y)) for p, y in batches) / 300
+    task = task_class(metric, correlation="batch_mean")
+    per_batch = task.metric()
+    for p, y in batches:
+        per_batch.update(*task.metric_inputs(p.view(-1, 1), y))
+    assert float(per_batch.compute()) == pytest.approx(expected, rel=1e-5)
+    whole = task_class(metric, correlation="split")
+    split_metric = whole.metric()
+    for p, y in batches:
+        split_metric.update(*whole.metric_inputs(p.view(-1, 1), y))
+    assert float(split_metric.compute()) == pytest.approx(float(function(preds, labels)), rel=1e-5)
+    assert float(split_metric.compute()) != pytest.approx(expected, rel=1e-3)
+    assert task.describe()["correlation"] == "batch_mean"
+
+
+def test_correlation_batch_mean_skips_single_sample_batches_and_rejects_unknown_aggregates():
+    task = RegressionTask("pearson")
+    metric = task.metric()
+    metric.update(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
+    value = float(metric.compute())
+    metric.update(torch.tensor([5.0]), torch.tensor([0.0]))  # no correlation in one sample: left out, not NaN
+    assert float(metric.compute()) == pytest.approx(value)
+    with pytest.raises(ValueError, match="correlation must be one of batch_mean, split"):
+        RegressionTask("pearson", correlation="epoch")

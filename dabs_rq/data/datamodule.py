@@ -77,8 +77,9 @@ class DomainDataModule(pl.LightningDataModule):
     def pretrain_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=True)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, drop_last=False)
+    def train_dataloader(self, drop_last: bool = False) -> DataLoader:
+        """The transfer training loader (DABS drops the last partial batch: ``transfer.drop_last``)."""
+        return self._loader("train", shuffle=True, drop_last=drop_last)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, drop_last=False)
