@@ -19,22 +19,30 @@ def table_main(argv: list[str]) -> int:
     from dabs_rq.readme import inject_block
     from dabs_rq.results.table import build_table, resolve_results_dir
 
-    parser = argparse.ArgumentParser(prog="dabs-rq table", description="Rebuild the results table from records.")
+    parser = argparse.ArgumentParser(
+        prog="dabs-rq table",
+        description="Rebuild the results table from records: one section per (experiment, protocol fingerprint); "
+                    "records of different protocols or settings are never averaged together.")
     parser.add_argument("results_dirs", nargs="*", type=Path,
-                        help="folders holding records/ (default: the project's results/)")
+                        help="folders holding records/ (default: $DABS_RQ_RESULTS, else results/local/)")
     parser.add_argument("--out", type=Path, default=None, help="where to write table.{md,csv,png} (default: first folder)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also put the Markdown table between the TABLE START/END markers of this file")
+    parser.add_argument("--reference", action="store_true",
+                        help="also write table_reference.md: the paper's whole Table 1 (34 rows) with our cells "
+                             "from records of protocol 'dabs', empty where nothing was run")
     args = parser.parse_args(argv)
-    dirs = args.results_dirs or [resolve_results_dir(os.environ.get("DABS_RQ_RESULTS"))]
+    dirs = args.results_dirs or [resolve_results_dir(None)]
     try:
-        paths = build_table(dirs, args.out)
+        paths = build_table(dirs, args.out, reference=args.reference)
         if args.readme:
             inject_block(args.readme, "TABLE", paths["md"].read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError) as err:
         print(f"dabs-rq table: {err}", file=sys.stderr)
         return 2
     print(f"Results table: {paths['md']}\n  (also {paths['csv'].name} and {paths['png'].name} beside it)")
+    if "reference" in paths:
+        print(f"Paper Table 1 with our cells: {paths['reference']}")
     return 0
 
 

@@ -1,31 +1,132 @@
 """Aggregate result records into the comparison table (Markdown, CSV) and a plot (PNG).
 
-Per dataset and algorithm: mean, std over seeds and the number of seeds; per domain:
-the mean over its datasets; for DABS datasets (``paper_name`` in the record) the
-paper's None / e-Mix / RQ numbers and our delta to them. Output is a pure function of
-the records found, so rebuilding with no new records gives byte-identical files.
+The table never mixes protocols. Records are grouped into one *section* per (experiment,
+protocol name, protocol fingerprint); the fingerprint is a hash of the number-affecting settings
+(model, pretraining steps and batch, transfer mode and epochs, ...) that the runner stores in
+``record["protocol"]``. Inside a section, records of one algorithm with different
+``algorithm_fingerprint`` are separate columns (``rq``, ``rq [3f2a]``) and records of one dataset
+with different ``dataset_fingerprint`` are separate rows (``CoLA``, ``CoLA [ds 91c0]``), with
+footnotes that say which settings differ. Records written before protocols were recorded (schema 1)
+form protocol ``unrecorded`` with a fingerprint derived from their stored ``config`` (``legacy``
+when they have none).
+
+Per cell: mean, std over seeds and the number of seeds; per domain: the mean over its datasets;
+for DABS datasets (``paper_name`` in the record) the paper's None / e-Mix / RQ numbers and our
+delta to them, and the DABS 2.0 README numbers where they are known. ``--reference`` adds
+``table_reference.md``: the paper's whole Table 1 with our cells of the paper protocol (``dabs``).
+
+Output is a pure function of the records found, so rebuilding with no new records gives
+byte-identical files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from dabs_rq.paths import RESULTS_DIR
+from dabs_rq.paths import RESULTS_DIR, default_results_dir
+from dabs_rq.results.records import write_text_atomic
 
+#: The paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code): dataset,domain,metric,none,emix,rq.
 PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
+#: Reference numbers from the DABS README (v2.0, post-fix captioned-images pipeline), cited separately
+#: from the paper. To add a number: append a row ``dataset,domain,metric,none,emix,shed,source`` where
+#: ``dataset`` is the dataset's name in paper_table1.csv (= the records' ``paper_name``), unknown numbers
+#: are left blank and ``source`` says where the numbers were read.
+DABS2_README_TABLE = RESULTS_DIR / "reference" / "dabs2_readme.csv"
 PAPER_ALGORITHMS = ("none", "emix", "rq")
+DABS2_ALGORITHMS = ("none", "emix", "shed")
 KNOWN_ORDER = ("none", "emix", "rq", "shed", "mae", "rq_emix")
 RECORD_FIELDS = ("dataset", "display_name", "domain", "algorithm", "seed", "metric", "value")
+SECTION_KEYS = ["experiment", "protocol", "protocol_fingerprint"]
+#: The protocol whose records fill ``table_reference.md`` (the paper's DABS protocol).
+REFERENCE_PROTOCOL = "dabs"
+#: Protocol name of records that predate recorded protocols (schema 1).
+LEGACY_PROTOCOL = "unrecorded"
+UNRECORDED = "unrecorded"
+#: Paper rows whose numbers are not comparable with ours (shown, but no delta), and why.
+NOT_COMPARABLE = {"VQA": "paper used the pre-fix DABS captioned-images code"}
+#: Settings named in a section's one-line summary, when the protocol has them.
+MAIN_SETTINGS = ("model.dim", "model.depth", "pretrain.max_steps", "pretrain.batch_size",
+                 "pretrain.effective_batch_size", "transfer.mode", "transfer.epochs", "transfer.drop_last",
+                 "trainer.precision")
+#: Legacy records: the config groups that make up their protocol settings, less what cannot change numbers.
+LEGACY_CONFIG_GROUPS = ("model", "pretrain", "transfer", "trainer", "dataset_overrides")
+LEGACY_IGNORED = frozenset({
+    "pretrain.num_workers", "pretrain.checkpoint_every_n_steps", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.log_every_n_steps",
+})
+MAX_LISTED_SETTINGS = 20
+LEGEND = (
+    "How to read: one section per (experiment, protocol fingerprint): its heading names the experiment, the "
+    "protocol and its fingerprint (a hash of the number-affecting settings: model, pretraining steps and batch, "
+    "transfer mode and epochs, ...), the line under it the main settings. Records of different sections are never "
+    "averaged together. Records from before protocols were recorded form protocol `unrecorded` (fingerprint from "
+    "their stored config, `legacy` when they have none). In a section, a column `algorithm [xxxx]` holds records "
+    "of that algorithm with other algorithm settings and a row `Dataset [ds xxxx]` records of that dataset with "
+    "other dataset settings (the notes say what differs); domain means are over the unmarked rows. "
+    "Cells: mean ± std over seeds (number of seeds). Paper: Wu et al. 2023, supplement Table 1 (DABS 1.0 code). "
+    "Δ = ours − paper. DABS 2.0 README: numbers from the DABS README (v2.0, after the captioned-images fix of "
+    "2023-01-02; results/reference/dabs2_readme.csv), shown only where known. A row marked \"not comparable\" "
+    "shows the paper's numbers but no Δ. Synthetic = generated data (not real recordings)."
+)
 
 
 def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
-    return Path(results_dir).expanduser() if results_dir else RESULTS_DIR
+    return Path(results_dir).expanduser() if results_dir else default_results_dir()
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted key: leaf value}; an empty dict is a leaf."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value, key=str):
+            out.update(_flatten(value[key], f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value} if prefix else {}
+
+
+def _protocol(record: dict) -> tuple[str, str, dict]:
+    """(name, fingerprint, flat settings) of a record; legacy records get protocol ``unrecorded``."""
+    protocol = record.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("name") and protocol.get("fingerprint"):
+        settings = protocol.get("settings")
+        return str(protocol["name"]), str(protocol["fingerprint"]), _flatten(settings if isinstance(settings, dict) else {})
+    config = record.get("config")
+    if isinstance(config, dict):
+        groups = {k: config[k] for k in LEGACY_CONFIG_GROUPS if k in config}
+        settings = {k: v for k, v in _flatten(groups).items() if k not in LEGACY_IGNORED}
+        return LEGACY_PROTOCOL, hashlib.sha256(_canonical(settings).encode()).hexdigest()[:12], settings
+    return LEGACY_PROTOCOL, "legacy", {}
+
+
+def _experiment(record: dict, path: Path, root: Path) -> str:
+    if record.get("experiment"):
+        return str(record["experiment"])
+    parts = path.relative_to(Path(root) / "records").parts  # records/<experiment>/<dataset>/<algorithm>/seedN.json
+    return parts[0] if len(parts) > 1 else UNRECORDED
+
+
+def _dict_or_empty(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+RECORD_COLUMNS = [*RECORD_FIELDS, "paper_name", "synthetic", "command", "git_commit", *SECTION_KEYS,
+                  "protocol_settings", "algorithm_fingerprint", "algorithm_settings", "dataset_fingerprint",
+                  "dataset_settings"]
 
 
 def load_records(results_dirs: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
@@ -35,16 +136,27 @@ def load_records(results_dirs: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]
         for path in sorted(Path(root).glob("records/**/*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
                 missing = [f for f in RECORD_FIELDS if f not in record]
                 if missing:
                     raise ValueError(f"missing fields {', '.join(missing)}")
-                rows.append({**{f: record[f] for f in RECORD_FIELDS}, "value": float(record["value"]),
-                             "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic")),
-                             "command": record.get("command")})
+                name, fingerprint, settings = _protocol(record)
+                rows.append({
+                    **{f: str(record[f]) for f in RECORD_FIELDS if f not in ("seed", "value")},
+                    "seed": record["seed"], "value": float(record["value"]),
+                    "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic")),
+                    "command": record.get("command"), "git_commit": record.get("git_commit"),
+                    "experiment": _experiment(record, path, Path(root)), "protocol": name,
+                    "protocol_fingerprint": fingerprint, "protocol_settings": _canonical(settings),
+                    "algorithm_fingerprint": str(record.get("algorithm_fingerprint") or UNRECORDED),
+                    "algorithm_settings": _canonical(_flatten(_dict_or_empty(record.get("algorithm_settings")))),
+                    "dataset_fingerprint": str(record.get("dataset_fingerprint") or UNRECORDED),
+                    "dataset_settings": _canonical(_flatten(_dict_or_empty(record.get("datasets")))),
+                })
             except (OSError, ValueError, TypeError) as err:
                 problems.append(f"{path}: {err}")
-    columns = [*RECORD_FIELDS, "paper_name", "synthetic", "command"]
-    return pd.DataFrame(rows, columns=columns), problems
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS), problems
 
 
 def algorithm_order(algorithms: Iterable[str]) -> list[str]:
@@ -52,24 +164,85 @@ def algorithm_order(algorithms: Iterable[str]) -> list[str]:
     return [a for a in KNOWN_ORDER if a in present] + sorted(present - set(KNOWN_ORDER))
 
 
-def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Tidy table: one row per (domain, dataset, algorithm) with mean, std, n, paper, delta."""
-    keys = ["domain", "dataset", "display_name", "metric", "algorithm"]
+def read_reference(path: Path | None, algorithms: Sequence[str]) -> pd.DataFrame | None:
+    """A reference table (paper / DABS README) indexed by dataset, or None when the file is absent."""
+    if path is None or not Path(path).exists():
+        return None
+    table = pd.read_csv(path, dtype={"dataset": str})
+    for algorithm in algorithms:
+        table[algorithm] = pd.to_numeric(table[algorithm], errors="coerce") if algorithm in table else float("nan")
+    return table
+
+
+def _lookup(table: pd.DataFrame | None, algorithms: Sequence[str]) -> dict[tuple[str, str], float]:
+    if table is None:
+        return {}
+    return {(str(row["dataset"]), a): float(row[a]) for _, row in table.iterrows() for a in algorithms
+            if not pd.isna(row[a])}
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def _short_names(fingerprints: Iterable[str]) -> dict[str, str]:
+    """Shortest prefixes (at least 4 characters) that tell the fingerprints apart."""
+    fingerprints = sorted(set(fingerprints))
+    for length in range(4, max((len(f) for f in fingerprints), default=4) + 1):
+        if len({f[:length] for f in fingerprints}) == len(fingerprints):
+            return {f: f[:length] for f in fingerprints}
+    return {f: f for f in fingerprints}
+
+
+def _ranks(records: pd.DataFrame, group: list[str], variant: str) -> dict[tuple, tuple[int, str]]:
+    """Per group, its variants ranked by number of records (most first, then by name): key -> (rank, short)."""
+    out = {}
+    counts = records.groupby([*group, variant], dropna=False).size()
+    by_group: dict[tuple, list[tuple[int, str]]] = {}
+    for key, count in counts.items():
+        by_group.setdefault(tuple(key[:-1]), []).append((-int(count), str(key[-1])))
+    for key, variants in by_group.items():
+        short = _short_names(v for _, v in variants)
+        for rank, (_, name) in enumerate(sorted(variants)):
+            out[(*key, name)] = (rank, short[name])
+    return out
+
+
+def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
+              dabs2: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy table: one row per (section, domain, dataset variant, metric, algorithm variant) with mean, std,
+    n, the paper's number and our delta to it, the DABS 2.0 README number, and the row / column labels."""
+    keys = [*SECTION_KEYS, "domain", "dataset", "dataset_fingerprint", "metric", "algorithm", "algorithm_fingerprint"]
     summary = (
-        records.groupby(keys, dropna=False)
-        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
+        records.groupby(keys, dropna=False, sort=True)
+        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), display_name=("display_name", "first"),
              paper_name=("paper_name", "first"), synthetic=("synthetic", "max"))
         .reset_index()
     )
     summary["n"] = summary["n"].astype(int)
-    summary["paper"] = float("nan")
-    if paper is not None:
-        lookup = {(row["dataset"], algo): float(row[algo]) for _, row in paper.iterrows() for algo in PAPER_ALGORITHMS}
-        summary["paper"] = [lookup.get((name, algo), float("nan"))
-                            for name, algo in zip(summary["paper_name"], summary["algorithm"])]
-    summary["delta"] = summary["mean"] - summary["paper"]
-    summary["algorithm"] = pd.Categorical(summary["algorithm"], algorithm_order(summary["algorithm"]))
-    return summary.sort_values(["domain", "dataset", "algorithm"]).reset_index(drop=True)
+    columns = _ranks(records, [*SECTION_KEYS, "algorithm"], "algorithm_fingerprint")
+    rows = _ranks(records, [*SECTION_KEYS, "domain", "dataset", "metric"], "dataset_fingerprint")
+    col_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "algorithm", "algorithm_fingerprint"]].itertuples(index=False)]
+    row_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "domain", "dataset", "metric", "dataset_fingerprint"]]
+                .itertuples(index=False)]
+    summary["column_rank"] = [columns[k][0] for k in col_keys]
+    summary["column"] = [k[-2] if columns[k][0] == 0 else f"{k[-2]} [{columns[k][1]}]" for k in col_keys]
+    summary["row_rank"] = [rows[k][0] for k in row_keys]
+    display = summary.groupby([*SECTION_KEYS, "domain", "dataset", "metric"])["display_name"].transform("first")
+    summary["row"] = [d if rows[k][0] == 0 else f"{d} [ds {rows[k][1]}]" for d, k in zip(display, row_keys)]
+    paper_numbers, dabs2_numbers = _lookup(paper, PAPER_ALGORITHMS), _lookup(dabs2, DABS2_ALGORITHMS)
+    names = [str(p) if isinstance(p, str) else None for p in summary["paper_name"]]
+    summary["paper"] = [paper_numbers.get((p, a), float("nan")) for p, a in zip(names, summary["algorithm"])]
+    summary["paper_note"] = [f"not comparable: {NOT_COMPARABLE[p]}" if p in NOT_COMPARABLE else "" for p in names]
+    summary["delta"] = [float("nan") if note else m - p
+                        for m, p, note in zip(summary["mean"], summary["paper"], summary["paper_note"])]
+    summary["dabs2_readme"] = [dabs2_numbers.get((p, a), float("nan")) for p, a in zip(names, summary["algorithm"])]
+    order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
+    summary["_algo"] = summary["algorithm"].map(order)
+    summary = summary.sort_values([*SECTION_KEYS, "domain", "dataset", "metric", "row_rank", "_algo", "column_rank"])
+    return summary.drop(columns="_algo").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------- Markdown
 
 
 def _cell(mean: float, std: float, n: float) -> str:
@@ -83,76 +256,345 @@ def _num(value: float, signed: bool = False) -> str:
     return "" if pd.isna(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
 
-def to_markdown(summary: pd.DataFrame, commands: Sequence[str] = ()) -> str:
-    """Human view: a row per dataset, ours (mean ± std (seeds)) per algorithm, paper and delta."""
-    algorithms = list(summary["algorithm"].cat.categories)
-    with_paper = [a for a in algorithms if a in PAPER_ALGORITHMS and summary.loc[summary.algorithm == a, "paper"].notna().any()]
-    header = ["Domain", "Dataset", "Metric", *algorithms, *[f"paper {a}" for a in with_paper],
-              *[f"Δ {a}" for a in with_paper]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for domain, block in summary.groupby("domain", sort=True, observed=True):
-        for (dataset, display, metric), rows in block.groupby(["dataset", "display_name", "metric"], sort=True, observed=True):
-            by_algo = rows.set_index("algorithm")
-            cells = [_cell(*by_algo.loc[a, ["mean", "std", "n"]]) if a in by_algo.index else "" for a in algorithms]
-            paper = [_num(by_algo.loc[a, "paper"]) if a in by_algo.index else "" for a in with_paper]
-            delta = [_num(by_algo.loc[a, "delta"], signed=True) if a in by_algo.index else "" for a in with_paper]
-            name = f"{display}{' (synthetic)' if rows['synthetic'].any() else ''}"
-            lines.append("| " + " | ".join([str(domain), name, str(metric), *cells, *paper, *delta]) + " |")
-        means = block.groupby("algorithm", observed=True)["mean"].mean()
-        paper_means = block.groupby("algorithm", observed=True)["paper"].mean()
-        lines.append("| " + " | ".join([
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = [v for v in values if not pd.isna(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _line(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _sections(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    return sorted({tuple(k) for k in summary[SECTION_KEYS].itertuples(index=False)})
+
+
+def _part(frame: pd.DataFrame, section: tuple[str, str, str]) -> pd.DataFrame:
+    mask = (frame["experiment"] == section[0]) & (frame["protocol"] == section[1]) & (
+        frame["protocol_fingerprint"] == section[2])
+    return frame[mask]
+
+
+def _section_columns(part: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(label, algorithm, algorithm_fingerprint) of a section's columns, in display order."""
+    order = {a: i for i, a in enumerate(algorithm_order(part["algorithm"]))}
+    cols = {(order[r.algorithm], r.column_rank, r.column, r.algorithm, r.algorithm_fingerprint)
+            for r in part.itertuples(index=False)}
+    return [c[2:] for c in sorted(cols)]
+
+
+def _section_rows(part: pd.DataFrame) -> list[tuple]:
+    """(domain, dataset, metric, row_rank, dataset_fingerprint, label) of a section's rows, in display order."""
+    rows = {(r.domain, r.dataset, r.metric, r.row_rank, r.dataset_fingerprint, r.row) for r in part.itertuples(index=False)}
+    return sorted(rows)
+
+
+def _settings_line(settings: dict) -> str:
+    if not settings:
+        return "Settings: none recorded (legacy records without a config)."
+    main = [k for k in MAIN_SETTINGS if k in settings] or sorted(settings)[:6]
+    rest = len(settings) - len(main)
+    return ("Settings: " + ", ".join(f"{k}={_value(settings[k])}" for k in main)
+            + (f" (+{rest} more)" if rest else "") + ".")
+
+
+def _differing(mine: dict, others: Sequence[dict]) -> list[str]:
+    """``key=value`` (this section's value) for every key whose value is not the same in all given dicts."""
+    out = []
+    for key in sorted(set(mine).union(*others)):
+        values = {_canonical(d[key]) if key in d else "<unset>" for d in (mine, *others)}
+        if len(values) > 1:
+            out.append(f"{key}={_value(mine[key]) if key in mine else '(unset)'}")
+    return out
+
+
+def _listed(items: list[str]) -> str:
+    shown = items[:MAX_LISTED_SETTINGS]
+    more = len(items) - len(shown)
+    return ", ".join(shown) + (f" (+{more} more)" if more else "")
+
+
+def _pair_diff(variant: dict, primary: dict, primary_label: str) -> str:
+    missing = "(unset)"
+    keys = sorted(set(variant) | set(primary))
+    diffs = [f"{k}={_value(variant[k]) if k in variant else missing} ({primary_label}: "
+             f"{_value(primary[k]) if k in primary else missing})"
+             for k in keys if _canonical(variant.get(k)) != _canonical(primary.get(k)) or (k in variant) != (k in primary)]
+    return _listed(diffs) if diffs else "no difference in the stored settings"
+
+
+def _protocol_settings(records: pd.DataFrame) -> dict[tuple[str, str, str], dict]:
+    """Settings of each section (the first record's; all records of a section share its fingerprint)."""
+    first = records.drop_duplicates(SECTION_KEYS)
+    return {tuple(r[:3]): json.loads(r[3]) for r in first[[*SECTION_KEYS, "protocol_settings"]].itertuples(index=False)}
+
+
+def _heading(section: tuple[str, str, str], settings: dict[tuple, dict], level: str) -> list[str]:
+    experiment, name, fingerprint = section
+    lines = [f"{level} Experiment `{experiment}` · protocol `{name}` · fingerprint `{fingerprint}`", "",
+             _settings_line(settings[section])]
+    siblings = sorted({s[2]: settings[s] for s in settings  # sections without recorded settings: nothing to compare
+                       if s[1] == name and s[2] != fingerprint and settings[s]}.items())
+    if siblings and settings[section]:
+        others = ", ".join(f"`{fp}`" for fp, _ in siblings)
+        diffs = _differing(settings[section], [s for _, s in siblings])
+        lines.append(f"Differs from the other `{name}` protocol fingerprint(s) ({others}) in: "
+                     f"{_listed(diffs) if diffs else 'no recorded setting'}.")
+    return lines
+
+
+def _notes(part: pd.DataFrame, recs: pd.DataFrame) -> list[str]:
+    """Footnotes of a section: algorithm and dataset variants, the commits, the commands."""
+    notes = []
+    columns = _section_columns(part)
+    algo_settings = {(r.algorithm, r.algorithm_fingerprint): json.loads(r.algorithm_settings)
+                     for r in recs.drop_duplicates(["algorithm", "algorithm_fingerprint"]).itertuples(index=False)}
+    for label, algorithm, fingerprint in columns:
+        if label != algorithm:
+            primary = next(fp for lbl, a, fp in columns if a == algorithm and lbl == algorithm)
+            notes.append(f"`{label}`: algorithm fingerprint `{fingerprint}` (`{algorithm}`: `{primary}`); differs in "
+                         + _pair_diff(algo_settings[(algorithm, fingerprint)], algo_settings[(algorithm, primary)],
+                                      algorithm) + ".")
+    rows = _section_rows(part)
+    ds_settings = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint): json.loads(r.dataset_settings)
+                   for r in recs.drop_duplicates(["domain", "dataset", "metric", "dataset_fingerprint"])
+                   .itertuples(index=False)}
+    for domain, dataset, metric, rank, fingerprint, label in rows:
+        if rank:
+            primary_fp, primary_label = next((fp, lbl) for d, ds, m, rk, fp, lbl in rows
+                                             if (d, ds, m, rk) == (domain, dataset, metric, 0))
+            notes.append(f"`{label}`: dataset fingerprint `{fingerprint}` (`{primary_label}`: `{primary_fp}`); "
+                         "differs in " + _pair_diff(ds_settings[(domain, dataset, metric, fingerprint)],
+                                                    ds_settings[(domain, dataset, metric, primary_fp)],
+                                                    primary_label) + ".")
+    commits = recs["git_commit"].map(lambda c: str(c) if isinstance(c, str) and c else "").value_counts()
+    listed = []
+    for commit in sorted(commits.index):
+        count = int(commits[commit])
+        plural = "record" if count == 1 else "records"
+        if not commit:
+            listed.append(f"unknown commit ({count} {plural})")
+        elif commit.endswith("-dirty"):
+            listed.append(f"`{commit[:12]}-dirty` ({count} {plural}, uncommitted changes)")
+        else:
+            listed.append(f"`{commit[:12]}` ({count} {plural})")
+    notes.append("Commits behind these numbers: " + "; ".join(listed) + ".")
+    return notes
+
+
+def _commands(recs: pd.DataFrame) -> list[str]:
+    commands = sorted(c for c in recs["command"].dropna().unique())
+    return ["", "Produced by:", *[f"- `{c}`" for c in commands]] if commands else []
+
+
+def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, records: pd.DataFrame,
+                      settings: dict[tuple, dict], paper: dict, dabs2: dict) -> list[str]:
+    part, recs = _part(summary, section), _part(records, section)
+    columns = _section_columns(part)
+    rows = _section_rows(part)
+    row_paper = {(d, ds, m): part[(part.domain == d) & (part.dataset == ds) & (part.metric == m)]["paper_name"].iloc[0]
+                 for d, ds, m, *_ in rows}
+    names = {k: (v if isinstance(v, str) else None) for k, v in row_paper.items()}
+    with_paper = any((n, a) in paper for n in names.values() for a in PAPER_ALGORITHMS)
+    paper_cols = list(PAPER_ALGORITHMS) if with_paper else []
+    delta_cols = [a for a in paper_cols if any(label == a for label, _, _ in columns)]
+    dabs2_cols = list(DABS2_ALGORITHMS) if any((n, a) in dabs2 for n in names.values() for a in DABS2_ALGORITHMS) else []
+    header = ["Domain", "Dataset", "Metric", *[c[0] for c in columns], *[f"paper {a}" for a in paper_cols],
+              *[f"Δ {a}" for a in delta_cols], *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
+    lines = [*_heading(section, settings, "###"), "", _line(header), "|" + "---|" * len(header)]
+    cells = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint, r.column): r for r in part.itertuples(index=False)}
+    for domain in sorted({r[0] for r in rows}):
+        primary_means: dict[str, list[float]] = {c[0]: [] for c in columns}
+        paper_means: dict[str, list[float]] = {a: [] for a in paper_cols}
+        for d, dataset, metric, rank, fingerprint, label in rows:
+            if d != domain:
+                continue
+            found = {c[0]: cells.get((d, dataset, metric, fingerprint, c[0])) for c in columns}
+            name = names[(d, dataset, metric)]
+            note = NOT_COMPARABLE.get(name) if name else None
+            synthetic = any(r.synthetic for r in found.values() if r is not None)
+            shown = f"{label}{' (synthetic)' if synthetic else ''}{f' (not comparable: {note})' if note else ''}"
+            ours = [_cell(r.mean, r.std, r.n) if r is not None else "" for r in found.values()]
+            papers = [_num(paper.get((name, a), float("nan"))) for a in paper_cols]
+            deltas = ["" if note or found.get(a) is None else _num(found[a].mean - paper.get((name, a), float("nan")),
+                                                                   signed=True) for a in delta_cols]
+            refs = [_num(dabs2.get((name, a), float("nan"))) for a in dabs2_cols]
+            lines.append(_line([domain, shown, metric, *ours, *papers, *deltas, *refs]))
+            if rank == 0:
+                for label_, r in found.items():
+                    if r is not None:
+                        primary_means[label_].append(r.mean)
+                for a in paper_cols:
+                    if found.get(a) is not None and not note:
+                        paper_means[a].append(paper.get((name, a), float("nan")))
+        lines.append(_line([
             f"**{domain}**", "**domain mean**", "",
-            *[f"**{_num(means.get(a, float('nan')))}**" if a in means.index else "" for a in algorithms],
-            *[_num(paper_means.get(a, float("nan"))) for a in with_paper],
-            *["" for _ in with_paper],
-        ]) + " |")
-    legend = ("Cells: mean ± std over seeds (number of seeds). Paper: Wu et al. 2023, supplement Table 1. "
-              "Δ = ours − paper. Synthetic = generated data (not real recordings).")
-    produced = "".join(f"\n- `{command}`" for command in commands)
-    if produced:
-        legend += "\n\nProduced by:" + produced
-    return "\n".join(lines) + "\n\n" + legend + "\n"
+            *[f"**{_num(_mean(v))}**" if v else "" for v in primary_means.values()],
+            *[_num(_mean(paper_means[a])) for a in paper_cols],
+            *["" for _ in delta_cols], *["" for _ in dabs2_cols],
+        ]))
+    lines += ["", "Notes:", *[f"- {n}" for n in _notes(part, recs)], *_commands(recs)]
+    return lines
+
+
+def to_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame | None = None,
+                dabs2: pd.DataFrame | None = None) -> str:
+    """Human view: a section per (experiment, protocol fingerprint); in each a row per dataset (variant), ours
+    (mean ± std (seeds)) per algorithm (variant), the paper's numbers and delta, the DABS 2.0 README numbers."""
+    settings = _protocol_settings(records)
+    paper_numbers, dabs2_numbers = _lookup(paper, PAPER_ALGORITHMS), _lookup(dabs2, DABS2_ALGORITHMS)
+    lines: list[str] = []
+    for section in _sections(summary):
+        lines += _section_markdown(section, summary, records, settings, paper_numbers, dabs2_numbers) + [""]
+    return "\n".join(lines) + "\n" + LEGEND + "\n"
+
+
+def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame,
+                          dabs2: pd.DataFrame | None = None) -> str:
+    """The paper's whole Table 1 (by domain, with its domain means) beside our cells of the paper protocol:
+    one section per (experiment, fingerprint) of protocol ``dabs``; empty cells were not run."""
+    settings = _protocol_settings(records)
+    dabs2_numbers = _lookup(dabs2, DABS2_ALGORITHMS)
+    sections = [s for s in _sections(summary) if s[1] == REFERENCE_PROTOCOL]
+    lines = [
+        "# The paper's Table 1 beside our runs of its protocol",
+        "",
+        f"Which records fill it: those whose protocol name is `{REFERENCE_PROTOCOL}` (the paper's DABS protocol), "
+        "one section per (experiment, protocol fingerprint); records of other protocols are only in table.md. "
+        "All 34 rows of the paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code) are listed by domain; "
+        "empty cells of ours were not run. Ours: mean ± std over seeds (number of seeds). Paper domain mean: the "
+        "mean of the rows above (results/reference/paper_table1.csv; the published DABS means differ in places); "
+        "ours: the mean when every row of the domain was run, else how many were. DABS 2.0 README: post-fix "
+        "numbers from the DABS README (v2.0; results/reference/dabs2_readme.csv), where known. "
+        "A row marked \"not comparable\" has paper numbers from a pipeline that differs from ours.",
+        "",
+    ]
+    if not sections:
+        lines += [f"## No records of protocol `{REFERENCE_PROTOCOL}` yet", ""]
+        lines += _reference_table(paper, pd.DataFrame(columns=summary.columns), [(a, a, "") for a in PAPER_ALGORITHMS],
+                                  dabs2_numbers)
+        return "\n".join(lines) + "\n"
+    for section in sections:
+        part, recs = _part(summary, section), _part(records, section)
+        present = _section_columns(part)
+        labels = {c[0] for c in present}
+        columns = sorted([*present, *[(a, a, "") for a in PAPER_ALGORITHMS if a not in labels]],
+                         key=lambda c: (algorithm_order([*part["algorithm"], *PAPER_ALGORITHMS]).index(c[1]),
+                                        c[0] != c[1], c[0]))
+        lines += [*_heading(section, settings, "##"), ""]
+        lines += _reference_table(paper, part, columns, dabs2_numbers)
+        others = sorted({r.row for r in part.itertuples(index=False)
+                         if not (isinstance(r.paper_name, str) and r.paper_name in set(paper["dataset"]))})
+        notes = _notes(part, recs)
+        if others:
+            notes.append("Also in these records, not in the paper's Table 1 (see table.md): " + ", ".join(others) + ".")
+        lines += ["", "Notes:", *[f"- {n}" for n in notes], *_commands(recs), ""]
+    return "\n".join(lines)
+
+
+def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tuple[str, str, str]],
+                     dabs2: dict) -> list[str]:
+    dabs2_cols = list(DABS2_ALGORITHMS) if dabs2 else []
+    header = ["Domain", "Dataset", "Metric", *[f"paper {a}" for a in PAPER_ALGORITHMS], *[f"ours {c[0]}" for c in columns],
+              *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
+    lines = [_line(header), "|" + "---|" * len(header)]
+    by_row: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
+    for r in part.itertuples(index=False):
+        if isinstance(r.paper_name, str):
+            by_row.setdefault(r.paper_name, {}).setdefault((r.row_rank, r.row), {})[r.column] = r
+    domains = list(dict.fromkeys(paper["domain"]))
+    for domain in domains:
+        block = paper[paper["domain"] == domain]
+        ours_means: dict[str, list[float]] = {c[0]: [] for c in columns}
+        for _, prow in block.iterrows():
+            name = str(prow["dataset"])
+            note = NOT_COMPARABLE.get(name)
+            variants = sorted(by_row.get(name, {}).items()) or [((0, name), {})]
+            for (rank, label), found in variants:
+                shown = name if rank == 0 else label
+                if note:
+                    shown += f" (not comparable: {note})"
+                if any(r.synthetic for r in found.values()):
+                    shown += " (synthetic)"
+                papers = [_num(prow[a]) if rank == 0 else "" for a in PAPER_ALGORITHMS]
+                ours = [_cell(found[c[0]].mean, found[c[0]].std, found[c[0]].n) if c[0] in found else ""
+                        for c in columns]
+                refs = [_num(dabs2.get((name, a), float("nan"))) if rank == 0 else "" for a in dabs2_cols]
+                lines.append(_line([domain, shown, str(prow["metric"]), *papers, *ours, *refs]))
+                if rank == 0:
+                    for c in columns:
+                        if c[0] in found:
+                            ours_means[c[0]].append(found[c[0]].mean)
+        total = len(block)
+        ours = [f"**{_num(_mean(v))}**" if len(v) == total else (f"{len(v)}/{total} run" if v else "")
+                for v in ours_means.values()]
+        refs = [_num(_mean([dabs2.get((str(n), a), float("nan")) for n in block["dataset"]]))
+                if all((str(n), a) in dabs2 for n in block["dataset"]) else "" for a in dabs2_cols]
+        lines.append(_line([f"**{domain}**", "**domain mean**", "",
+                            *[f"**{_num(block[a].mean())}**" for a in PAPER_ALGORITHMS], *ours, *refs]))
+    return lines
+
+
+# --------------------------------------------------------------------------------------------- plot
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:
-    """One panel per domain: bars per dataset and algorithm (std as error bars), paper values as markers."""
+    """One panel per (section, domain): bars per dataset and column (std as error bars), paper values as markers.
+    Each panel's title names its experiment, protocol and fingerprint, so no panel mixes protocols."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    algorithms = list(summary["algorithm"].cat.categories)
-    domains = sorted(summary["domain"].unique())
-    colors = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(algorithms)}
-    fig, axes = plt.subplots(len(domains), 1, figsize=(10, 2.8 * max(len(domains), 1)), squeeze=False)
-    width = 0.8 / max(len(algorithms), 1)
-    for ax, domain in zip(axes[:, 0], domains):
-        block = summary[summary["domain"] == domain]
-        datasets = sorted(block["display_name"].unique())
-        for i, algo in enumerate(algorithms):
-            rows = block[block["algorithm"] == algo].set_index("display_name").reindex(datasets)
-            xs = [d + (i - (len(algorithms) - 1) / 2) * width for d in range(len(datasets))]
-            ax.bar(xs, rows["mean"].fillna(0), width, yerr=rows["std"].fillna(0), color=colors[algo], label=algo,
-                   capsize=2)
-            if rows["paper"].notna().any():
-                ax.scatter(xs, rows["paper"], marker="_", s=200, color="black", zorder=3,
-                           label="paper" if i == 0 else None)
-        ax.set_xticks(range(len(datasets)), datasets, fontsize=8)
-        metrics = ", ".join(sorted(block["metric"].unique()))
-        ax.set_title(f"{domain}", fontsize=10, loc="left")
-        ax.set_ylabel(metrics)
+    panels = [(section, domain) for section in _sections(summary)
+              for domain in sorted(_part(summary, section)["domain"].unique())]
+    labels = sorted(set(summary["column"]), key=lambda c: (algorithm_order(summary["algorithm"]).index(c.split(" [")[0]), c))
+    colors = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(labels)}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 2.9 * max(len(panels), 1)), squeeze=False)
+    for ax, (section, domain) in zip(axes[:, 0], panels):
+        part = _part(summary, section)
+        block = part[part["domain"] == domain]
+        columns = [c[0] for c in _section_columns(block)]
+        rows = [r[-1] for r in _section_rows(block)]
+        width = 0.8 / max(len(columns), 1)
+        paper_label = "paper"
+        for i, column in enumerate(columns):
+            values = block[block["column"] == column].drop_duplicates("row").set_index("row").reindex(rows)
+            xs = [d + (i - (len(columns) - 1) / 2) * width for d in range(len(rows))]
+            ax.bar(xs, values["mean"].fillna(0), width, yerr=values["std"].fillna(0), color=colors[column],
+                   label=column, capsize=2)
+            if column in PAPER_ALGORITHMS and values["paper"].notna().any():
+                ax.scatter(xs, values["paper"], marker="_", s=200, color="black", zorder=3, label=paper_label)
+                paper_label = None
+        ax.set_xticks(range(len(rows)), rows, fontsize=8, rotation=20 if len(rows) > 5 else 0,
+                      ha="right" if len(rows) > 5 else "center")
+        ax.set_title(f"{section[0]} · protocol {section[1]} [{section[2]}] — {domain}", fontsize=9, loc="left")
+        ax.set_ylabel(", ".join(sorted(block["metric"].unique())), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(ncol=len(algorithms) + 1, fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.02))
-    fig.suptitle("Linear-probe transfer after pretraining (mean ± std over seeds)", fontsize=11, x=0.01,
-                 ha="left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Linear-probe transfer after pretraining (mean ± std over seeds), one panel per protocol and domain",
+                 fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
-def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None,
-                paper_table: Path = PAPER_TABLE) -> dict[str, Path]:
-    """Rebuild table.md / table.csv / table.png in ``out_dir`` (default: the first results dir)."""
+# --------------------------------------------------------------------------------------------- build
+
+
+CSV_COLUMNS = [*SECTION_KEYS, "domain", "dataset", "display_name", "row", "dataset_fingerprint", "metric", "algorithm",
+               "column", "algorithm_fingerprint", "mean", "std", "n", "synthetic", "paper", "delta", "paper_note",
+               "dabs2_readme"]
+
+
+def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None, paper_table: Path = PAPER_TABLE,
+                reference: bool = False, dabs2_table: Path | None = DABS2_README_TABLE) -> dict[str, Path]:
+    """Rebuild table.md / table.csv / table.png (and table_reference.md with ``reference``) in ``out_dir``
+    (default: the first results dir)."""
     out_dir = Path(out_dir or results_dirs[0])
     records, problems = load_records(results_dirs)
     for problem in problems:
@@ -161,14 +603,17 @@ def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None,
         raise FileNotFoundError(
             f"no result records under {', '.join(str(Path(d) / 'records') for d in results_dirs)}: run an experiment first"
         )
-    paper = pd.read_csv(paper_table) if Path(paper_table).exists() else None
-    summary = summarize(records, paper)
+    paper = read_reference(paper_table, PAPER_ALGORITHMS)
+    dabs2 = read_reference(dabs2_table, DABS2_ALGORITHMS)
+    summary = summarize(records, paper, dabs2)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "png": out_dir / "table.png"}
-    commands = sorted(c for c in records["command"].dropna().unique())
-    paths["md"].write_text(to_markdown(summary, commands), encoding="utf-8")
-    tidy = summary.drop(columns=["paper_name"]).copy()
-    tidy["algorithm"] = tidy["algorithm"].astype(str)
-    tidy.to_csv(paths["csv"], index=False, float_format="%.4f")
+    write_text_atomic(paths["md"], to_markdown(summary, records, paper, dabs2))
+    write_text_atomic(paths["csv"], summary[CSV_COLUMNS].to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     plot(summary, paths["png"])
+    if reference:
+        if paper is None:
+            raise FileNotFoundError(f"the paper's table {paper_table} is missing: cannot write table_reference.md")
+        paths["reference"] = out_dir / "table_reference.md"
+        write_text_atomic(paths["reference"], to_reference_markdown(summary, records, paper, dabs2))
     return paths
