@@ -4,7 +4,10 @@ Decoding and preprocessing (audio -> spectrogram, image -> resized tensor, text 
 happens once per (dataset, split, preprocessing settings); afterwards examples are read
 from a memory-mapped array, a batch at a time. A sample that cannot be decoded is never stored
 as if it were one (:func:`checked_memmap_cache`), and a cache file is only ever read as a plain
-array: pickled objects are refused (:func:`load_array`).
+array: pickled objects are refused (:func:`load_array`). Every cache file name holds
+:func:`cache_key` of the settings and of :func:`source_identity` of the files it is built from,
+so a cache never outlives its data: another copy of a dataset (``data_root`` pointing elsewhere)
+or a replaced file gets a cache of its own.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +33,59 @@ log = logging.getLogger(__name__)
 def cache_key(**settings: Any) -> str:
     """A short stable digest of the preprocessing settings (part of a cache file name)."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+#: index and label tables smaller than this are keyed by a hash of their contents, bigger ones by size and mtime
+SMALL_TABLE_BYTES = 1 << 20
+
+
+def source_identity(root: str | Path | None, files: Iterable[str | Path] = (),
+                    tables: Iterable[str | Path] = ()) -> str:
+    """A short digest of what a cache is built from (part of its key): the data root and each source file.
+
+    ``root`` (the dataset's data root) enters resolved (symlinks followed), so two copies of a
+    dataset never share a cache; ``None`` only for readers without one (generic readers, whose
+    paths are absolute). Each file enters in order with its path (relative to ``root`` when
+    under it, else absolute, its folder resolved) and:
+
+    * ``files`` (images, audio, recordings, big json: many or large files): size and
+      ``mtime_ns``, from one ``stat`` each; nothing is read;
+    * ``tables`` (index and label files): a SHA-1 of the contents when smaller than
+      :data:`SMALL_TABLE_BYTES` (a copy or an in-place rewrite within one mtime tick is still
+      told apart, and an untouched copy made with new mtimes is not), else size and ``mtime_ns``.
+
+    A missing file is recorded as missing (not an error here: the reader reports it when it
+    opens the file).
+    """
+    sha = hashlib.sha1()
+    base = os.path.abspath(root) if root is not None else None
+    sha.update(f"root\0{os.path.realpath(base) if base is not None else ''}\n".encode())
+    prefix = base.rstrip(os.sep) + os.sep if base is not None else None
+    folders: dict[str, str] = {}  # each folder resolved once (realpath costs a syscall per path component)
+
+    def name(path: str) -> str:
+        if prefix is not None and path.startswith(prefix):
+            return path[len(prefix):]
+        folder, leaf = os.path.split(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        return os.path.join(folders[folder], leaf)
+
+    for kind, paths in (("file", files), ("table", tables)):
+        for path in paths:
+            path = os.path.abspath(path)
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                sha.update(f"{kind}\0{name(path)}\0missing\n".encode())
+                continue
+            if kind == "table" and stat.S_ISREG(st.st_mode) and st.st_size < SMALL_TABLE_BYTES:
+                with open(path, "rb") as f:
+                    stamp = hashlib.sha1(f.read()).hexdigest()
+            else:
+                stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+            sha.update(f"{kind}\0{name(path)}\0{stamp}\n".encode())
+    return sha.hexdigest()[:16]
 
 
 def load_array(path: Path, mmap: bool = True) -> np.ndarray | None:
@@ -102,8 +159,8 @@ def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: An
         if corrupt is not None:
             if corrupt and not skip_corrupt:
                 first = corrupt[min(corrupt)]
-                raise CorruptDataError(first.path, f"{first.reason} (recorded when {path} was built; delete it "
-                                                   "after fixing the file)", first.line)
+                raise CorruptDataError(first.path, f"{first.reason} (recorded when {path} was built; fixing the "
+                                                   "file builds a new cache)", first.line)
             return array, corrupt
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")

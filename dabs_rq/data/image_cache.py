@@ -13,7 +13,10 @@ What the readers need beyond that, all here in one place:
 * extra per-example inputs served next to the image (token ids);
 * decoding on a thread pool when a cache is first built, and batch indexing afterwards;
 * an on-the-fly variant that decodes per item instead of caching (ImageNet's ~200 GB);
-* :func:`list_digest`, the fingerprint of a sample list that keys a cache file;
+* :func:`cache_file`, where a cache lives, keyed by everything that shapes its pixels: the
+  readers pass :func:`dabs_rq.data.array_cache.source_identity` of the image files (resolved
+  data root, each file's name, size and mtime), so another copy of the data or a replaced
+  image never reads a stale cache, and :func:`list_digest` of labels or crop boxes where they matter;
 * corrupt or truncated image files: :func:`open_rgb` raises :class:`CorruptDataError` naming
   the file; the split's :class:`CorruptLog` then stops the run or leaves the image (and every
   example using it) out, and the cache records which rows hold no image, so a zero row is
@@ -175,8 +178,8 @@ def list_digest(items: Iterable[Any]) -> str:
 def cache_file(cache_dir: Path, name: str, split: str, **settings: Any) -> Path:
     """Where the image cache of ``name``/``split`` lives: keyed by everything that shapes its pixels.
 
-    ``settings`` (image list digest, size, crops, ...) go into the file name, so a change
-    builds a new cache instead of reading a stale one.
+    ``settings`` (the images' :func:`~dabs_rq.data.array_cache.source_identity`, size, crops,
+    ...) go into the file name, so a change builds a new cache instead of reading a stale one.
     """
     key = cache_key(dataset=name, split=split, **settings)
     return Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"

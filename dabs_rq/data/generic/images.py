@@ -64,7 +64,8 @@ from torchvision import transforms
 
 from dabs_rq.data import image_cache
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
-from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
+from dabs_rq.data.array_cache import source_identity
+from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 
 #: suffixes of image files (torchvision's ``IMG_EXTENSIONS``), matched in any case
@@ -111,9 +112,8 @@ class ImageSpec(ReaderSpec):
         unique = list(dict.fromkeys(str(p) for p in paths))
         row_of = {p: i for i, p in enumerate(unique)}
         rows = np.fromiter((row_of[str(p)] for p in paths), dtype=np.int64, count=len(paths))
-        stamps = ((p, st.st_size, st.st_mtime_ns) for p in unique for st in [os.stat(p)])
         size = [int(s) for s in self.image_size]
-        cache = image_cache.cache_file(cache_dir, f"generic_{kind}", split, source=list_digest(stamps),
+        cache = image_cache.cache_file(cache_dir, f"generic_{kind}", split, source=source_identity(None, files=unique),
                                        image_size=size, channels=self.channels)
         return image_cache.image_dataset(FileImages(unique), len(unique), self.transform(), labels.numpy(),
                                          cache=cache, shape=(self.channels, *size), rows=rows, extra=extra,

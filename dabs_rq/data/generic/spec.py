@@ -31,6 +31,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
 
 SPLIT_BY = ("ratio", "column", "files")
@@ -218,7 +219,7 @@ class ReaderSpec:
     def cached(self, name: str, split: str, cache_dir: Path, sources: Iterable[Path], build: Any,
                on_corrupt: str = "error") -> TensorInputsDataset:
         """The split's tensors, built once per (settings, on_corrupt, source files' size and mtime)."""
-        stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(s) for s in sources)]
+        stamp = source_identity(None, files=sorted(Path(s) for s in sources))
         blob = json.dumps([self.settings(), on_corrupt, stamp], sort_keys=True, default=str)
         key = hashlib.sha1(blob.encode()).hexdigest()
         data = cached_tensors(Path(cache_dir) / "generic" / f"{name}_{key[:16]}.pt", build)

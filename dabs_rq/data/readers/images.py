@@ -4,9 +4,11 @@ Each reader lists a split's images and labels from the dataset's own on-disk for
 (index files, folders, pickles), reproducing DABS's split rule, then preprocesses every
 image once the way DABS does -- ``Resize((224, 224)) -> CenterCrop(224) -> ToTensor()``,
 no normalisation, no augmentation -- into the shared uint8 memory-mapped cache
-(:mod:`dabs_rq.data.image_cache`) under ``cache_dir``.
-Items are ``((image,), label)`` with ``image`` float32 ``[3, 224, 224]`` in [0, 1]; uint8
-divided by 255 is bit-identical to ``ToTensor`` on the resized PIL image.
+(:mod:`dabs_rq.data.image_cache`) under ``cache_dir``, keyed by the resolved data root and
+each source file's name, size and mtime (one ``stat`` per file), so another copy of the data
+or a replaced file builds a new cache. Items are ``((image,), label)`` with ``image`` float32
+``[3, 224, 224]`` in [0, 1]; uint8 divided by 255 is bit-identical to ``ToTensor`` on the
+resized PIL image.
 
 Layouts under the dataset folder are those of the original archives extracted in place (as
 DABS does); ``download=True`` fetches the archives DABS uses with
@@ -42,6 +44,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, DatasetFolder, find_clas
 from torchvision.datasets.utils import download_url
 
 from dabs_rq.data import image_cache
+from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import Box, FileImages, list_digest
 from dabs_rq.data.storage import CorruptDataError, CorruptLog, DatasetMissingError, download_and_extract
 
@@ -122,9 +125,10 @@ def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image
     """Items ``((float32 [3, s, s] in [0, 1],), label)`` for images ``open_image(i)``, cached as uint8 memmap.
 
     The cache (:mod:`dabs_rq.data.image_cache`) is keyed by dataset, split, ``source`` (a
-    fingerprint of the sample list), ``image_size`` and the reader's ``settings`` (split/crop
-    choices), so any change builds a new one. ``memmap=False`` decodes on the fly instead;
-    ``workers`` threads build the cache. Corrupt files go to ``corrupt`` (the split's log).
+    fingerprint of the sample list and the source files' identity), ``image_size`` and the
+    reader's ``settings`` (split/crop choices), so any change builds a new one.
+    ``memmap=False`` decodes on the fly instead; ``workers`` threads build the cache. Corrupt
+    files go to ``corrupt`` (the split's log).
     """
     labels = np.asarray(labels, dtype=np.int64)
     cache = image_cache.cache_file(cache_dir, name, split, source=source, image_size=image_size, **(settings or {}))
@@ -136,8 +140,11 @@ def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image
 
 def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Sequence[int], cache_dir: Path,
                   boxes: Sequence[Box] | None = None, settings: dict[str, Any] | None = None,
-                  corrupt: CorruptLog | None = None, **options: Any) -> Dataset:
-    """:func:`image_dataset` of image files (optionally cropped to ``boxes``, as DABS does for Aircraft)."""
+                  corrupt: CorruptLog | None = None, *, root: Path, **options: Any) -> Dataset:
+    """:func:`image_dataset` of image files (optionally cropped to ``boxes``, as DABS does for Aircraft).
+
+    The cache key holds the files' :func:`~dabs_rq.data.array_cache.source_identity` under the data ``root``.
+    """
     paths = [str(p) for p in paths]
     labels = [int(y) for y in labels]
     if not paths:
@@ -145,7 +152,8 @@ def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Se
             corrupt.report(kept=0)
         raise DatasetMissingError(f"dataset '{name}': no {split} images found")
     boxes = list(boxes) if boxes is not None else None
-    source = list_digest(zip(paths, labels, boxes if boxes is not None else [None] * len(paths)))
+    source = list_digest([source_identity(root, files=paths),
+                          *zip(paths, labels, boxes if boxes is not None else [None] * len(paths))])
     return image_dataset(name, split, FileImages(paths, boxes), labels, cache_dir, source, settings, corrupt=corrupt,
                          **options)
 
@@ -264,7 +272,7 @@ def cifar10(split: str, cache_dir: Path, root: Path, download: bool = False, on_
     pixels = np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32)
     pixels = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))  # HWC, as PIL wants
     labels = np.concatenate([labels for _, labels in batches])
-    source = list_digest((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    source = source_identity(root, files=files)
     return image_dataset("cifar10", split, ArrayImages(pixels), labels, cache_dir, source,
                          corrupt=corrupt, **options)
 
@@ -296,7 +304,7 @@ def cu_birds(split: str, cache_dir: Path, root: Path, download: bool = False, on
             else:
                 chosen.append(base / "images" / path)
                 labels.append(class_ids[image_id] - 1)
-    return files_dataset("cu_birds", split, chosen, labels, cache_dir, corrupt=corrupt, **options)
+    return files_dataset("cu_birds", split, chosen, labels, cache_dir, corrupt=corrupt, root=root, **options)
 
 
 def load_flower_labels(path: Path, num_classes: int = 102) -> np.ndarray:
@@ -330,7 +338,7 @@ def vgg_flower(split: str, cache_dir: Path, root: Path, download: bool = False, 
         classes.setdefault(int(label), []).append(image_id)
     ids, split_labels = per_class_split(classes.items(), train, seed, train_fraction)
     paths = [root / "jpg" / f"image_{i:05d}.jpg" for i in ids]
-    return files_dataset("vgg_flower", split, paths, split_labels, cache_dir, corrupt=corrupt, **options)
+    return files_dataset("vgg_flower", split, paths, split_labels, cache_dir, corrupt=corrupt, root=root, **options)
 
 
 def dtd(split: str, cache_dir: Path, root: Path, download: bool = False, partition: int = 1,
@@ -357,7 +365,7 @@ def dtd(split: str, cache_dir: Path, root: Path, download: bool = False, partiti
             rows.append(row)
             labels.append(index[category])
     return files_dataset("dtd", split, [base / "images" / row for row in rows], labels, cache_dir,
-                         settings={"partition": partition}, corrupt=corrupt, **options)
+                         settings={"partition": partition}, corrupt=corrupt, root=root, **options)
 
 
 def traffic_sign(split: str, cache_dir: Path, root: Path, download: bool = False, seed: int = 42,
@@ -380,7 +388,7 @@ def traffic_sign(split: str, cache_dir: Path, root: Path, download: bool = False
 
     paths, labels = per_class_split(((c, files(c)) for c in range(num_classes)), train, seed, train_fraction)
     return files_dataset("traffic_sign", split, paths, labels, cache_dir,
-                         settings={"gtsrb_sorted_files": gtsrb_sorted_files}, corrupt=corrupt, **options)
+                         settings={"gtsrb_sorted_files": gtsrb_sorted_files}, corrupt=corrupt, root=root, **options)
 
 
 def _boxes(path: Path) -> tuple[dict[str, Box], dict[str, CorruptDataError]]:
@@ -438,7 +446,7 @@ def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, ai
         paths.append(data / "images" / f"{name}.jpg")
         labels.append(label_of[variant])
     return files_dataset("aircraft", split, paths, labels, cache_dir, boxes=boxes if aircraft_bbox_crop else None,
-                         settings={"aircraft_bbox_crop": aircraft_bbox_crop}, corrupt=corrupt, **options)
+                         settings={"aircraft_bbox_crop": aircraft_bbox_crop}, corrupt=corrupt, root=root, **options)
 
 
 def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
@@ -455,4 +463,4 @@ def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
     _, class_to_idx = find_classes(Path(root) / folders["train"])
     samples = DatasetFolder.make_dataset(str(Path(root) / folders[split]), class_to_idx, extensions=IMG_EXTENSIONS)
     paths, labels = zip(*samples) if samples else ((), ())
-    return files_dataset("imagenet", split, paths, labels, cache_dir, corrupt=corrupt, **options)
+    return files_dataset("imagenet", split, paths, labels, cache_dir, corrupt=corrupt, root=root, **options)

@@ -18,8 +18,10 @@ windows are fixed once per split (``windows``):
 * ``grid``: every window start ``0, grid_stride, ...`` of every (subject, activity) run;
   natural class frequencies.
 
-The interpolated sensor rows are cached as one memory-mapped ``float32`` array per split;
-windows are gathered from it a batch at a time.
+The interpolated sensor rows are cached as one memory-mapped ``float32`` array per split,
+keyed by the resolved data root and each recording's size and mtime (another copy of the
+data, or a replaced ``.dat`` file, builds a new cache); windows are gathered from it a batch
+at a time.
 
 ``on_corrupt`` (``"error"`` | ``"skip"``): a malformed line of a ``.dat`` file (not 54 fields,
 e.g. the cut last line of a truncated file, or a field that is not a number) stops the run
@@ -42,7 +44,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dabs_rq.data.array_cache import cache_key, load_array, save_json_atomic
+from dabs_rq.data.array_cache import cache_key, load_array, save_json_atomic, source_identity
 from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
@@ -278,9 +280,10 @@ def pamap2(
     if download:
         fetch(Path(root), url)
     subjects = [int(s) for s in (train_subjects if split == "train" else test_subjects)]
-    # skipping builds other rows than stopping would, so it gets its own cache (the default's key is unchanged)
+    # skipping builds other rows than stopping would, so it gets its own cache
+    recordings = [protocol_dir(root) / f"subject{subject}.dat" for subject in subjects]
     key = cache_key(subjects=subjects, activities=ACTIVITIES, interpolate="linear-both",
-                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
+                    source=source_identity(root, tables=recordings), **({"on_corrupt": "skip"} if corrupt.skip else {}))
     rows, runs = cached_runs(Path(cache_dir) / "pamap2" / f"rows-{key}.npy",
                              lambda: activity_runs(Path(root), subjects, ACTIVITIES, corrupt), corrupt)
     if windows == "seeded":

@@ -23,12 +23,12 @@ each clip into DABS's log-mel "image":
 
 The result matches librosa 0.11 (``pad_mode="reflect"``) to within 1e-3 dB.
 
-Spectrograms are computed once per (data folder, file list, split, settings; not labels,
-so the three Fluent tasks share one) and stored, normalised, as float16 memory maps under
-``cache_dir/speech``, with the clip lengths of the training split. The training-time
-random window is kept exactly as in DABS by caching both windows: the first window of
-every clip and, in a second array, the last window of every clip longer than 150,526
-samples; each access of a long training clip then draws first-or-last with a fresh coin
+Spectrograms are computed once per (resolved data folder, file list with each file's size and
+mtime, split, settings; not labels, so the three Fluent tasks share one) and stored,
+normalised, as float16 memory maps under ``cache_dir/speech``, with the clip lengths of the
+training split. The training-time random window is kept exactly as in DABS by caching both
+windows: the first window of every clip and, in a second array, the last window of every
+clip longer than 150,526 samples; each access of a long training clip then draws first-or-last with a fresh coin
 from torch's global generator (seeded by ``seed_everything``; per worker in loader
 workers), like DABS's unseeded ``random.getrandbits(1)`` in every ``__getitem__``.
 
@@ -59,7 +59,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
 from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
 
 MAX_LENGTH = 150_526
@@ -344,11 +344,9 @@ class Clips:
     labels: np.ndarray
 
 
-def _cache_path(cache_dir: Path, name: str, split: str, window: str, root: Path, clips: Clips,
-                front_end: FrontEnd) -> Path:
-    """Cache file of one (file list, window, front-end) combination; labels are not part of it."""
-    files = [os.path.relpath(f, root) for f in clips.files]
-    key = cache_key(root=str(Path(root).resolve()), files=files, window=window, **asdict(front_end))
+def _cache_path(cache_dir: Path, name: str, split: str, window: str, source: str, front_end: FrontEnd) -> Path:
+    """Cache file of one (files' ``source_identity``, window, front-end) combination; labels are not part of it."""
+    key = cache_key(source=source, window=window, **asdict(front_end))
     return Path(cache_dir) / "speech" / f"{name}-{split}-{window}-{key}.npy"
 
 
@@ -369,15 +367,16 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
     corrupt = corrupt if corrupt is not None else CorruptLog(name, split)
     shape = (1, front_end.n_mels, frames(front_end))
     count = len(clips.files)
+    source = source_identity(root, files=clips.files)  # one stat per clip, shared by the three caches
     first, bad = checked_memmap_cache(
-        _cache_path(cache_dir, name, split, "first", root, clips, front_end), count, shape, np.float16,
+        _cache_path(cache_dir, name, split, "first", source, front_end), count, shape, np.float16,
         _chunked(lambda rows: _spectrogram_batch([clips.files[i] for i in rows], front_end, last=False), count),
         desc=f"{name} {split} spectrograms", skip_corrupt=corrupt.skip,
     )
     last = last_row = None
     if split == "train":
         lengths, bad_lengths = checked_memmap_cache(
-            _cache_path(cache_dir, name, split, "lengths", root, clips, front_end), count, (), np.int64,
+            _cache_path(cache_dir, name, split, "lengths", source, front_end), count, (), np.int64,
             _chunked(lambda rows: _lengths([None if i in bad else clips.files[i] for i in rows], front_end), count,
                      chunk=1024),
             desc=f"{name} {split} clip lengths", skip_corrupt=corrupt.skip,
@@ -387,7 +386,7 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
                         dtype=np.int64)
         if len(long):
             last, bad_last = checked_memmap_cache(
-                _cache_path(cache_dir, name, split, "last", root, clips, front_end), len(long), shape, np.float16,
+                _cache_path(cache_dir, name, split, "last", source, front_end), len(long), shape, np.float16,
                 _chunked(lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
                          len(long)),
                 desc=f"{name} {split} last windows", skip_corrupt=corrupt.skip,

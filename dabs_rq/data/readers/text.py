@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, save_json_atomic
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, save_json_atomic, source_identity
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
 from dabs_rq.data.storage import CorruptDataError, CorruptLog, DatasetMissingError, check_on_corrupt
 
@@ -114,9 +114,10 @@ class TableSplit:
     regression: bool = False
     options: dict = field(default_factory=dict)
 
-    def fingerprint(self) -> list:
-        """Identity of the source files (path, size, modification time) for the cache key."""
-        return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
+    def fingerprint(self, data_root: Path | None) -> str:
+        """Identity of the source files under the resolved ``data_root`` for the cache key
+        (:func:`~dabs_rq.data.array_cache.source_identity`: contents of small files, else size and mtime)."""
+        return source_identity(data_root, tables=self.files)
 
 
 def tsv_options(columns: Sequence[str], names: Sequence[str] | None = None) -> dict:
@@ -464,7 +465,7 @@ def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root:
     (or one holding pickled objects) is rebuilt, never unpickled.
     """
     corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
-    key = cache_key(files=table.fingerprint(), builder=table.builder, inputs=table.inputs, label=table.label,
+    key = cache_key(files=table.fingerprint(data_root), builder=table.builder, inputs=table.inputs, label=table.label,
                     label_map=table.label_map, regression=table.regression, max_length=max_length,
                     tokenizer=tokenizer_identity(tokenizer, data_root), drop_empty=drop_empty, version=CACHE_VERSION,
                     **({"on_corrupt": "skip"} if corrupt.skip else {}))

@@ -9,7 +9,9 @@ image transform ``Resize((640, 480))`` -> ``CenterCrop(480)`` -> ``Resize((224, 
 * **MS-COCO** (``train2017`` / ``val2017``): one caption per image, the *last* one of
   ``captions_*2017.json`` (DABS builds a dict); label = category (0..79, in the order of
   ``categories``) of the *last* instance annotation of the image; images without instances
-  are dropped. The label only feeds DABS's online evaluator, unused here.
+  are dropped. The label only feeds DABS's online evaluator, unused here. That is DABS 2.0's
+  one row per image (``rows: per_image``, the default); ``rows: per_instance`` gives the DABS
+  1.0 protocol the paper used, one row per instance annotation (see :func:`coco_index`).
 * **VQA v1** real-image multiple choice (``train2014`` / ``val2014``): input = image and the
   pair ``(question, answer)``; binary label "is the answer right": for each question whose
   ``multiple_choice_answer`` is among its ``multiple_choices`` (others are dropped), with
@@ -20,15 +22,19 @@ image transform ``Resize((640, 480))`` -> ``CenterCrop(480)`` -> ``Resize((224, 
 
 Images are decoded once into the shared memory-mapped ``uint8`` cache
 (:mod:`dabs_rq.data.image_cache`, one row per distinct image, ``decode_workers`` threads);
-token ids and labels are cached per tokenizer (and per seed for VQA).
+token ids and labels are cached per tokenizer (and per seed for VQA). Every cache is keyed by
+the resolved data root and the source files (json: size and mtime, or contents when small;
+images: size and mtime), so pointing ``data_root`` at another copy, or replacing a file,
+builds new caches instead of reading stale ones.
 
 Both readers take ``on_corrupt`` (``"error"`` | ``"skip"``): a corrupt or truncated image, or a
 malformed json entry (an annotation or question without a needed field, an unknown category,
 question or image id, a gold answer with no other choice), stops the run with a
-:class:`CorruptDataError` naming the file (and entry), or is left out (for COCO the whole
-image whose annotation is malformed, so that its "last annotation" label is never a
-different one) and counted in one summary line per split. A json file that does not parse,
-or a COCO annotation that names no image, always stops the run.
+:class:`CorruptDataError` naming the file (and entry), or is left out (for COCO per image,
+the whole image whose annotation is malformed, so that its "last annotation" label is never
+a different one; per instance, that annotation's row) and counted in one summary line per
+split. A json file that does not parse, or a COCO annotation that names no image, always
+stops the run.
 """
 
 from __future__ import annotations
@@ -43,13 +49,15 @@ import torch
 from torchvision import transforms
 
 from dabs_rq.data import image_cache
-from dabs_rq.data.array_cache import cache_key
-from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
+from dabs_rq.data.array_cache import cache_key, source_identity
+from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 from dabs_rq.data.tensor_dataset import cached_tensors
 
 COCO_URL = "http://images.cocodataset.org"
+#: ``mscoco``'s ``rows``: one row per image (DABS 2.0) or per instance annotation (DABS 1.0, the paper's)
+COCO_ROWS = ("per_image", "per_instance")
 VQA_URL = "https://s3.amazonaws.com/cvmlp/vqa/mscoco/vqa"
 
 
@@ -124,19 +132,40 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
 
 
-def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None) -> tuple[list[int], list[str], list[int]]:
-    """``(image ids, caption, label)`` of the images of ``part`` that have a caption and an instance.
+def _check_rows(rows: str) -> None:
+    if rows not in COCO_ROWS:
+        raise ValueError(f"rows must be one of {', '.join(COCO_ROWS)}; got {rows!r}")
 
-    An image with a malformed instance or caption entry goes to ``corrupt`` (default: raise)
-    and is left out; an instance entry without an image id always raises.
+
+def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None,
+               rows: str = "per_image") -> tuple[list[int], list[str], list[int]]:
+    """``(image id, caption, label)`` of each example of ``part``: images that have a caption and an instance.
+
+    The caption of an image is the last of its captions in ``captions_<part>.json`` (DABS
+    builds a dict). ``rows``:
+
+    * ``per_image`` (DABS 2.0): one example per image, in caption order, labelled with the
+      category of the image's *last* instance annotation;
+    * ``per_instance`` (DABS 1.0, the paper's protocol): one example per instance annotation
+      whose image has a caption, in annotation order, labelled with that annotation's category
+      (images repeat, once per annotation, always with the whole image and its caption). This
+      implements that stated rule; DABS 1.0's own reader was not at hand to compare with (its
+      leftover ``BOX_SCALE_RATIO`` hints that it may also have cropped to the box: not done here).
+
+    Malformed entries go to ``corrupt`` (default: raise): per image, an image with a malformed
+    instance or caption entry is left out; per instance, a malformed instance entry leaves out
+    that row, a malformed caption entry all rows of its image. An instance entry without an
+    image id always raises.
     """
+    _check_rows(rows)
     corrupt = corrupt if corrupt is not None else CorruptLog("mscoco", part)
     instances_path = Path(root) / "annotations" / f"instances_{part}.json"
     instances = _load_json(instances_path)
     category = {}
     for k, c in enumerate(_entries(instances, "categories", instances_path), start=1):
         category[_fields(c, ["id"], instances_path, k, "category")[0]] = len(category)
-    labels, broken = {}, {}
+    labels, broken, bad_caption = {}, {}, {}
+    per_row: list[tuple[int, int | None, CorruptDataError | None]] = []  # (image, label, error) per annotation
     for k, a in enumerate(_entries(instances, "annotations", instances_path), start=1):
         image_id = a.get("image_id") if isinstance(a, dict) else None
         try:
@@ -148,8 +177,10 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None) -> tupl
             if image_id is None:
                 raise  # no way to tell which image's "last annotation" it was
             broken.setdefault(image_id, err)
+            per_row.append((image_id, None, err))
             continue
         labels[image_id] = category[a["category_id"]]  # last one wins
+        per_row.append((image_id, labels[image_id], None))
     del instances
     captions_path = Path(root) / "annotations" / f"captions_{part}.json"
     captions = {}
@@ -161,8 +192,20 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None) -> tupl
             if image_id is None:
                 raise
             broken.setdefault(image_id, err)
+            bad_caption.setdefault(image_id, err)
             continue
         captions[image_id] = c["caption"]  # last one wins
+    if rows == "per_instance":
+        ids, row_labels = [], []
+        for image_id, label, err in per_row:
+            if image_id not in captions:
+                continue
+            if image_id in bad_caption or err is not None:
+                corrupt.add(bad_caption.get(image_id, err))  # an image's caption error is counted once
+                continue
+            ids.append(image_id)
+            row_labels.append(label)
+        return ids, [captions[i] for i in ids], row_labels
     ids = []
     for i in captions:
         if i in broken:
@@ -182,9 +225,16 @@ def mscoco(
     image_size: Sequence[int] = (224, 224),
     decode_workers: int | None = None,
     on_corrupt: str = "error",
+    rows: str = "per_image",
 ) -> ImageDataset:
-    """COCO 2017 ``train2017`` (train) / ``val2017`` (test): (image, caption ids) -> category 0..79."""
+    """COCO 2017 ``train2017`` (train) / ``val2017`` (test): (image, caption ids) -> category 0..79.
+
+    ``rows``: ``per_image`` (default, DABS 2.0: one example per image) or ``per_instance``
+    (DABS 1.0, the paper's protocol: one example per instance annotation), see :func:`coco_index`.
+    Each distinct image is decoded and cached once either way.
+    """
     _check_split(split)
+    _check_rows(rows)
     corrupt = CorruptLog("mscoco", split, on_corrupt)
     part = "train2017" if split == "train" else "val2017"
     if download:
@@ -194,17 +244,28 @@ def mscoco(
 
     def build() -> dict[str, Any]:
         skipped = CorruptLog("mscoco", split, on_corrupt)
-        ids, captions, labels = coco_index(Path(root), part, skipped)
-        return {"image_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
-                "tokens": encode(tok, captions, max_length=seq_len), "corrupt": _records(skipped)}
+        ids, captions, labels = coco_index(Path(root), part, skipped, rows)
+        text = {"labels": torch.tensor(labels, dtype=torch.long), "corrupt": _records(skipped)}
+        if rows == "per_image":
+            return {**text, "image_ids": torch.tensor(ids, dtype=torch.long),
+                    "tokens": encode(tok, captions, max_length=seq_len)}
+        images = list(dict.fromkeys(ids))  # distinct images, first-annotation order; each caption encoded once
+        index = {image_id: n for n, image_id in enumerate(images)}
+        row_of = torch.tensor([index[i] for i in ids], dtype=torch.long)
+        caption_of = dict(zip(ids, captions))
+        tokens = encode(tok, [caption_of[i] for i in images], max_length=seq_len)
+        return {**text, "image_ids": torch.tensor(images, dtype=torch.long), "rows": row_of,
+                "tokens": tokens[row_of]}
 
-    # skipping keeps other entries than stopping would: its own cache (the default's key is unchanged)
-    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok),
+    annotations = [Path(root) / "annotations" / f"{kind}_{part}.json" for kind in ("instances", "captions")]
+    # skipping keeps other entries than stopping would: its own cache
+    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok), rows=rows,
+                    source=source_identity(root, tables=annotations),
                     **({"on_corrupt": "skip"} if corrupt.skip else {}))
     text = cached_tensors(Path(cache_dir) / "mscoco" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f"{i:012d}.jpg" for i in text["image_ids"].tolist()]
     cache = image_cache.cache_file(cache_dir, "mscoco", split, part=part, size=list(image_size),
-                                   files=list_digest(files))
+                                   files=source_identity(root, files=files))
     return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)
 
 
@@ -317,10 +378,14 @@ def vqa(
     if answer_seed is None:
         text = build()
     else:
+        sources = [Path(root) / "annotations" / f"captions_{part}.json",
+                   Path(root) / f"MultipleChoice_mscoco_{part}_questions.json",
+                   Path(root) / f"mscoco_{part}_annotations.json"]
         key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok),
+                        source=source_identity(root, tables=sources),
                         **({"on_corrupt": "skip"} if corrupt.skip else {}))
         text = cached_tensors(Path(cache_dir) / "vqa" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f for f in text["files"]]
     cache = image_cache.cache_file(cache_dir, "vqa", split, part=part, size=list(image_size),
-                                   files=list_digest(text["files"]))
+                                   files=source_identity(root, files=files))
     return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)

@@ -9,7 +9,9 @@ Decoded images are cached once per split in the shared ``uint8`` image cache
 which gives the same floats). X-rays are grayscale, so one channel is stored and repeated
 to three on reading: for an image whose RGB channels are equal (every CheXpert/NIH image)
 this is exactly DABS's tensor, at a third of the disk space. ``decode_workers`` threads
-decode a split when its cache is first built (default: all CPUs).
+decode a split when its cache is first built (default: all CPUs). A cache is keyed by the
+resolved data root and each image file's name, size and mtime (one ``stat`` per image), so
+another copy of the data, or a replaced image, builds a new one.
 
 * **CheXpert** (``CheXpert-v1.0-small`` layout): ``train.csv`` / ``valid.csv`` list the
   images (``Path`` column, relative to the dataset folder) and 14 observation columns;
@@ -40,7 +42,8 @@ from PIL import Image
 from torchvision import transforms
 
 from dabs_rq.data import image_cache
-from dabs_rq.data.image_cache import FileImages, ImageDataset, list_digest
+from dabs_rq.data.array_cache import source_identity
+from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -164,7 +167,7 @@ def chexpert(
     table = read_chexpert_csv(Path(root) / folder / ("train.csv" if split == "train" else "valid.csv"), tasks, corrupt)
     files = [Path(root) / p for p in table["Path"]]
     cache = image_cache.cache_file(cache_dir, "chexpert", split, folder=folder, size=list(image_size),
-                                   files=list_digest(table["Path"]))
+                                   files=source_identity(root, files=files))
     return xray_dataset(files, chexpert_labels(table, tasks, uncertain), cache, image_size, decode_workers, corrupt)
 
 
@@ -241,6 +244,7 @@ def chestxray8(
         missing = findings.index[findings.isna()]
         raise ValueError(f"{len(missing)} images of {Path(root) / 'images'} are not in metadata.csv "
                          f"(e.g. {missing[0]}): is metadata.csv the NIH Data_Entry_2017 file?")
-    cache = image_cache.cache_file(cache_dir, "xray8", split, size=list(image_size), files=list_digest(names))
-    return xray_dataset([Path(root) / "images" / n for n in names], xray8_labels(findings, pathologies), cache,
-                        image_size, decode_workers, corrupt)
+    files = [Path(root) / "images" / n for n in names]
+    cache = image_cache.cache_file(cache_dir, "xray8", split, size=list(image_size),
+                                   files=source_identity(root, files=files))
+    return xray_dataset(files, xray8_labels(findings, pathologies), cache, image_size, decode_workers, corrupt)
