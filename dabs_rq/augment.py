@@ -325,11 +325,13 @@ def _quantize(
     generator: Optional[torch.Generator],
     compile: bool,
     sync_free: bool = False,
+    applied: Optional[list] = None,
 ) -> Tensor:
     """The operator on a non-empty ``x`` with validated arguments and 0 < p <= 1.
 
     ``sync_free`` (for CUDA graph capture): no host synchronisation and no data-dependent
     branch, so the statistics always take the finite-values-only path (same values).
+    ``applied``: if given and ``p < 1``, the [B] bool mask of quantized samples is appended to it.
     """
     shape = x.shape
     batch, before, channels, after = shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:])
@@ -385,6 +387,8 @@ def _quantize(
         out = out.to(x.dtype)
     if p < 1:
         keep = torch.rand(batch, device=x.device, generator=generator) >= p
+        if applied is not None:
+            applied.append(~keep)
         if sync_free:
             out = torch.where(keep.view(batch, *([1] * (x.dim() - 1))), x, out)
         elif bool(keep.any()):
@@ -452,7 +456,9 @@ def randomized_quantization(
     compile: bool = False,
     cuda_graph: bool = False,
     statistics: str = "channel",
-) -> Tensor:
+    *,
+    return_applied: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Quantize every (sample, channel) of ``x`` with random bins; see the module docstring.
 
     Args:
@@ -476,22 +482,39 @@ def randomized_quantization(
         statistics: ``channel`` (the paper's default): min, max and bins per sample and channel;
             ``instance`` (the paper's ablation): one min, max and set of bins per sample, shared
             by all its channels (the sample is quantized as if it were a single channel).
+        return_applied: also return which samples were quantized: ``(output, applied)`` with
+            ``applied`` a bool tensor [batch] on ``x``'s device, True where the sample's output is
+            its quantization, False where the ``p`` draw returned the input (all True for ``p == 1``,
+            all False for ``p == 0`` or an input without elements). Same draws and output as without
+            it; with ``cuda_graph`` and ``p < 1`` the call runs eagerly (same output and random stream).
     """
     if statistics not in STATISTICS:
         raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
     if statistics == "instance" and x.dim() >= 2 and x.numel() > 0:
         flat = x.reshape(x.shape[0], 1, -1)
-        return randomized_quantization(flat, num_bins, 1, collapse, spacing, p, generator, compile,
-                                       cuda_graph).reshape(x.shape)
+        result = randomized_quantization(flat, num_bins, 1, collapse, spacing, p, generator, compile,
+                                         cuda_graph, return_applied=return_applied)
+        if return_applied:
+            return result[0].reshape(x.shape), result[1]
+        return result.reshape(x.shape)
     dim, num_bins = _validate(x, num_bins, channel_dim, collapse, spacing, p)
     p = float(p)
+
+    def answer(out: Tensor, mask: Optional[Tensor] = None, value: bool = True):
+        if not return_applied:
+            return out
+        return out, mask if mask is not None else torch.full((x.shape[0],), value, dtype=torch.bool, device=x.device)
+
     if x.numel() == 0 or p == 0:
-        return x
+        return answer(x, value=False)
     if cuda_graph and x.is_cuda:
         if generator is not None:
             raise ValueError("cuda_graph=True draws from the default CUDA generator; pass generator=None")
-        return _graphed(x, dim, num_bins, collapse, spacing, p, compile)
-    return _quantize(x, dim, num_bins, collapse, spacing, p, generator, compile)
+        if not (return_applied and p < 1):
+            return answer(_graphed(x, dim, num_bins, collapse, spacing, p, compile))
+    applied: Optional[list] = [] if return_applied and p < 1 else None
+    out = _quantize(x, dim, num_bins, collapse, spacing, p, generator, compile, applied=applied)
+    return answer(out, applied[0] if applied else None)
 
 
 class RandomizedQuantization(nn.Module):
@@ -533,6 +556,14 @@ class RandomizedQuantization(nn.Module):
         return randomized_quantization(
             x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p, self.generator, self.compile,
             self.cuda_graph, self.statistics,
+        )
+
+    def forward_with_applied(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(forward(x), applied)``: the same draws and output, and the [batch] bool mask of the samples
+        that were quantized (False where the ``p`` draw kept the input); see ``return_applied``."""
+        return randomized_quantization(
+            x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p, self.generator, self.compile,
+            self.cuda_graph, self.statistics, return_applied=True,
         )
 
     def extra_repr(self) -> str:

@@ -30,28 +30,34 @@ def loss_curve(algorithm, steps=40):
     return losses
 
 
+GRADIENTS = ["straight_through", "reference", "none"]
+
+
+def rq(views):
+    return lambda enc, gradient: RQContrastive(enc, quantizer=RandomizedQuantization(num_bins=8, channel_dim=-1),
+                                               views=views, gradient=gradient)
+
+
 @pytest.mark.parametrize(
-    "make",
-    [
-        lambda enc: EMix(enc),
-        lambda enc: RQContrastive(enc, quantizer=RandomizedQuantization(num_bins=8, channel_dim=-1)),
-        lambda enc: RQContrastive(enc, quantizer=RandomizedQuantization(num_bins=8, channel_dim=-1), views="rq_vs_rq"),
-    ],
-    ids=["emix", "rq_clean_vs_rq", "rq_vs_rq"],
+    "make, gradient",
+    [pytest.param(lambda enc, gradient: EMix(enc), None, id="emix")]
+    + [pytest.param(rq(views), gradient, id=f"rq_{views}-{gradient}")
+       for views in ("clean_vs_rq", "rq_vs_rq") for gradient in GRADIENTS],
 )
-def test_loss_decreases(make):
+def test_loss_decreases(make, gradient):
     torch.manual_seed(0)
-    losses = loss_curve(make(tiny_encoder()))
+    losses = loss_curve(make(tiny_encoder(), gradient))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, f"loss did not decrease: {first:.3f} -> {last:.3f}"
 
 
-def test_rq_straight_through_trains_the_embedder_even_without_a_clean_view():
+@pytest.mark.parametrize("gradient", ["straight_through", "reference"])
+def test_rq_gradient_trains_the_embedder_even_without_a_clean_view(gradient):
     torch.manual_seed(0)
-    algo = RQContrastive(tiny_encoder(), views="rq_vs_rq")
+    algo = RQContrastive(tiny_encoder(), views="rq_vs_rq", gradient=gradient)
     algo.loss([torch.randn(8, 20, 3)]).backward()
     assert algo.encoder.embedding.embedders[0].proj.weight.grad.abs().sum() > 0
-    algo = RQContrastive(tiny_encoder(), views="rq_vs_rq", straight_through=False)
+    algo = RQContrastive(tiny_encoder(), views="rq_vs_rq", gradient="none")
     algo.loss([torch.randn(8, 20, 3)]).backward()
     assert algo.encoder.embedding.embedders[0].proj.weight.grad is None
 
@@ -105,8 +111,10 @@ from dabs_rq.algorithms.shed import ShED  # noqa: E402
 from dabs_rq.encoder import PatchEmbedding2d, TokenEmbedding  # noqa: E402
 
 
-@pytest.mark.parametrize("make", [lambda enc: ShED(enc), lambda enc: MAE(enc), lambda enc: RQEMix(enc)],
-                         ids=["shed", "mae", "rq_emix"])
+@pytest.mark.parametrize("make", [lambda enc: ShED(enc), lambda enc: MAE(enc), lambda enc: RQEMix(enc),
+                                  lambda enc: RQEMix(enc, gradient="reference"),
+                                  lambda enc: RQEMix(enc, gradient="none")],
+                         ids=["shed", "mae", "rq_emix", "rq_emix_reference", "rq_emix_none"])
 def test_new_algorithms_loss_decreases(make):
     torch.manual_seed(0)
     losses = loss_curve(make(tiny_encoder()), steps=60)
