@@ -54,8 +54,10 @@ def pipeline_overrides(data_root: Path, tmp_path: Path, cache: Path, *, domain: 
 
     Records land in ``tmp_path / "results"``, logs in ``tmp_path / "out"``; the data cache is ``cache``.
     """
+    # Fixture splits are smaller than a DABS transfer batch: keep their partial batch (DABS drops it).
     return [*_tiny_run(tmp_path, cache, max_steps=2, epochs=1), f"domain={domain}", f"algorithm={algorithm}",
-            f"pretrain.batch_size={batch_size}", "transfer.mode=cached_features", f"data_root={data_root}"]
+            f"pretrain.batch_size={batch_size}", "transfer.mode=cached_features", "transfer.drop_last=false",
+            f"data_root={data_root}"]
 
 
 # --------------------------------------------------------------------------- fixture data and splits

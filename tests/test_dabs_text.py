@@ -284,6 +284,7 @@ def test_binary_correlation_task_scores_cola_by_pearson_or_matthews():
 def run_overrides(domain, data_root, tmp_path, data_cache):
     return ["model=tiny", "logger=none", "algorithm=rq", "pretrain.max_steps=2", "pretrain.batch_size=8",
             "pretrain.num_workers=0", "transfer.epochs=1", "transfer.mode=cached_features",
+            "transfer.drop_last=false",  # fixture splits are smaller than a DABS transfer batch
             "trainer.enable_progress_bar=false", f"domain={domain}", f"data_root={data_root}",
             f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
             "experiment_name=text"]
