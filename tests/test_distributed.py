@@ -21,7 +21,8 @@ from tests.conftest import compose_config
 # Deterministic pretraining (RQ in uniform/middle mode, no dropout): one process with batch 2B and
 # two processes with B each (batch_scope=job splits the configured 2B) must then compute the same updates.
 DETERMINISTIC = ["experiment=embedded", "domain=embedded_sensor", "algorithm=rq", "model=tiny", "logger=none",
-                 "model.dropout=0.0", "model.emb_dropout=0.0", "algorithm.module.quantizer.spacing=uniform",
+                 "model.dropout=0.0", "model.emb_dropout=0.0", "model.attn_dropout=0.0",
+                 "algorithm.module.quantizer.spacing=uniform",
                  "algorithm.module.quantizer.collapse=middle", "pretrain.max_steps=6", "transfer.epochs=3",
                  "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 
