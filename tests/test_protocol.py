@@ -25,6 +25,8 @@ DABS_1_0 = {
     "transfer.mode": "online", "transfer.epochs": 100, "transfer.batch_size": None, "transfer.drop_last": True,
     "transfer.correlation": "batch_mean", "transfer.optimizer._target_": "torch.optim.AdamW",
     "transfer.optimizer.lr": 1e-4, "transfer.optimizer.weight_decay": 1e-4,
+    # MS-COCO pretraining rows: DABS 1.0 has one per instance annotation (2.0: one per image)
+    "dataset_overrides.mscoco.reader.rows": "per_instance",
 }
 #: DABS's batch per pretraining domain (protocol.md: 64 images/speech/X-ray/VQA, 128 text, 256 sensor).
 DABS_BATCH = {"imagenet": 64, "librispeech": 64, "chexpert": 64, "mscoco": 64, "wikitext103": 128, "mc4": 128,
@@ -60,6 +62,15 @@ def test_the_dabs_encoder_has_no_attention_weight_dropout_and_mscoco_rows_are_do
                                                           "seq_len": 4, "vocab_size": 10}]))
     assert all(block.attn.dropout == 0.0 and block.dropout == 0.1 for block in encoder.blocks)
     assert compose_config(["domain=imagenet", "model.attn_dropout=0.1"]).model.attn_dropout == 0.1  # kept option
+
+
+def test_protocol_dabs_reads_mscoco_as_dabs_1_0_and_smoke_keeps_the_yaml_default():
+    from dabs_rq.data import domains
+
+    dabs = compose_config(["domain=mscoco", "protocol=dabs"])
+    assert domains.load("mscoco", overrides=dabs.dataset_overrides.mscoco).reader.rows == "per_instance"
+    assert domains.load("mscoco").reader.rows == "per_image"  # DABS 2.0 rows unless the protocol says otherwise
+    assert "mscoco" not in compose_config(["domain=mscoco", "protocol=smoke"]).dataset_overrides
 
 
 def test_16_mixed_is_selectable_for_exact_replication():
