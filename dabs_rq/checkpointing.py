@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from dabs_rq.results.protocol import digest
+from dabs_rq.hashing import digest
 from dabs_rq.results.records import atomic_file, write_json_atomic
 
 #: Signals meaning "you are about to be stopped": SLURM's pre-timeout signal (USR1, or USR2 as

@@ -26,13 +26,14 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from dabs_rq.data.storage import CorruptDataError
+from dabs_rq.hashing import digest
 
 log = logging.getLogger(__name__)
 
 
 def cache_key(**settings: Any) -> str:
     """A short stable digest of the preprocessing settings (part of a cache file name)."""
-    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(settings)
 
 
 #: index and label tables smaller than this are keyed by a hash of their contents, bigger ones by size and mtime

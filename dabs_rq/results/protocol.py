@@ -17,23 +17,19 @@ folders, precision of the same run on another device) are left out; they are rec
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
+
+from dabs_rq.hashing import digest
+
+__all__ = ["BATCH_SCOPES", "dataset_settings", "digest", "flatten", "portable", "protocol_settings"]
 
 #: Model config keys that choose a kernel, not the function computed.
 SPEED_ONLY_MODEL_KEYS = ("attention", "compile")
 #: ``batch_scope``: ``job`` (DABS) = a configured batch size is the job's effective batch, split over
 #: the devices; ``device`` (opt-in) = every device takes the full batch (effective batch x devices).
 BATCH_SCOPES = ("job", "device")
-
-
-def digest(payload: Any, length: int = 12) -> str:
-    """A short stable hash of ``payload`` as sorted JSON: the one fingerprint function of the project."""
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
