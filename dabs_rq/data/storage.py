@@ -14,8 +14,10 @@ block::
       manual_steps: ""                 # what to do by hand, for download=manual
 
 Also here, for every reader: what to do with corrupt data (:class:`CorruptDataError`,
-:class:`CorruptLog`, the readers' ``on_corrupt`` argument) and extracting downloaded archives
-without letting a member escape the target folder (:func:`extract_archive`).
+:class:`CorruptLog`, the readers' ``on_corrupt`` argument); what a split leaves out and why
+(:class:`LeftOut`: the split Dataset's ``excluded`` attribute, ``{reason: count}``, which the
+runner stores in the record, and one log line); and extracting downloaded archives without
+letting a member escape the target folder (:func:`extract_archive`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig
+
+from dabs_rq.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,12 @@ DATA_ENV = "DABS_DATA"
 DOWNLOAD_MODES = ("auto", "manual", "streaming")
 #: What a reader does with a corrupt sample file or table row: stop with its path, or skip and count it.
 ON_CORRUPT = ("error", "skip")
+#: What a generic reader does with examples it cannot use as its YAML asks (``reader.unlabelled``: no
+#: label; ``reader.short``: a recording shorter than ``window``): stop in one line, or leave them out
+#: and count them (:class:`LeftOut`).
+POLICIES = ("error", "skip")
+#: ``excluded`` reason of the examples left out as corrupt (``on_corrupt=skip``)
+CORRUPT = "corrupt (on_corrupt=skip)"
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -49,7 +59,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-class CorruptDataError(ValueError):
+class CorruptDataError(UserError):
     """A data file, or one line (row) of a table, is corrupt, truncated or malformed.
 
     The one-line message names the file (and the 1-based line of a text table, or row of a
@@ -82,9 +92,9 @@ class CorruptDataError(ValueError):
 
 
 def check_on_corrupt(on_corrupt: object) -> str:
-    """``on_corrupt`` if it is one of :data:`ON_CORRUPT`, else a one-line ``ValueError``."""
+    """``on_corrupt`` if it is one of :data:`ON_CORRUPT`, else a one-line :class:`UserError`."""
     if on_corrupt not in ON_CORRUPT:
-        raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}; got {on_corrupt!r}")
+        raise UserError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}; got {on_corrupt!r}")
     return str(on_corrupt)
 
 
@@ -139,6 +149,80 @@ class CorruptLog:
                                                f"{len(self.errors)} corrupt samples (first: {first.reason})",
                                    first.line, first.unit)
         log.warning(self.summary())
+
+
+# --------------------------------------------------------------------------- examples left out
+
+
+class UnusableExamplesError(UserError):
+    """Examples a reader cannot use as its YAML asks (no label, shorter than a window), under policy
+    ``error``: one line with the count, the first few, and the YAML key that fixes it."""
+
+
+def refuse(key: str, count: int, what: str, names: Sequence[str], fix: str) -> UnusableExamplesError:
+    """The one-line error for ``count`` unusable examples (``names``: the first few) under ``reader.<key>: error``.
+
+    ``reader.<key>: <count> <what> (<first three>, ...); <fix>, or set reader.<key>: skip to leave
+    them out (counted in the record)``.
+    """
+    shown = ", ".join(str(n) for n in list(names)[:3]) + (", ..." if count > 3 else "")
+    return UnusableExamplesError(_one_line(f"reader.{key}: {count} {what} ({shown}); {fix}, or set "
+                                           f"reader.{key}: skip to leave them out (counted in the record)"))
+
+
+class LeftOut:
+    """What one split of a dataset leaves out, by reason: the split Dataset's ``excluded`` attribute.
+
+    The contract every reader keeps: the Dataset it returns for a split has ``excluded``, a plain
+    ``dict[str, int]`` mapping a reason (which names its unit, e.g. ``"recordings not in
+    labels_csv"``, ``"recordings shorter than window"``, :data:`CORRUPT`) to how many examples of
+    that split were left out for it; ``{}`` when nothing was. Examples that belong to no split (a
+    ``split_column`` value that is neither ``train_value`` nor ``test_value``) are counted in both
+    splits' dicts under a reason that says so. :meth:`attach` sets the attribute and logs ONE
+    line per split (``left out of <dataset> <split>: 3 recordings not in labels_csv (a.npy, ...);
+    81 recordings shorter than window``), at every load, cached or not.
+    """
+
+    def __init__(self, dataset: str, split: str, counts: dict[str, int] | None = None) -> None:
+        self.dataset, self.split = str(dataset), str(split)
+        self.counts: dict[str, int] = {str(k): int(v) for k, v in (counts or {}).items() if int(v) > 0}
+        self.names: dict[str, list[str]] = {}
+
+    def add(self, reason: str, count: int = 1, names: Iterable[Any] = ()) -> None:
+        """Count ``count`` more examples left out for ``reason`` (``names``: some of them, for the line)."""
+        if count <= 0:
+            return
+        self.counts[reason] = self.counts.get(reason, 0) + int(count)
+        shown = self.names.setdefault(reason, [])
+        shown += [str(n) for n in list(names)[: max(0, 3 - len(shown))]]
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        parts = []
+        for reason, count in self.counts.items():
+            shown = self.names.get(reason)
+            parts.append(f"{count} {reason}" + (f" ({', '.join(shown)}{', ...' if count > len(shown) else ''})"
+                                                if shown else ""))
+        return f"left out of {self.dataset} {self.split}: " + "; ".join(parts)
+
+    def state(self) -> dict:
+        """Counts and shown names as plain data (storable in a ``weights_only`` tensor cache)."""
+        return {"counts": dict(self.counts), "names": {k: list(v) for k, v in self.names.items()}}
+
+    @classmethod
+    def from_state(cls, dataset: str, split: str, state: dict | None) -> "LeftOut":
+        left = cls(dataset, split, (state or {}).get("counts"))
+        left.names = {str(k): [str(n) for n in v] for k, v in ((state or {}).get("names") or {}).items()}
+        return left
+
+    def attach(self, dataset: Any) -> Any:
+        """``dataset`` with ``excluded`` set to the counts (a plain dict), after logging the line (if any)."""
+        if self.counts:
+            log.warning(self.line())
+        dataset.excluded = dict(self.counts)
+        return dataset
 
 
 def data_root(configured: str | os.PathLike | None = None) -> Path:

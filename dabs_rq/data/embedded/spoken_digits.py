@@ -57,6 +57,8 @@ def _build(n_speakers: int, repetitions: int, seed: int, n_mels: int, frames: in
         for r in range(repetitions):
             for d, word in enumerate(WORDS):
                 audio = synth.synthesize(word, voice, pitch, rate=int(rng.randint(130, 201)))
+                if not len(audio):  # a silent clip labelled with a digit would be a wrong example
+                    raise RuntimeError(f"espeak-ng produced no audio for {word!r} by voice {voice!r}")
                 waves.append(torch.from_numpy(audio.astype(np.float32) / 32768.0))
                 digit.append(d), speaker.append(s), rep.append(r)
     length = synth.sample_rate  # one second before resampling

@@ -4,7 +4,9 @@
 exercises by 10 subjects. Recordings are cut into windows of ``window`` steps with
 ``stride``; the split is subject-wise (DABS's PAMAP2 also holds out subjects):
 subjects ``test_subjects`` form the test split, the others train (and pretraining).
-Channels are standardised with the training subjects' per-channel mean and std.
+Channels are standardised with the training subjects' per-channel mean and std. A
+``window`` longer than a recording (the shortest has 947 steps) is refused in one line rather
+than leaving that recording out.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from dabs_rq.data.embedded.package_data import package_file
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
+from dabs_rq.errors import UserError
 
 
 def _windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -39,6 +42,11 @@ def watch_exercises(
     def build() -> dict:
         # Package data of an installed wheel (a pickled dict of numpy arrays).
         raw = np.load(package_file("seglearn", "data/watch_dataset.npy"), allow_pickle=True).item()
+        lengths = [len(series) for series in raw["X"]]
+        short = sum(n < window for n in lengths)
+        if short:  # it would give no window: its recording would silently vanish
+            raise UserError(f"reader.window: {short} of the {len(lengths)} recordings are shorter than window={window} "
+                            f"steps (the shortest has {min(lengths)}); lower reader.window")
         xs, ys, subjects = [], [], []
         for series, label, subject in zip(raw["X"], raw["y"], raw["subject"]):
             w = _windows(np.asarray(series, dtype=np.float32), window, stride)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dabs_rq.data.storage import CorruptDataError
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
 from dabs_rq.data.word_vocab import WordVocabulary
 
@@ -52,14 +53,21 @@ def resolve_wordnet_dir(wordnet_dir: str | None) -> Path:
 
 
 def parse_data_file(path: Path) -> tuple[list[str], list[str]]:
-    """(gloss, supersense) for every synset line of a WordNet ``data.*`` file."""
+    """(gloss, supersense) for every synset line of a WordNet ``data.*`` file.
+
+    The license header (lines starting with two spaces) is skipped; any other line that is not
+    ``<offset> <lex_filenum> ... | <gloss>`` is a :class:`CorruptDataError` naming the file and line
+    (it would otherwise vanish from the dataset without a word)."""
     glosses, supersenses = [], []
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("  ") or "|" not in line:  # license header / malformed
+        for n, line in enumerate(handle, start=1):
+            if line.startswith("  ") or not line.strip():  # license header
                 continue
-            fields, gloss = line.split("|", 1)
-            lex_filenum = int(fields.split()[1])
+            fields, bar, gloss = line.partition("|")
+            parts = fields.split()
+            if not bar or len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) >= len(LEXNAMES):
+                raise CorruptDataError(path, "not a synset line ('<offset> <lex_filenum> ... | <gloss>')", n)
+            lex_filenum = int(parts[1])
             glosses.append(gloss.strip())
             supersenses.append(LEXNAMES[lex_filenum])
     return glosses, supersenses

@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 
 from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError
+from dabs_rq.errors import UserError
 
 #: ``reader._target_`` -> ``module:SchemaClass``
 READERS: dict[str, str] = {
@@ -51,7 +52,7 @@ def check_inputs(spec: ReaderSpec, inputs: list[dict]) -> None:
                                           f"(from its settings); make them equal")
 
 
-class InputsMismatchError(ValueError):
+class InputsMismatchError(UserError):
     """The YAML's ``inputs`` disagree with what its generic reader makes."""
 
 

@@ -22,7 +22,8 @@ so ``PatchEmbedding2d.image_size`` is ``[n_mels, frames]`` (each divisible by it
 give ``[1, 64, 64]``; e.g. ``hop_length: 160`` gives 100 frames, ``clip_seconds: 2`` 128.
 
 Labels come from the class subfolders of ``audio_root`` (``label_type: class``, no ``table``;
-classes sorted, or ``classes``; files directly in ``audio_root`` are ignored), or from a table
+classes sorted, or ``classes``; a file directly in ``audio_root`` has no class: see
+``unlabelled`` below), or from a table
 (``table``: CSV / TSV / JSONL / JSON / parquet) with one row per clip: ``path_column`` (a path
 relative to ``audio_root``, by default the table's folder) and ``label_column`` (or
 ``label_columns``) as ``label_type`` (``class``, ``multilabel``, ``score``) needs.
@@ -48,6 +49,15 @@ WAV whose data chunk is cut short, is empty, holds non-finite samples or (for ta
 exist, stops the run with a :class:`~dabs_rq.data.storage.CorruptDataError` naming it, or with the
 run's ``on_corrupt=skip`` is left out and counted in one log line. Labels and splits are assigned
 before anything is skipped, so a skipped clip never moves another clip's label or split.
+
+``unlabelled`` (``error`` by default, or ``skip``): a clip lying directly in ``audio_root`` (or
+``train`` / ``test``) beside the class subfolders, or a table row whose label cell is empty
+(``class``, ``score``, a 0/1 cell of ``label_columns``; an empty ``multilabel`` cell of names
+means "no label applies" and is kept), stops the run in one line with the count, the first few
+and the fix, or is left out and counted. A row whose ``split_column`` is neither
+``train_value`` nor ``test_value`` is in no split. Every split Dataset carries ``excluded``
+(``{reason: count}``, stored in the record; corrupt clips included) and logs one line when it
+is not empty.
 """
 
 from __future__ import annotations
@@ -64,13 +74,17 @@ import torchaudio
 
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
 from dabs_rq.data.readers.speech import read_audio
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 #: dB floor of the power (``10 * log10(1e-10) = -100 dB``) and the per-clip dynamic range kept
 AMIN, TOP_DB = 1e-10, 80.0
 #: clips turned into spectrograms at once
 CHUNK = 256
+#: ``excluded`` reasons
+LOOSE = "clips outside the class subfolders"
+EMPTY_LABEL = "rows with an empty label"
+CORRUPT_CLIPS = f"clips {CORRUPT}"
 
 
 @dataclasses.dataclass
@@ -170,17 +184,15 @@ class AudioFiles(ReaderSpec):
     # ------------------------------------------------------------------ what to read
 
     def _folder_items(self, folder: Path, key: str = "audio_root") -> tuple[list[Path], list[str]]:
-        """Audio files under ``folder`` and their class (first subfolder; '' without class labels)."""
+        """Audio files at any depth under ``folder`` and their class (first subfolder); '' without class
+        labels, and for a file directly in ``folder`` (no class: ``unlabelled``)."""
+        files = sorted(Path(where) / name for where, _, found in os.walk(folder, followlinks=True)
+                       for name in found if Path(name).suffix.lower() in SUFFIXES)
         if self.label_type == "none":
-            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
             names = [""] * len(files)
         else:
-            files, names = [], []
-            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                found = sorted(p for p in sub.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
-                files += found
-                names += [sub.name] * len(found)
-        if not files:
+            names = [parts[0] if len(parts) > 1 else "" for parts in (f.relative_to(folder).parts for f in files)]
+        if not files or not any(names) and self.label_type != "none":
             raise ReaderSpecError(key, f"no {'/'.join(SUFFIXES)} files in {folder}"
                                        f"{'' if self.label_type == 'none' else ' (<class>/ subfolders)'}")
         return files, names
@@ -193,20 +205,20 @@ class AudioFiles(ReaderSpec):
         files = [f if f.is_absolute() else base / f for f in files]
         return files, table
 
-    def _items(self) -> tuple[dict[str, list[Path]], dict[str, torch.Tensor], str]:
-        """Per split: the audio files and their labels (assigned over both splits), and a name for logs."""
+    def _items(self) -> tuple[dict[str, list[Path]], dict[str, torch.Tensor], str, dict[str, LeftOut]]:
+        """Per split: the audio files and their labels (assigned over both splits), a name for logs, and
+        what the split leaves out (no label, no split) before decoding."""
         import pandas as pd
 
-        def read(key: str, source: str) -> tuple[list[Path], Any, ReaderSpec]:
-            """A table's or a folder's files and labels."""
+        def read(key: str, source: str) -> tuple[list[Path], Any, ReaderSpec, str, str]:
+            """A table's or a folder's files and labels, and the reason and wording of a missing label."""
             if Path(source).is_file():
                 files, table = self._table_items(Path(source))
-                spec: ReaderSpec = self
-            else:
-                files, names = self._folder_items(Path(source), key)
-                table = pd.DataFrame({"label": names})
-                spec = dataclasses.replace(self, label_column="label", label_columns=None)
-            return files, table, spec
+                return files, table, self, EMPTY_LABEL, f"rows of {source} have an empty {self.label_column} cell"
+            files, names = self._folder_items(Path(source), key)
+            spec = dataclasses.replace(self, label_column="label", label_columns=None)
+            what = f"clips lie outside the class subfolders of {source}"
+            return files, pd.DataFrame({"label": names}), spec, LOOSE, what
 
         def labels(table: Any, spec: ReaderSpec) -> torch.Tensor:
             try:
@@ -215,20 +227,41 @@ class AudioFiles(ReaderSpec):
                 raise ReaderSpecError("classes" if self.classes else "label_column",
                                       " ".join(str(err).split())) from None
 
+        def refuse(files: list[Path], missing: np.ndarray, what: str) -> None:
+            self.refuse_unlabelled(int(missing.sum()), what, [files[i].name for i in np.flatnonzero(missing)],
+                                   "fill in their labels" if self.table or self.split_by == "files" and
+                                   Path(self.train).is_file() else "move them into a class subfolder")
+
         if self.split_by == "files":
-            (train_files, train_table, spec), (test_files, test_table, _) = read("train", self.train), read(
-                "test", self.test)
-            y = labels(pd.concat([train_table, test_table], ignore_index=True), spec)
+            (train_files, train_table, spec, reason, what), (test_files, test_table, _, _, _) = (
+                read("train", self.train), read("test", self.test))
+            both = pd.concat([train_table, test_table], ignore_index=True)
+            y, missing = labels(both, spec), spec.missing_labels(both)
+            refuse(train_files + test_files, missing, what)
             n = len(train_files)
-            return {"train": train_files, "test": test_files}, {"train": y[:n], "test": y[n:]}, Path(self.train).name
+            parts = {"train": (train_files, y[:n], missing[:n]), "test": (test_files, y[n:], missing[n:])}
+            left = {split: LeftOut(Path(self.train).name, split) for split in parts}
+            for split, (files, _, gone) in parts.items():
+                left[split].add(reason, int(gone.sum()), [files[i].name for i in np.flatnonzero(gone)])
+            return ({split: [f for f, g in zip(files, gone) if not g] for split, (files, _, gone) in parts.items()},
+                    {split: ys[torch.from_numpy(~gone)] for split, (_, ys, gone) in parts.items()},
+                    Path(self.train).name, left)
         key = "table" if self.table else "audio_root"
-        files, table, spec = read(key, getattr(self, key))
-        y = labels(table, spec)
+        files, table, spec, reason, what = read(key, getattr(self, key))
+        y, missing = labels(table, spec), spec.missing_labels(table)
+        refuse(files, missing, what)
         values = table[self.split_column].tolist() if self.split_by == "column" else None
-        rows = {split: torch.as_tensor(self.split_rows(len(files), split, values), dtype=torch.long)
-                for split in ("train", "test")}
-        return ({split: [files[i] for i in idx.tolist()] for split, idx in rows.items()},
-                {split: y[idx] for split, idx in rows.items()}, Path(getattr(self, key)).name)
+        name = Path(getattr(self, key)).name
+        out_files, out_labels, left = {}, {}, {}
+        for split in ("train", "test"):
+            idx = self.split_rows(len(files), split, values)  # over every row: leaving one out moves none
+            left[split] = LeftOut(name, split)
+            left[split].add(reason, int(missing[idx].sum()), [files[i].name for i in idx[missing[idx]]])
+            left[split].add(self.neither_reason("rows"), len(self.unsplit_rows(values)))
+            idx = idx[~missing[idx]]
+            out_files[split] = [files[i] for i in idx.tolist()]
+            out_labels[split] = y[torch.as_tensor(idx, dtype=torch.long)]
+        return out_files, out_labels, name, left
 
     def sources(self) -> list[Path]:
         """Every file the cached tensors depend on (tables and the audio files that exist)."""
@@ -287,17 +320,20 @@ class AudioFiles(ReaderSpec):
         x = torch.cat(out) if out else torch.zeros((0, *self.shape))
         return x, kept
 
-    def build(self, on_corrupt: str) -> dict[str, torch.Tensor]:
-        files, labels, name = self._items()
+    def build(self, on_corrupt: str) -> dict:
+        files, labels, name, left = self._items()
         log = CorruptLog(name or "audio", "all", on_corrupt)
-        out: dict[str, torch.Tensor] = {}
+        out: dict = {}
         for split in ("train", "test"):
             x, kept = self._split_x(files[split], log)
             out[f"{split}_x0"], out[f"{split}_y"] = x, labels[split][torch.as_tensor(kept, dtype=torch.long)]
+            left[split].add(CORRUPT_CLIPS, len(files[split]) - len(kept))
         log.report(kept=len(out["train_x0"]) + len(out["test_x0"]))
         for split in ("train", "test"):
             if not len(out[f"{split}_x0"]):
-                raise ReaderSpecError("split_by", f"the {split} split has no clips")
+                why = f"; {left[split].line()}" if len(left[split]) else ""
+                raise ReaderSpecError("split_by", f"the {split} split has no clips{why}")
+        out["excluded"] = {split: left[split].state() for split in ("train", "test")}
         if self.mean is not None:
             mean, std = float(self.mean), float(self.std)
         else:
@@ -307,7 +343,9 @@ class AudioFiles(ReaderSpec):
         return out
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
-        return self.cached("audio", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt)
+        source = self.table or self.audio_root if self.split_by != "files" else self.train
+        return self.cached("audio", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt,
+                           dataset=Path(source).name)
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:

@@ -32,9 +32,11 @@ or a pretrained tokenizer's hub name or folder (relative to the YAML's folder, o
 (``label_type`` none | class | multilabel | score; ``split_by`` ratio | column | files).
 ``split_by: ratio`` splits rows: give ``split_column`` to keep all rows of one image on one side.
 
-A corrupt or truncated image file, or a row whose image file is missing, raises
-:class:`~dabs_rq.data.storage.CorruptDataError` naming it; with ``on_corrupt: skip`` its rows
-are left out and counted, one summary line per split.
+A corrupt or truncated image file, or a row whose image file is missing or whose text (or
+pair) is empty, raises :class:`~dabs_rq.data.storage.CorruptDataError` naming it; with
+``on_corrupt: skip`` its rows are left out and counted, one summary line per split. An empty
+label cell follows ``unlabelled`` (``error`` | ``skip``), and every split Dataset carries
+``excluded``, as in :mod:`dabs_rq.data.generic.images`.
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ class ImageTextPairs(TokenizerPath, TableImages):
     def column_needs(self) -> list[tuple[str, Optional[str]]]:
         return [*super().column_needs(), ("text_column", self.text_column),
                 ("text_pair_column", self.text_pair_column)]
+
+    def row_problem(self, rows: TableRows, i: int) -> str | None:
+        """An empty text or pair is a corrupt row (it would be encoded as ``[CLS] [SEP]``, a blank input)."""
+        for column in (self.text_column, self.text_pair_column):
+            if column is not None and not cell_text(rows.table[column].iloc[i]):
+                return f"empty or missing text in column {column!r}"
+        return None
 
     def extra_inputs(self, rows: TableRows) -> list[np.ndarray]:
         """int32 [rows, seq_len] token ids of every row (a ``words`` vocabulary from the train rows only)."""

@@ -48,6 +48,16 @@ Corrupt or truncated image files raise :class:`~dabs_rq.data.storage.CorruptData
 naming the file; a table row whose image file is missing (or whose path cell is empty) is a
 corrupt row, named by table and line. With ``on_corrupt: skip`` such samples are left out and
 counted, one summary line per split.
+
+No example is labelled wrong or left out without a word. ``unlabelled`` (``error`` by default,
+or ``skip``): an image file lying directly in ``root`` (or in ``train`` / ``test``) beside the
+class subfolders, which no class names, or a table row whose label cell is empty (``class``,
+``score``, a 0/1 cell of ``label_columns``), stops the run in one line naming the first few and
+the count, or is left out and counted. Splits are drawn over every image (every row) first, so
+the same folder read with ``label_type: none`` (pretraining) is split the same way. A table row
+whose ``split_column`` is neither ``train_value`` nor ``test_value`` is in no split. Every split
+Dataset carries ``excluded`` (``{reason: count}``: these reasons and the corrupt files
+skipped), which the record stores, and logs one line when it is not empty.
 """
 
 from __future__ import annotations
@@ -66,10 +76,17 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 #: suffixes of image files (torchvision's ``IMG_EXTENSIONS``), matched in any case
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+#: ``excluded`` reasons
+CORRUPT_IMAGES = f"examples whose image is {CORRUPT}"
+CORRUPT_ROWS = f"rows {CORRUPT}"
+LOOSE = "images outside the class subfolders"
+EMPTY_LABEL = "rows with an empty label"
 
 
 # --------------------------------------------------------------------------- shared by every image reader
@@ -101,23 +118,28 @@ class ImageSpec(ReaderSpec):
         return transforms.Compose(steps)
 
     def image_split(self, kind: str, split: str, paths: Sequence[Path], labels: torch.Tensor, cache_dir: Path,
-                    log: CorruptLog, extra: Sequence[np.ndarray] = ()) -> ImageDataset:
+                    log: CorruptLog, extra: Sequence[np.ndarray] = (), left: LeftOut | None = None) -> ImageDataset:
         """Items ``((image, *extra), label)`` of the image files ``paths`` (one per example; repeats decoded once).
 
-        Corrupt files go to ``log`` (stop, or leave their examples out); ``log`` reports once.
+        Corrupt files go to ``log`` (stop, or leave their examples out); ``log`` reports once. The
+        dataset carries ``excluded``: ``left``'s counts and the examples of corrupt images.
         """
+        left = left if left is not None else LeftOut(log.dataset, split)
         if not paths:
             log.report(kept=0)
-            raise ReaderSpecError("split_by", f"the {split} split holds no images")
+            why = f"; {left.line()}" if len(left) else ""
+            raise ReaderSpecError("split_by", f"the {split} split holds no images{why}")
         unique = list(dict.fromkeys(str(p) for p in paths))
         row_of = {p: i for i, p in enumerate(unique)}
         rows = np.fromiter((row_of[str(p)] for p in paths), dtype=np.int64, count=len(paths))
         size = [int(s) for s in self.image_size]
         cache = image_cache.cache_file(cache_dir, f"generic_{kind}", split, source=source_identity(None, files=unique),
                                        image_size=size, channels=self.channels)
-        return image_cache.image_dataset(FileImages(unique), len(unique), self.transform(), labels.numpy(),
-                                         cache=cache, shape=(self.channels, *size), rows=rows, extra=extra,
-                                         channels=self.channels, corrupt=log)
+        dataset = image_cache.image_dataset(FileImages(unique), len(unique), self.transform(), labels.numpy(),
+                                            cache=cache, shape=(self.channels, *size), rows=rows, extra=extra,
+                                            channels=self.channels, corrupt=log)
+        left.add(CORRUPT_IMAGES, len(paths) - len(dataset))
+        return left.attach(dataset)
 
 
 def _is_image(name: str) -> bool:
@@ -185,15 +207,19 @@ class ImageFolder(ImageSpec):
     def folders(self) -> dict[str, str]:
         return {"train": self.train, "test": self.test} if self.split_by == "files" else {"all": self.root}
 
-    def samples(self, folder: str, classes: list[str]) -> tuple[list[Path], list[int]]:
-        """Image files of ``folder`` and their class indices (0 for label_type: none)."""
+    def samples(self, folder: str, classes: list[str]) -> tuple[list[Path], list[int], np.ndarray]:
+        """Every image file of ``folder``, its class index (0 for label_type: none) and whether it lies
+        outside the class subfolders (no class: ``unlabelled``)."""
+        paths = image_files(Path(folder))
         if self.label_type == "none":
-            paths = image_files(Path(folder))
-            return paths, [0] * len(paths)
-        pairs = [(p, c) for c, name in enumerate(classes) if (Path(folder) / name).is_dir()
-                 for p in image_files(Path(folder) / name)]
-        pairs.sort(key=lambda pc: str(pc[0]))
-        return [p for p, _ in pairs], [c for _, c in pairs]
+            return paths, [0] * len(paths), np.zeros(len(paths), dtype=bool)
+        index = {name: i for i, name in enumerate(classes)}
+        labels, loose = [], []
+        for path in paths:
+            parts = path.relative_to(folder).parts
+            labels.append(index.get(parts[0], 0) if len(parts) > 1 else 0)
+            loose.append(len(parts) == 1 or parts[0] not in index)
+        return paths, labels, np.asarray(loose, dtype=bool)
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error") -> ImageDataset:
         if split not in ("train", "test"):
@@ -201,20 +227,29 @@ class ImageFolder(ImageSpec):
         folders = self.folders()
         classes = (self.class_names(n for f in folders.values() for n in subfolders(Path(f)))
                    if self.label_type == "class" else [])
+        found = {key: self.samples(folder, classes) for key, folder in folders.items()}
+        outside = [p for paths, _, loose in found.values() for p, out in zip(paths, loose) if out]
+        self.refuse_unlabelled(len(outside), f"images lie outside the class subfolders of "
+                                             f"{' and '.join(folders.values())}", [p.name for p in outside],
+                               "move them into a class subfolder")
         if self.split_by == "files":
-            paths, labels = self.samples(folders[split], classes)
+            paths, labels, loose = found[split]
             if not paths:
                 raise ReaderSpecError(split, f"no image files ({' '.join(IMAGE_SUFFIXES)}) in {folders[split]}")
         else:
-            all_paths, all_labels = self.samples(self.root, classes)
+            all_paths, all_labels, all_loose = found["all"]
             if not all_paths:
                 raise ReaderSpecError("root", f"no image files ({' '.join(IMAGE_SUFFIXES)}) in {self.root}")
-            idx = self.split_rows(len(all_paths), split)
+            idx = self.split_rows(len(all_paths), split)  # over every image: the same split as label_type: none
             if not len(idx):
                 raise ReaderSpecError("test_fraction", f"leaves the {split} split of {len(all_paths)} images empty")
-            paths, labels = [all_paths[i] for i in idx], [all_labels[i] for i in idx]
+            paths, labels, loose = [all_paths[i] for i in idx], [all_labels[i] for i in idx], all_loose[idx]
         log = CorruptLog(Path(folders.get(split) or self.root).name, split, on_corrupt)
-        return self.image_split("folder", split, paths, torch.tensor(labels, dtype=torch.long), cache_dir, log)
+        left = LeftOut(log.dataset, split)
+        left.add(LOOSE, int(loose.sum()), [p.name for p, out in zip(paths, loose) if out])
+        keep = np.flatnonzero(~loose)
+        return self.image_split("folder", split, [paths[i] for i in keep],
+                                torch.tensor([labels[i] for i in keep], dtype=torch.long), cache_dir, log, left=left)
 
 
 def image_folder(split: str, cache_dir: Path, on_corrupt: str = "error", **settings) -> ImageDataset:
@@ -232,6 +267,12 @@ class TableRows(NamedTuple):
     source: np.ndarray  # per row: index into ``sources``
     index: np.ndarray  # per row: 0-based row of its table
     splits: dict[str, np.ndarray]  # "train" / "test" -> row indices
+
+    def name(self, i: int) -> str:
+        """``<table file> line <n>`` (or ``row <n>``) of row ``i``, for messages."""
+        table = self.sources[self.source[i]]
+        line, unit = row_location(table, int(self.index[i]))
+        return f"{table.name} {unit} {line}"
 
 
 def cell_text(value: Any) -> str:
@@ -319,6 +360,10 @@ class TableImages(ImageSpec):
             key = "label_columns" if self.label_type == "multilabel" and self.label_columns else "label_column"
             raise ReaderSpecError(key, f"{', '.join(map(str, rows.sources))}: {err}") from None
 
+    def row_problem(self, rows: TableRows, i: int) -> str | None:
+        """What makes table row ``i`` corrupt besides its image (none here; an empty text for image-text pairs)."""
+        return None
+
     def image_paths(self, rows: TableRows, idx: np.ndarray, log: CorruptLog) -> tuple[list[Path], np.ndarray]:
         """The image file of each row ``idx``, and the rows kept: an empty cell or a missing file is a corrupt row."""
         column = getattr(self, self.PATH_KEY)
@@ -330,9 +375,11 @@ class TableImages(ImageSpec):
             text = cell_text(cells.iloc[i])
             path = Path(text).expanduser() if text else None
             path = path if path is None or path.is_absolute() else root / path
-            if path is None or not path.is_file():
+            problem = self.row_problem(rows, int(i))
+            if path is None or not path.is_file() or problem is not None:
                 line, unit = row_location(table, int(rows.index[i]))
-                why = f"no image path in column {column!r}" if path is None else f"image file {path} does not exist"
+                why = (f"no image path in column {column!r}" if path is None else problem if problem is not None
+                       else f"image file {path} does not exist")
                 log.add(CorruptDataError(table, why, line, unit))
                 continue
             paths.append(path)
@@ -344,10 +391,23 @@ class TableImages(ImageSpec):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         rows = self.rows()
         labels = self.table_labels(rows)
+        missing = self.missing_labels(rows.table)
+        where = [rows.name(i) for i in np.flatnonzero(missing)[:3]]
+        self.refuse_unlabelled(int(missing.sum()), f"rows of {', '.join(map(str, rows.sources))} have an empty "
+                                                   f"{self.label_column or 'label'} cell", where,
+                               "fill in their labels")
         log = CorruptLog(self.tables().get(split, rows.sources[0]).stem, split, on_corrupt)
-        paths, kept = self.image_paths(rows, rows.splits[split], log)
+        left = LeftOut(log.dataset, split)
+        idx = rows.splits[split]
+        left.add(EMPTY_LABEL, int(missing[idx].sum()))
+        if self.split_by == "column":
+            left.add(self.neither_reason("rows"), len(self.unsplit_rows(rows.table[self.split_column].tolist())))
+        idx = idx[~missing[idx]]
+        paths, kept = self.image_paths(rows, idx, log)
+        left.add(CORRUPT_ROWS, len(idx) - len(kept))
         extra = [x[kept] for x in self.extra_inputs(rows)]
-        return self.image_split(self.KIND, split, paths, labels[torch.from_numpy(kept)], cache_dir, log, extra)
+        return self.image_split(self.KIND, split, paths, labels[torch.from_numpy(kept)], cache_dir, log, extra,
+                                left=left)
 
     def extra_inputs(self, rows: TableRows) -> list[np.ndarray]:
         """Inputs served after the image, one row per table row (none here; token ids for image-text pairs)."""

@@ -19,6 +19,26 @@ normalised per channel with the train windows' mean and std (``normalize``). ``s
 ratio`` splits recordings (windows of one recording never straddle train and test) unless
 there is a single recording, whose windows are split; ``column`` reads ``split_column`` of
 ``labels_csv``; ``files`` reads ``train`` and ``test`` (a file or folder each).
+
+Nothing is left out without a word. Two keys decide what happens to a recording that cannot give
+labelled windows (``error``, the default, stops before training in one line that gives the
+count, the first few and the fix; ``skip`` leaves them out, logs one line per split and counts
+them in the split Dataset's ``excluded``, which the record stores):
+
+* ``unlabelled``: a recording whose file has no row in ``labels_csv`` (so neither a label nor,
+  with ``split_by: column``, a split), an empty label cell, an array file without
+  ``labels_csv`` (for CSV recordings with per-row labels: the windows whose label is empty);
+* ``short``: a recording shorter than ``window`` (it has no window). ``error`` by default: a
+  share of the recordings silently gone changes the class balance and the numbers (a real set
+  lost 81 of 640 recordings at ``window: 12``), so leaving them out is the YAML's decision,
+  written where the dataset's fingerprint sees it, rather than a default.
+
+``labels_csv`` is matched by file name (``Path(cell).name``): two recordings of one name, or a
+file listed twice with different labels, is an error. Splits are drawn over every recording
+read, before any is left out (corrupt files skipped with ``on_corrupt: skip`` included), so a
+pretraining YAML reading the same files unlabelled gets the same split and never trains on a
+transfer test recording; with ``split_by: column`` a recording whose split value is neither
+``train_value`` nor ``test_value`` is in no split (counted in both splits' ``excluded``).
 """
 
 from __future__ import annotations
@@ -31,10 +51,39 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, read_table, table_columns
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, blank, read_table, table_columns
+from dabs_rq.data.storage import CORRUPT, POLICIES, CorruptDataError, CorruptLog, LeftOut, refuse
 
 SUFFIXES = (".npy", ".npz", ".csv")
+#: ``excluded`` reasons (their unit first: a recording is a [T, C] array, a window one example)
+NOT_LISTED = "recordings not in labels_csv"
+EMPTY_LABEL = "recordings with an empty label in labels_csv"
+EMPTY_WINDOW_LABEL = "windows with an empty label"
+NO_LABELS = "array recordings without labels_csv"
+SHORT = "recordings shorter than window"
+CORRUPT_FILES = f"files {CORRUPT}"
+
+
+@dataclasses.dataclass
+class Recording:
+    """One [T, C] recording of a file: its windows (None: no window, see ``reason``) and per-window labels."""
+
+    path: Path
+    name: str
+    windows: Optional[np.ndarray]
+    labels: list
+    reason: Optional[str] = None
+
+
+def _text(value: object) -> object:
+    """A label cell as text (lists of cells kept), "" for an empty one."""
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return "" if blank(value) else str(value).strip()
+
+
+def _no_label(value: object) -> bool:
+    return any(_no_label(v) for v in value) if isinstance(value, list) else blank(value)
 
 
 @dataclasses.dataclass
@@ -53,9 +102,12 @@ class SensorArrays(ReaderSpec):
     labels_csv: Optional[str] = None
     file_column: str = "file"
     array_key: str = "x"
+    short: str = "error"
 
     def check(self) -> None:
         super().check()
+        if self.short not in POLICIES:
+            raise ReaderSpecError("short", f"must be one of {', '.join(POLICIES)}, got {self.short!r}")
         if self.window <= 0 or (self.stride is not None and self.stride <= 0):
             raise ReaderSpecError("window" if self.window <= 0 else "stride", "must be a positive integer")
         if self.split_by == "files":
@@ -113,48 +165,110 @@ class SensorArrays(ReaderSpec):
             return list(array), [None] * len(array)
         raise CorruptDataError(path, f"arrays must be [T, C] or [N, T, C], got shape {array.shape}")
 
-    def _windows(self, signal: np.ndarray, rows: np.ndarray | None) -> tuple[list[np.ndarray], list[str | None]]:
+    def _windows(self, signal: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, list[str | None]]:
         stride = self.stride or self.window
         starts = range(0, len(signal) - self.window + 1, stride)
-        windows = [signal[s:s + self.window] for s in starts]
+        windows = np.stack([signal[s:s + self.window] for s in starts]) if len(starts) else None
         labels = [Counter(rows[s:s + self.window]).most_common(1)[0][0] if rows is not None else None
                   for s in starts]
         return windows, labels
 
-    def _read(self, files: list[Path], log: CorruptLog) -> list[tuple[Path, np.ndarray, list, list]]:
-        """Per recording: (file, [n, window, C] windows, their per-row labels)."""
+    def _read(self, files: list[Path], log: CorruptLog) -> list[Recording]:
+        """Every recording of ``files``, in order; a corrupt file (skipped) stays as one entry without a signal,
+        so that leaving it out never moves another recording between the splits."""
         out = []
         for path in files:
             try:
                 recordings, row_labels = self._recording(path)
-                for signal, rows in zip(recordings, row_labels):
-                    if not np.isfinite(signal).all():
-                        raise CorruptDataError(path, "holds NaN or infinite values")
-                    windows, labels = self._windows(signal, rows)
-                    if windows:
-                        out.append((path, np.stack(windows), labels))
+                if any(not np.isfinite(signal).all() for signal in recordings):
+                    raise CorruptDataError(path, "holds NaN or infinite values")
             except CorruptDataError as err:
                 log.add(err)
+                out.append(Recording(path, path.name, None, [], CORRUPT_FILES))
+                continue
+            for k, (signal, rows) in enumerate(zip(recordings, row_labels)):
+                windows, labels = self._windows(signal, rows)
+                name = f"{path.name}[{k}]" if len(recordings) > 1 else path.name
+                out.append(Recording(path, name, windows, labels, None if windows is not None else SHORT))
         return out
 
-    def build(self, on_corrupt: str) -> dict[str, torch.Tensor]:
-        log = CorruptLog(Path(self.path or self.train or "").name or "sensor", "all", on_corrupt)
+    def _csv_rows(self) -> dict[str, tuple[object, str | None]] | None:
+        """file name -> (label: a cell, or a list of cells for ``label_columns``; split cell) of ``labels_csv``.
+
+        A file listed twice with different values is a :class:`ReaderSpecError`: which row holds its
+        label would be a guess."""
+        if self.labels_csv is None:
+            return None
+        table = read_table(self.labels_csv)
+        if self.label_type == "multilabel" and self.label_columns:
+            labels = [list(row) for row in table[list(self.label_columns)].itertuples(index=False)]
+        elif self.label_column is not None and self.label_type != "none":
+            labels = list(table[self.label_column])
+        else:
+            labels = [None] * len(table)
+        splits = [str(v) for v in table[self.split_column]] if self.split_by == "column" else [None] * len(table)
+        out: dict[str, tuple[object, str | None]] = {}
+        first: dict[str, int] = {}
+        for row, (cell, label, split) in enumerate(zip(table[self.file_column], labels, splits)):
+            if blank(cell):
+                continue
+            name = Path(str(cell).strip()).name
+            value = (_text(label), split)
+            if name in out and out[name] != value:
+                raise ReaderSpecError("labels_csv", f"{self.labels_csv} lists {name} twice with different labels or "
+                                                    f"splits (data rows {first[name] + 1} and {row + 1}); keep one")
+            out.setdefault(name, value)
+            first.setdefault(name, row)
+        return out
+
+    def build(self, on_corrupt: str) -> dict:
+        name = Path(self.path or self.train or "").name or "sensor"
+        log = CorruptLog(name, "all", on_corrupt)
         if self.split_by == "files":
             parts = {"train": self._read(self.files(self.train), log), "test": self._read(self.files(self.test), log)}
+            everything = parts["train"] + parts["test"]
         else:
-            recordings = self._read(self.files(self.path), log)
-            parts = self._split(recordings)
-        log.report(kept=sum(len(p) for p in parts.values()))
-        file_labels = self._file_labels()
-        out: dict[str, torch.Tensor] = {}
+            everything = self._read(self.files(self.path), log)
+        log.report(kept=sum(r.windows is not None for r in everything))
+        rows = self._csv_rows()
+        uses_csv = rows is not None and (self.label_type != "none" or self.split_by == "column")
+        if uses_csv:
+            self._check_names(everything)
+            for r in everything:
+                if r.reason is None and r.path.name not in rows:
+                    r.reason = NOT_LISTED
+                elif r.reason is None and self.label_type != "none" and _no_label(rows[r.path.name][0]):
+                    r.reason = EMPTY_LABEL
+        elif self.label_type != "none":  # CSV recordings with per-row labels: a window whose label is empty
+            for r in everything:
+                if r.reason is None and r.path.suffix.lower() != ".csv":
+                    r.reason = NO_LABELS  # an array file has no label column
+                elif r.reason is None and any(_no_label(lab) for lab in r.labels):
+                    r.reason = EMPTY_WINDOW_LABEL
+        self._refuse(everything, uses_csv)
+        if self.split_by != "files":
+            parts = self._split(everything, rows)
+        left = {split: LeftOut(name, split) for split in ("train", "test")}
+        for split, recs in parts.items():
+            for r in recs:
+                if r.reason == EMPTY_WINDOW_LABEL:  # only its windows without a label are left out
+                    keep = [k for k, lab in enumerate(r.labels) if not _no_label(lab)]
+                    left[split].add(EMPTY_WINDOW_LABEL, len(r.labels) - len(keep), [r.name])
+                    r.windows, r.labels, r.reason = (r.windows[keep], [r.labels[k] for k in keep], None) if keep \
+                        else (None, [], None)
+                elif r.reason is not None:
+                    left[split].add(r.reason, 1, [r.name])
+        out: dict = {}
         table_rows = {}
         for split, recs in parts.items():
+            recs = [r for r in recs if r.reason is None and r.windows is not None]
             if not recs:
-                raise ReaderSpecError("split_by", f"the {split} split has no windows (recordings shorter than "
-                                                  f"window={self.window}?)")
-            x = np.concatenate([w for _, w, _ in recs])
-            labels = [(file_labels.get(p.name) if file_labels is not None else lab)
-                      for p, w, labs in recs for lab in (labs if file_labels is None else [None] * len(w))]
+                why = (f"; {left[split].line()}" if len(left[split])
+                       else f" (recordings shorter than window={self.window}?)")
+                raise ReaderSpecError("split_by", f"the {split} split has no windows{why}")
+            x = np.concatenate([r.windows for r in recs])
+            labels = [(rows[r.path.name][0] if uses_csv else lab) for r in recs
+                      for lab in (r.labels if not uses_csv else [None] * len(r.windows))]
             table_rows[split] = labels
             out[f"{split}_x0"] = torch.from_numpy(x)
         if self.normalize:
@@ -168,41 +282,78 @@ class SensorArrays(ReaderSpec):
         both = pd.DataFrame({column: table_rows["train"] + table_rows["test"]})
         if self.label_type == "multilabel" and self.label_columns:
             both = pd.DataFrame([r for r in table_rows["train"] + table_rows["test"]], columns=self.label_columns)
-        labels = self.labels(both)
+        try:
+            labels = self.labels(both)
+        except ValueError as err:
+            key = "label_columns" if self.label_type == "multilabel" and self.label_columns else "label_column"
+            raise ReaderSpecError("classes" if self.classes and "reader.classes" in str(err) else key,
+                                  f"{self.labels_csv or 'the recordings'}: {err}") from None
         n_train = len(table_rows["train"])
         out["train_y"], out["test_y"] = labels[:n_train], labels[n_train:]
+        out["excluded"] = {split: left[split].state() for split in ("train", "test")}
         return out
 
-    def _file_labels(self) -> dict | None:
-        """file name -> label (a list of values for label_columns) from ``labels_csv``."""
-        if self.labels_csv is None:
-            return None
-        table = read_table(self.labels_csv)
-        if self.label_type == "multilabel" and self.label_columns:
-            return {Path(str(f)).name: list(row) for f, row in zip(table[self.file_column],
-                                                                   table[self.label_columns].to_numpy())}
-        column = self.label_column
-        if column is None:
-            return {Path(str(f)).name: None for f in table[self.file_column]}
-        return {Path(str(f)).name: v for f, v in zip(table[self.file_column], table[column])}
+    def _check_names(self, recordings: list["Recording"]) -> None:
+        """``labels_csv`` matches recordings by file name: two files of one name would share a row."""
+        seen: dict[str, Path] = {}
+        for r in recordings:
+            other = seen.setdefault(r.path.name, r.path)
+            if other != r.path:
+                raise ReaderSpecError("labels_csv", f"matches recordings by file name, and {other} and {r.path} are "
+                                                    "both named " + r.path.name + "; rename one")
 
-    def _split(self, recordings: list) -> dict[str, list]:
+    def _refuse(self, recordings: list["Recording"], uses_csv: bool) -> None:
+        """Stop in one line for recordings without a label (``unlabelled: error``) or shorter than ``window``
+        (``short: error``), counted over the whole dataset, before any split is drawn."""
+        def names(reason: str) -> list[str]:
+            return [r.name for r in recordings if r.reason == reason]
+
+        where = f"{self.labels_csv}" if uses_csv else ""
+        for reason, what, fix in (
+                (NOT_LISTED, f"recordings are not in labels_csv {where}", "add a row for each"),
+                (EMPTY_LABEL, f"recordings have an empty {self.label_column or 'label'} cell in {where}",
+                 "fill in their labels"),
+                (EMPTY_WINDOW_LABEL, f"recordings hold windows whose {self.label_column} is empty",
+                 "fill in the labels"),
+                (NO_LABELS, f"array recordings have no {self.label_column} column to label them",
+                 "set reader.labels_csv")):
+            found = names(reason)
+            self.refuse_unlabelled(len(found), what, found, fix)
+        short = names(SHORT)
+        if short and self.short != "skip":
+            raise refuse("short", len(short), f"recordings are shorter than window={self.window} steps", short,
+                         "lower reader.window")
+
+    def _split(self, recordings: list["Recording"], rows: dict | None) -> dict[str, list]:
+        """Recordings per split, drawn over every recording read (those left out included)."""
         if self.split_by == "column":
-            table = read_table(self.labels_csv)
-            split_of = {Path(str(f)).name: str(s) for f, s in zip(table[self.file_column], table[self.split_column])}
-            return {split: [r for r in recordings if split_of.get(r[0].name) == value]
-                    for split, value in (("train", self.train_value), ("test", self.test_value))}
+            parts: dict[str, list] = {"train": [], "test": []}
+            for r in recordings:
+                value = rows[r.path.name][1] if r.path.name in rows else None
+                if value == str(self.train_value):
+                    parts["train"].append(r)
+                elif value == str(self.test_value):
+                    parts["test"].append(r)
+                else:  # in no split: counted in both
+                    reason = (f"{r.reason} (so in no split)" if r.reason in (NOT_LISTED, CORRUPT_FILES)
+                              else self.neither_reason("recordings"))
+                    for part in parts.values():
+                        part.append(Recording(r.path, r.name, None, [], reason))
+            return parts
         if len(recordings) > 1:
             return {split: [recordings[i] for i in self.split_rows(len(recordings), split)]
                     for split in ("train", "test")}
-        (path, windows, labels), = recordings
-        return {split: [(path, windows[idx], [labels[i] for i in idx])]
-                for split in ("train", "test") for idx in [self.split_rows(len(windows), split)]}
+        (r,) = recordings  # a single recording: its windows are split
+        if r.windows is None or r.reason not in (None, EMPTY_WINDOW_LABEL):
+            return {"train": [r], "test": []}  # nothing to split: counted once
+        return {split: [Recording(r.path, r.name, r.windows[idx], [r.labels[i] for i in idx], r.reason)]
+                for split in ("train", "test") for idx in [self.split_rows(len(r.windows), split)]}
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
         sources = [*(self.files(self.path) if self.path else []), *(self.files(self.train) if self.train else []),
                    *(self.files(self.test) if self.test else []), *([Path(self.labels_csv)] if self.labels_csv else [])]
-        return self.cached("sensor", split, cache_dir, sources, lambda: self.build(on_corrupt), on_corrupt)
+        return self.cached("sensor", split, cache_dir, sources, lambda: self.build(on_corrupt), on_corrupt,
+                           dataset=Path(self.path or self.train or "").name)
 
 
 def sensor_arrays(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):

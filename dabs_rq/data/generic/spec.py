@@ -15,6 +15,20 @@ Splits (``split_by``): ``ratio`` (a seeded random ``test_fraction`` of the rows)
 (one label per row; class order ``classes`` or the sorted distinct values), ``multilabel``
 (several ``label_columns`` of 0/1, or one column of names separated by ``label_separator``) or
 ``score`` (a number, for regression).
+
+Examples are never given a wrong label and never left out without a word. ``unlabelled``
+(``error`` by default, or ``skip``) decides what happens to an example the labels do not cover:
+a file with no row in ``labels_csv`` (which also gives it no split with ``split_by: column``),
+an empty label cell (``class``, ``score``, an empty 0/1 cell of ``label_columns``; an empty
+``multilabel`` cell of names means "no label applies" and is kept), a file outside the class
+subfolders of a folder-labelled reader. ``error`` stops in one line with the count, the first
+few, and the fix; ``skip`` leaves them out, logs one line per split and counts them in the split
+Dataset's ``excluded`` (``{reason: count}``, stored in the record; see
+:class:`~dabs_rq.data.storage.LeftOut`). Splits are drawn before anything is left out, so leaving
+an example out never moves another between train and test (a pretraining YAML that reads the
+same files unlabelled splits them the same way). With ``split_by: column``, rows whose
+``split_column`` is neither ``train_value`` nor ``test_value`` (a ``valid`` fold) belong to no
+split: they are counted under their own reason in both splits' ``excluded``.
 """
 
 from __future__ import annotations
@@ -32,11 +46,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from dabs_rq.data.array_cache import source_identity
+from dabs_rq.data.storage import POLICIES, LeftOut, refuse
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
+from dabs_rq.errors import UserError
 
 SPLIT_BY = ("ratio", "column", "files")
 LABEL_TYPES = ("none", "class", "multilabel", "score")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+#: how a 0/1 label cell may be written (any case)
+TRUE, FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
 class AtLeast(int):
@@ -46,7 +64,7 @@ class AtLeast(int):
         return f"at least {int(self)}"
 
 
-class ReaderSpecError(ValueError):
+class ReaderSpecError(UserError):
     """A generic reader's YAML mapping is wrong: ``key`` and what is expected (the loader adds the file)."""
 
     def __init__(self, key: str, expected: str) -> None:
@@ -74,6 +92,7 @@ class ReaderSpec:
     label_columns: Optional[list[str]] = None
     label_separator: Optional[str] = None
     classes: Optional[list[str]] = None
+    unlabelled: str = "error"
 
     # ------------------------------------------------------------------ construction and checks
 
@@ -118,6 +137,8 @@ class ReaderSpec:
             raise ReaderSpecError("split_by", f"must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
         if self.label_type not in LABEL_TYPES:
             raise ReaderSpecError("label_type", f"must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
+        if self.unlabelled not in POLICIES:
+            raise ReaderSpecError("unlabelled", f"must be one of {', '.join(POLICIES)}, got {self.unlabelled!r}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ReaderSpecError("test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         if self.split_by == "column" and not self.split_column:
@@ -177,34 +198,86 @@ class ReaderSpec:
             return np.flatnonzero(values == str(wanted))
         return np.arange(n)
 
+    def unsplit_rows(self, split_values: Sequence[Any] | None) -> np.ndarray:
+        """Rows in neither split: ``split_by: column`` values that are neither ``train_value`` nor ``test_value``."""
+        if self.split_by != "column" or split_values is None:
+            return np.zeros(0, dtype=np.int64)
+        values = np.asarray([str(v) for v in split_values])
+        return np.flatnonzero((values != str(self.train_value)) & (values != str(self.test_value)))
+
+    def neither_reason(self, unit: str = "rows") -> str:
+        """The ``excluded`` reason of rows in no split (:meth:`unsplit_rows`)."""
+        return f"{unit} in neither split ({self.split_column} is neither {self.train_value!r} nor {self.test_value!r})"
+
+    def missing_labels(self, table: Any) -> np.ndarray:
+        """Per row of ``table``: True where it has no label (an empty ``class`` / ``score`` cell, an empty
+        0/1 cell of ``label_columns``); never for ``none``, nor for an empty ``multilabel`` cell of names."""
+        n = len(table)
+        if self.label_type == "class" or self.label_type == "score":
+            return np.array([blank(v) for v in table[self.label_column]], dtype=bool).reshape(n)
+        if self.label_type == "multilabel" and self.label_columns:
+            return np.array([any(blank(v) for v in row) for row in table[list(self.label_columns)].itertuples(
+                index=False)], dtype=bool).reshape(n)
+        return np.zeros(n, dtype=bool)
+
+    def refuse_unlabelled(self, count: int, what: str, names: Sequence[str], fix: str) -> None:
+        """Stop in one line for ``count`` examples without a label unless ``unlabelled: skip``."""
+        if count and self.unlabelled != "skip":
+            raise refuse("unlabelled", count, what, names, fix)
+
     def labels(self, table: Any) -> torch.Tensor:
-        """Labels of every row of ``table`` (a ``pandas.DataFrame``) as the task expects them."""
+        """Labels of every row of ``table`` (a ``pandas.DataFrame``) as the task expects them.
+
+        Rows without a label (:meth:`missing_labels`) get a placeholder (0, or NaN for scores) and
+        do not shape the class list: the caller leaves them out (``unlabelled``). A malformed label
+        (a score that is no number, a 0/1 column holding anything else, a class not in ``classes``)
+        is a ``ValueError`` naming the row.
+        """
         n = len(table)
         if self.label_type == "none":
             return torch.zeros(n, dtype=torch.long)
+        missing = self.missing_labels(table)
         if self.label_type == "score":
-            values = table[self.label_column].astype("float64").to_numpy()
-            if not np.isfinite(values).all():
-                bad = int(np.flatnonzero(~np.isfinite(values))[0])
-                raise ValueError(f"row {bad + 1}: label {table[self.label_column].iloc[bad]!r} is not a number")
+            values = np.full(n, np.nan)
+            for row, cell in enumerate(table[self.label_column]):
+                if missing[row]:
+                    continue
+                try:
+                    values[row] = float(cell)
+                except (TypeError, ValueError):
+                    pass
+                if not np.isfinite(values[row]):
+                    raise ValueError(f"row {row + 1}: label {cell!r} is not a number")
             return torch.tensor(values, dtype=torch.float32)
         if self.label_type == "multilabel":
             if self.label_columns:
-                return torch.tensor(table[list(self.label_columns)].astype("float32").to_numpy())
+                out = torch.zeros(n, len(self.label_columns))
+                for row, cells in enumerate(table[list(self.label_columns)].itertuples(index=False)):
+                    if missing[row]:
+                        continue
+                    for k, (column, cell) in enumerate(zip(self.label_columns, cells)):
+                        text = str(cell).strip().lower()
+                        if text not in TRUE + FALSE:
+                            raise ValueError(f"row {row + 1}: label column {column!r} holds {cell!r}, not 0 or 1")
+                        out[row, k] = 1.0 if text in TRUE else 0.0
+                return out
             names = [self._split_names(v) for v in table[self.label_column]]
             classes = self.class_names(n for row in names for n in row)
+            unknown = [name for row in names for name in row if name not in classes]
+            if unknown:
+                raise ValueError(f"label {unknown[0]!r} is not one of reader.classes: {', '.join(classes)}")
             out = torch.zeros(n, len(classes))
             for row, row_names in enumerate(names):
                 for name in row_names:
                     out[row, classes.index(name)] = 1.0
             return out
-        values = [str(v) for v in table[self.label_column]]
-        classes = self.class_names(values)
+        values = [str(v).strip() for v in table[self.label_column]]
+        classes = self.class_names(v for v, gone in zip(values, missing) if not gone)
         index = {c: i for i, c in enumerate(classes)}
-        unknown = [v for v in values if v not in index]
+        unknown = [v for v, gone in zip(values, missing) if not gone and v not in index]
         if unknown:
             raise ValueError(f"label {unknown[0]!r} is not one of reader.classes: {', '.join(classes)}")
-        return torch.tensor([index[v] for v in values], dtype=torch.long)
+        return torch.tensor([0 if gone else index[v] for v, gone in zip(values, missing)], dtype=torch.long)
 
     def _split_names(self, value: Any) -> list[str]:
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
@@ -217,14 +290,34 @@ class ReaderSpec:
     # ------------------------------------------------------------------ caching
 
     def cached(self, name: str, split: str, cache_dir: Path, sources: Iterable[Path], build: Any,
-               on_corrupt: str = "error") -> TensorInputsDataset:
-        """The split's tensors, built once per (settings, on_corrupt, source files' size and mtime)."""
+               on_corrupt: str = "error", dataset: str = "") -> TensorInputsDataset:
+        """The split's tensors, built once per (settings, on_corrupt, source files' size and mtime).
+
+        ``build`` returns ``{split}_x<k>`` / ``{split}_y`` tensors and ``excluded``: per split, a
+        :meth:`LeftOut.state <dabs_rq.data.storage.LeftOut.state>`; the dataset returned carries
+        that split's ``excluded`` counts (and logs its line) on every load.
+        """
         stamp = source_identity(None, files=sorted(Path(s) for s in sources))
         blob = json.dumps([self.settings(), on_corrupt, stamp], sort_keys=True, default=str)
         key = hashlib.sha1(blob.encode()).hexdigest()
         data = cached_tensors(Path(cache_dir) / "generic" / f"{name}_{key[:16]}.pt", build)
         inputs = [data[k] for k in sorted(data) if k.startswith(f"{split}_x")]
-        return TensorInputsDataset(inputs, data[f"{split}_y"])
+        left = LeftOut.from_state(dataset or name, split, (data.get("excluded") or {}).get(split))
+        return left.attach(TensorInputsDataset(inputs, data[f"{split}_y"]))
+
+
+def blank(value: Any) -> bool:
+    """An empty cell: None, NaN / NA, or text that is only spaces (a list cell is not blank)."""
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return False
+    try:
+        if value != value:  # NaN, pandas NA raises below
+            return True
+    except (TypeError, ValueError):
+        return True
+    return not str(value).strip()
 
 
 def read_table(path: str | Path) -> Any:

@@ -43,7 +43,14 @@ Corrupt rows -- an empty or missing text, a missing or malformed label (a score 
 number, a class not in ``classes``, a 0/1 column holding anything else) -- stop the run with a
 :class:`~dabs_rq.data.storage.CorruptDataError` naming the file and the row (``row n`` counts
 the file's records from 1, the CSV/TSV header not counted), or with ``on_corrupt: skip`` are
-left out and counted in one summary line.
+left out and counted in one summary line. A row with no label (an empty ``class`` or ``score``
+cell, an empty 0/1 cell of ``label_columns``) is such a corrupt row under ``unlabelled: error``
+(the default; its message names the key), and with ``unlabelled: skip`` is left out and counted
+as unlabelled whatever ``on_corrupt`` says. An empty ``multilabel`` cell of names means "no
+label applies" and is kept. Rows whose ``split_column`` is neither ``train_value`` nor
+``test_value`` are in no split. Every split Dataset carries ``excluded`` (``{reason: count}``:
+corrupt rows, unlabelled rows, rows in no split), which the record stores, and logs one line
+when it is not empty.
 """
 
 from __future__ import annotations
@@ -59,9 +66,16 @@ import torch
 
 from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError, read_table, table_columns
 from dabs_rq.data.generic.tokens import WORDS, TokenizerPath, encode_texts
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 _INTEGER = re.compile(r"[+-]?\d+")
+#: ``excluded`` reasons
+CORRUPT_ROWS = f"rows {CORRUPT}"
+EMPTY_LABEL = "rows with an empty label"
+
+
+class _NoLabel(ValueError):
+    """A row without a label (``unlabelled`` decides), not a malformed one."""
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
@@ -175,7 +189,9 @@ class TextTable(TokenizerPath, ReaderSpec):
             values = []
             for column in self.label_columns:
                 value = _cell(cells[column][row])
-                if value is None or value.lower() not in _TRUE + _FALSE:
+                if value is None:
+                    raise _NoLabel(f"label column {column!r} is empty")
+                if value.lower() not in _TRUE + _FALSE:
                     raise ValueError(f"label column {column!r} holds {cells[column][row]!r}, not 0 or 1")
                 values.append(1.0 if value.lower() in _TRUE else 0.0)
             return values
@@ -193,7 +209,7 @@ class TextTable(TokenizerPath, ReaderSpec):
             return names
         value = _cell(raw)
         if value is None:
-            raise ValueError(f"missing label in column {self.label_column!r}")
+            raise _NoLabel(f"missing label in column {self.label_column!r}")
         if self.label_type == "score":
             try:
                 score = float(value)
@@ -206,8 +222,10 @@ class TextTable(TokenizerPath, ReaderSpec):
             raise ValueError(f"label {value!r} is not one of reader.classes: {', '.join(self.classes)}")
         return value
 
-    def _rows(self, path: str, cells: dict[str, list], rows: list[int], log: CorruptLog) -> dict[int, tuple]:
-        """row -> (text, pair, label) of the good ``rows``; corrupt rows are raised, or logged and left out."""
+    def _rows(self, path: str, cells: dict[str, list], rows: list[int], log: CorruptLog,
+              unlabelled: set[int]) -> dict[int, tuple]:
+        """row -> (text, pair, label) of the good ``rows``; corrupt rows are raised, or logged and left out;
+        rows without a label go to ``unlabelled`` with ``unlabelled: skip`` (else they are corrupt)."""
         good = {}
         columns = [c for c in (self.text_column, self.text_pair_column) if c]
         for row in rows:
@@ -216,6 +234,13 @@ class TextTable(TokenizerPath, ReaderSpec):
                 if None in values:
                     raise ValueError(f"empty or missing text in column {columns[values.index(None)]!r}")
                 label = self._label(cells, row)
+            except _NoLabel as err:
+                if self.unlabelled == "skip":
+                    unlabelled.add(row)
+                else:
+                    log.add(CorruptDataError(path, f"{err} (or set reader.unlabelled: skip to leave such rows out)",
+                                             line=row + 1, unit="row"))
+                continue
             except ValueError as err:
                 log.add(CorruptDataError(path, str(err), line=row + 1, unit="row"))
                 continue
@@ -242,11 +267,22 @@ class TextTable(TokenizerPath, ReaderSpec):
         log = CorruptLog(Path(self.path or self.train or "text").name, "all", on_corrupt)
         parts = self._parts()
         good: dict[str, dict[int, tuple]] = {}
+        unlabelled: dict[str, set[int]] = {}
         for path, cells, _ in parts.values():  # each file once, its rows in file order
             if path not in good:
                 rows = sorted({int(r) for where, _, idx in parts.values() if where == path for r in idx})
-                good[path] = self._rows(path, cells, rows, log)
+                good[path] = self._rows(path, cells, rows, log, unlabelled.setdefault(path, set()))
         log.report(kept=sum(len(rows) for rows in good.values()))
+        excluded = {}
+        for split, (path, cells, idx) in parts.items():
+            left = LeftOut(Path(path).name, split)
+            gone = [int(r) for r in idx if int(r) in unlabelled[path]]
+            left.add(EMPTY_LABEL, len(gone), [f"row {r + 1}" for r in gone])
+            left.add(CORRUPT_ROWS, sum(int(r) not in good[path] for r in idx) - len(gone))
+            if self.split_by == "column":
+                left.add(self.neither_reason("rows"), len(self.unsplit_rows(
+                    [_cell(v) for v in cells[self.split_column]])))
+            excluded[split] = left.state()
         read = {split: [list(column) for column in zip(*[good[path][r] for r in idx.tolist() if r in good[path]])]
                 or [[], [], []] for split, (path, _, idx) in parts.items()}
         for split, (texts, _, _) in read.items():
@@ -266,7 +302,7 @@ class TextTable(TokenizerPath, ReaderSpec):
         ids = ids[: n_train + len(read["test"][0])]
         labels = self._label_tensor(read["train"][2] + read["test"][2])
         return {"train_x0": ids[:n_train], "test_x0": ids[n_train:],
-                "train_y": labels[:n_train], "test_y": labels[n_train:]}
+                "train_y": labels[:n_train], "test_y": labels[n_train:], "excluded": excluded}
 
     def _label_tensor(self, labels: list) -> torch.Tensor:
         n = len(labels)
@@ -305,7 +341,8 @@ class TextTable(TokenizerPath, ReaderSpec):
         return files
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
-        return self.cached("text", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt)
+        return self.cached("text", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt,
+                           dataset=Path(self.path or self.train or "text").name)
 
 
 def text_table(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):

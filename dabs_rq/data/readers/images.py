@@ -22,13 +22,17 @@ cache; default: all CPUs) and ``on_corrupt``, and ``download`` and ``root`` from
 malformed line of an index file, does: stop the run with a :class:`CorruptDataError` naming
 the file (and line), or leave that sample out of the split and log one summary line per split.
 A damaged file that describes the whole dataset (CIFAR's pickles, Flowers' ``imagelabels.mat``)
-always stops the run, naming the file.
+always stops the run, naming the file. Every split Dataset carries ``excluded`` (``{reason:
+count}``, stored in the record): the index lines and images skipped as corrupt. ImageNet's
+``val/`` must hold the wnid folders of ``train/``: an image outside them, or in a folder that is
+not a train class, stops the run (it would have no label, or a wrong one).
 """
 
 from __future__ import annotations
 
 import glob
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +50,9 @@ from torchvision.datasets.utils import download_url
 from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import Box, FileImages, list_digest
-from dabs_rq.data.storage import CorruptDataError, CorruptLog, DatasetMissingError, download_and_extract
+from dabs_rq.data.storage import (CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut,
+                                  download_and_extract)
+from dabs_rq.errors import UserError
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = 224
@@ -132,10 +138,14 @@ def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image
     """
     labels = np.asarray(labels, dtype=np.int64)
     cache = image_cache.cache_file(cache_dir, name, split, source=source, image_size=image_size, **(settings or {}))
-    return image_cache.image_dataset(open_image, len(labels), dabs_transform(image_size), labels,
-                                     cache=cache if memmap else None, shape=(3, image_size, image_size),
-                                     workers=workers, corrupt=corrupt,
-                                     scan_record=cache.with_name(f"{cache.stem}.scan.json"))
+    lines = len(corrupt) if corrupt is not None else 0  # index lines already skipped
+    dataset = image_cache.image_dataset(open_image, len(labels), dabs_transform(image_size), labels,
+                                        cache=cache if memmap else None, shape=(3, image_size, image_size),
+                                        workers=workers, corrupt=corrupt,
+                                        scan_record=cache.with_name(f"{cache.stem}.scan.json"))
+    left = LeftOut(name, split)
+    left.add(f"index lines and images {CORRUPT}", lines + len(labels) - len(dataset))
+    return left.attach(dataset)
 
 
 def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Sequence[int], cache_dir: Path,
@@ -449,6 +459,28 @@ def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, ai
                          settings={"aircraft_bbox_crop": aircraft_bbox_crop}, corrupt=corrupt, root=root, **options)
 
 
+def check_class_folders(folder: Path, classes: dict[str, int]) -> None:
+    """Every image of ``folder`` must lie in a folder of a class in ``classes`` (torchvision's
+    ``make_dataset`` would silently leave out the others), else a one-line :class:`UserError`."""
+    outside, unknown = [], {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir():
+            if entry.name not in classes:
+                count = sum(f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(entry.path) for f in files)
+                if count:
+                    unknown[entry.name] = count
+        elif entry.name.lower().endswith(IMG_EXTENSIONS):
+            outside.append(entry.name)
+    if outside:
+        shown = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
+        raise UserError(f"{folder} holds {len(outside)} images outside the class folders ({shown}), which would "
+                        "have no label: put each into its class (wnid) folder, as train/ is laid out")
+    if unknown:
+        shown = ", ".join(list(unknown)[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise UserError(f"{folder} has {len(unknown)} folders of {sum(unknown.values())} images that are not "
+                        f"classes of the train folder ({shown}): fix the layout, or the 'folders' option")
+
+
 def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
              folders: dict[str, str] | None = None, on_corrupt: str = "error", **options: Any) -> Dataset:
     """ImageNet-1k as two ImageFolders (``train/`` and ``val/``, one folder per wnid); label = sorted wnid index.
@@ -461,6 +493,7 @@ def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
     folders = {"train": "train", "test": "val", **(folders or {})}
     ensure_files("imagenet", Path(root), [Path(root) / f for f in folders.values()], download)
     _, class_to_idx = find_classes(Path(root) / folders["train"])
+    check_class_folders(Path(root) / folders[split], class_to_idx)
     samples = DatasetFolder.make_dataset(str(Path(root) / folders[split]), class_to_idx, extensions=IMG_EXTENSIONS)
     paths, labels = zip(*samples) if samples else ((), ())
     return files_dataset("imagenet", split, paths, labels, cache_dir, corrupt=corrupt, root=root, **options)

@@ -28,6 +28,10 @@ e.g. the cut last line of a truncated file, or a field that is not a number) sto
 naming the file and line, or is left out (the recording continues with the next line) and
 counted in one summary line per split. Without checking, pandas would fill a short line's
 missing fields with NaN and interpolate them away: silently invented values.
+
+A (subject, activity) run of at most ``window`` rows gives no window (DABS's rule, kept): such
+runs are counted, logged in one line and stored in the split Dataset's ``excluded``
+(``{reason: count}``, with the lines skipped as corrupt), which the record keeps.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dabs_rq.data.array_cache import cache_key, load_array, save_json_atomic, source_identity
-from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
 ACTIVITIES = (1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24)
@@ -292,4 +296,9 @@ def pamap2(
     else:
         starts, labels = grid_windows(runs, window, int(grid_stride))
     corrupt.report(kept=len(starts))
-    return WindowDataset(rows, starts, labels, window)
+    left = LeftOut("pamap2", split)
+    short = runs[(runs[:, 1] > 0) & (runs[:, 1] <= window)]
+    left.add(f"(subject, activity) runs of at most window={window} rows (no window, as DABS)", len(short),
+             [f"subject {s} activity {ACTIVITIES[a]}" for _, _, s, a in short])
+    left.add(f"lines {CORRUPT}", len(corrupt))
+    return left.attach(WindowDataset(rows, starts, labels, window))

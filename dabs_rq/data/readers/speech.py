@@ -39,7 +39,8 @@ malformed line of a split list (Fluent's CSVs, VoxCeleb's ``iden_split.txt``), e
 the run with a :class:`CorruptDataError` naming the file (and line), or is left out of the
 split, counted in one summary line per split. The spectrogram cache records which rows hold no
 clip, so a zero row is never served. Labels are assigned before anything is skipped, so a
-skipped clip never shifts another clip's label.
+skipped clip never shifts another clip's label. Every split Dataset carries ``excluded``
+(``{reason: count}``, stored in the record): the list lines and clips skipped as corrupt.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ import torchaudio
 from torch import Tensor
 
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
-from dabs_rq.data.storage import CorruptDataError, CorruptLog, extract_archive
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
 
 MAX_LENGTH = 150_526
 N_MELS = 224
@@ -365,6 +366,7 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
             corrupt.report(kept=0)
         raise FileNotFoundError(f"{name} ({split}): no audio files found under {root}")
     corrupt = corrupt if corrupt is not None else CorruptLog(name, split)
+    lines = len(corrupt)  # list lines already skipped
     shape = (1, front_end.n_mels, frames(front_end))
     count = len(clips.files)
     source = source_identity(root, files=clips.files)  # one stat per clip, shared by the three caches
@@ -403,7 +405,9 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
         dataset = SpeechDataset(first, clips.labels[rows], [files[i] for i in rows], last=last, last_row=last_row,
                                 rows=rows)
     corrupt.report(kept=len(dataset))
-    return dataset
+    left = LeftOut(corrupt.dataset, split)
+    left.add(f"list lines and clips {CORRUPT}", lines + count - len(dataset))
+    return left.attach(dataset)
 
 
 def _front_end(mean: float, std: float, db_of_squared_power: bool, pad_mode: str,
@@ -560,8 +564,15 @@ def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float
     """
     corrupt = CorruptLog("audio_mnist", split, on_corrupt)
     speakers = AUDIO_MNIST_TRAIN_SPEAKERS + AUDIO_MNIST_VAL_SPEAKERS if split == "train" else AUDIO_MNIST_TEST_SPEAKERS
-    files = [f for s in speakers for f in sorted((Path(root) / "data" / f"{s:02d}").glob("*.wav"))]
-    clips = Clips(files, np.array([int(f.name.split("_")[0]) for f in files], dtype=np.int64))
+    files, digits = [], []
+    for f in (f for s in speakers for f in sorted((Path(root) / "data" / f"{s:02d}").glob("*.wav"))):
+        digit = f.name.split("_")[0]
+        if not (digit.isdigit() and 0 <= int(digit) <= 9):  # its label would be a guess
+            corrupt.add(CorruptDataError(f, "file name is not <digit>_<speaker>_<n>.wav with a digit 0-9"))
+            continue
+        files.append(f)
+        digits.append(int(digit))
+    clips = Clips(files, np.array(digits, dtype=np.int64))
     front_end = _front_end(mean, std, db_of_squared_power, pad_mode, None if native_sample_rate else 16_000)
     return spectrogram_dataset(clips, split, cache_dir, root, "audio_mnist", front_end, corrupt)
 

@@ -20,7 +20,9 @@ fields than the header, or not UTF-8, and a row (TSV or parquet) whose label is 
 malformed (not a number, not integral, not one of the label strings, or a missing STS-B
 score) stops the run with a :class:`CorruptDataError` naming the file and line (row), or is
 left out and counted in one summary line per split. Rows DABS drops on purpose (an empty
-input; PAWS-X's unlabelled ``-1`` pairs) are not corrupt and are dropped as before. A file
+input; PAWS-X's unlabelled ``-1`` pairs) are not corrupt and are dropped as before, but counted:
+one line per split says how many, and the split Dataset's ``excluded`` (``{reason: count}``,
+with the corrupt rows skipped) holds them for the record. A file
 that cannot be read at all (a truncated parquet shard) always stops the run, naming it. The
 original TSVs are read line by line here (``datasets``' csv builder would pad short lines
 and skip long ones, without saying which).
@@ -44,7 +46,7 @@ from torch.utils.data import IterableDataset
 
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, save_json_atomic, source_identity
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
-from dabs_rq.data.storage import CorruptDataError, CorruptLog, DatasetMissingError, check_on_corrupt
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut, check_on_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,11 @@ C4_HUB = "allenai/c4"
 #: DABS's mC4 languages, in its interleaving order.
 MC4_LANGUAGES = ("en", "fr", "de", "zh", "es", "ja", "ko")
 SPLITS = ("train", "test")
-#: Bump when the preprocessing changes, so old caches are not reused.
-CACHE_VERSION = 1
+#: Bump when the preprocessing changes, so old caches are not reused (2: the dropped rows are counted).
+CACHE_VERSION = 2
+#: ``excluded`` reasons of the rows DABS drops on purpose
+EMPTY_INPUT = "rows with an empty input (drop_empty, as DABS)"
+UNLABELLED = "rows labelled -1 (unlabelled, as DABS)"
 #: Original-archive file names of the hub split names (GLUE ``dev.tsv``, PAWS-X ``dev_2k.tsv``, ...).
 GLUE_TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv", "validation_matched": "dev_matched.tsv",
                   "validation_mismatched": "dev_mismatched.tsv"}
@@ -402,22 +407,33 @@ def tokenizer_identity(name: str, data_root: Path) -> str:
 
 
 def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_length: int, drop_empty: bool,
-                   cache_dir: Path, corrupt: CorruptLog | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split; corrupt rows go to ``corrupt``."""
+                   cache_dir: Path, corrupt: CorruptLog | None = None,
+                   dropped: dict[str, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split; corrupt rows go to ``corrupt``.
+
+    ``dropped`` (filled as the rows are read) counts the well-formed rows left out on purpose:
+    :data:`UNLABELLED` (label -1) and :data:`EMPTY_INPUT` (``drop_empty``).
+    """
     tok = load_tokenizer(tokenizer, data_root)
     corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
-    total = dropped = 0
+    dropped = dropped if dropped is not None else {}
+    total = 0
     for batch, where in iter_batches(table, cache_dir, corrupt):
         texts = [[t if t is not None else "" for t in batch[c]] for c in table.inputs]
         labels, valid = parse_labels(table, batch[table.label] if table.label else None, where, corrupt)
+        labelled = keep_rows(texts, labels, False) & valid
         keep = keep_rows(texts, labels, drop_empty) & valid
-        total, dropped = total + int(valid.sum()), dropped + int((~keep & valid).sum())
+        total += int(valid.sum())
+        for reason, count in ((UNLABELLED, int((valid & ~labelled).sum())),
+                              (EMPTY_INPUT, int((labelled & ~keep).sum()))):
+            if count:
+                dropped[reason] = dropped.get(reason, 0) + count
         kept = [[t for t, k in zip(column, keep) if k] for column in texts]
         if kept[0]:
             ids = encode(tok, kept[0], kept[1] if len(kept) > 1 else None, max_length=max_length)
             yield ids.numpy(), labels[keep]
-    log.info("%s: %d of %d rows kept (%d dropped: empty input or no label)", table.name, total - dropped, total,
-             dropped)
+    log.info("%s: %d of %d rows kept (%d dropped: empty input or no label)", table.name,
+             total - sum(dropped.values()), total, sum(dropped.values()))
 
 
 def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -472,19 +488,36 @@ def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root:
     folder = Path(cache_dir) / "text"
     ids_path, labels_path = folder / f"{table.name}-{key}.ids.npy", folder / f"{table.name}-{key}.labels.npy"
     skipped_path = folder / f"{table.name}-{key}.skipped.json"
+    dropped_path = folder / f"{table.name}-{key}.dropped.json"
     ids, labels = load_array(ids_path), load_array(labels_path, mmap=False)
-    if ids is None or labels is None or len(ids) != len(labels):
+    dropped = _read_counts(dropped_path)
+    if ids is None or labels is None or len(ids) != len(labels) or dropped is None:
+        dropped = {}
+
         def remember_skipped() -> None:
             if corrupt.skip:
                 save_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors])
+            save_json_atomic(dropped_path, dropped)
 
-        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt)
+        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt,
+                                dropped)
         save_arrays(ids_path, labels_path, chunks, max_length, before=remember_skipped)
         ids, labels = np.load(ids_path, mmap_mode="r"), np.load(labels_path)
     elif corrupt.skip and skipped_path.exists():
         corrupt.extend(CorruptDataError.from_record(r) for r in json.loads(skipped_path.read_text()))
     corrupt.report(kept=len(labels))
-    return ArrayDataset([ids], labels, dtypes=[torch.int32])
+    left = LeftOut(corrupt.dataset, corrupt.split, dropped)
+    left.add(f"rows {CORRUPT}", len(corrupt))
+    return left.attach(ArrayDataset([ids], labels, dtypes=[torch.int32]))
+
+
+def _read_counts(path: Path) -> dict[str, int] | None:
+    """``{reason: count}`` saved beside a cache; None when missing or unreadable (the cache is rebuilt)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {str(k): int(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def check_split(split: str) -> None:

@@ -35,6 +35,11 @@ the whole image whose annotation is malformed, so that its "last annotation" lab
 a different one; per instance, that annotation's row) and counted in one summary line per
 split. A json file that does not parse, or a COCO annotation that names no image, always
 stops the run.
+
+What DABS leaves out on purpose (COCO images without an instance annotation, or per instance the
+annotations of images without a caption; VQA questions whose gold answer is not among their
+choices) stays out, but is counted: one line per split, and the split Dataset's ``excluded``
+(``{reason: count}``, with the entries and images skipped as corrupt), which the record stores.
 """
 
 from __future__ import annotations
@@ -52,13 +57,17 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import cache_key, source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 from dabs_rq.data.tensor_dataset import cached_tensors
 
 COCO_URL = "http://images.cocodataset.org"
 #: ``mscoco``'s ``rows``: one row per image (DABS 2.0) or per instance annotation (DABS 1.0, the paper's)
 COCO_ROWS = ("per_image", "per_instance")
 VQA_URL = "https://s3.amazonaws.com/cvmlp/vqa/mscoco/vqa"
+#: ``excluded`` reasons of what DABS leaves out on purpose
+NO_INSTANCE = "images without an instance annotation (as DABS)"
+NO_CAPTION = "instance annotations of images without a caption (as DABS)"
+GOLD_NOT_A_CHOICE = "questions whose gold answer is not a choice (as DABS)"
 
 
 def coco_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
@@ -78,9 +87,15 @@ def coco_dataset(files: Sequence[Path], cache: Path, image_size: Sequence[int], 
     if corrupt is not None and text.get("corrupt"):
         corrupt.extend(CorruptDataError.from_record(r) for r in text["corrupt"])
     rows = text["rows"].numpy() if "rows" in text else None
-    return image_cache.image_dataset(FileImages(files), len(files), coco_transform(image_size), text["labels"],
-                                     cache=cache, shape=(3, *image_size), rows=rows, extra=[text["tokens"]],
-                                     workers=workers, corrupt=corrupt)
+    lines = len(corrupt) if corrupt is not None else 0
+    dataset = image_cache.image_dataset(FileImages(files), len(files), coco_transform(image_size), text["labels"],
+                                        cache=cache, shape=(3, *image_size), rows=rows, extra=[text["tokens"]],
+                                        workers=workers, corrupt=corrupt)
+    left = LeftOut(corrupt.dataset, corrupt.split) if corrupt is not None else LeftOut(Path(cache).stem, "")
+    for reason, count in (text.get("dropped") or {}).items():
+        left.add(reason, int(count))
+    left.add(f"entries and examples of images {CORRUPT}", lines + len(text["labels"]) - len(dataset))
+    return left.attach(dataset)
 
 
 def fetch(root: Path, components: Sequence[tuple[str, str]]) -> None:
@@ -137,8 +152,8 @@ def _check_rows(rows: str) -> None:
         raise ValueError(f"rows must be one of {', '.join(COCO_ROWS)}; got {rows!r}")
 
 
-def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None,
-               rows: str = "per_image") -> tuple[list[int], list[str], list[int]]:
+def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None, rows: str = "per_image",
+               dropped: dict[str, int] | None = None) -> tuple[list[int], list[str], list[int]]:
     """``(image id, caption, label)`` of each example of ``part``: images that have a caption and an instance.
 
     The caption of an image is the last of its captions in ``captions_<part>.json`` (DABS
@@ -155,8 +170,10 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None,
     Malformed entries go to ``corrupt`` (default: raise): per image, an image with a malformed
     instance or caption entry is left out; per instance, a malformed instance entry leaves out
     that row, a malformed caption entry all rows of its image. An instance entry without an
-    image id always raises.
+    image id always raises. ``dropped`` (filled) counts what DABS leaves out on purpose:
+    :data:`NO_INSTANCE` (per image) or :data:`NO_CAPTION` (per instance).
     """
+    dropped = dropped if dropped is not None else {}
     _check_rows(rows)
     corrupt = corrupt if corrupt is not None else CorruptLog("mscoco", part)
     instances_path = Path(root) / "annotations" / f"instances_{part}.json"
@@ -199,6 +216,7 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None,
         ids, row_labels = [], []
         for image_id, label, err in per_row:
             if image_id not in captions:
+                dropped[NO_CAPTION] = dropped.get(NO_CAPTION, 0) + 1
                 continue
             if image_id in bad_caption or err is not None:
                 corrupt.add(bad_caption.get(image_id, err))  # an image's caption error is counted once
@@ -212,6 +230,8 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None,
             corrupt.add(broken[i])
         elif i in labels:
             ids.append(i)
+        else:
+            dropped[NO_INSTANCE] = dropped.get(NO_INSTANCE, 0) + 1
     return ids, [captions[i] for i in ids], [labels[i] for i in ids]
 
 
@@ -244,8 +264,9 @@ def mscoco(
 
     def build() -> dict[str, Any]:
         skipped = CorruptLog("mscoco", split, on_corrupt)
-        ids, captions, labels = coco_index(Path(root), part, skipped, rows)
-        text = {"labels": torch.tensor(labels, dtype=torch.long), "corrupt": _records(skipped)}
+        dropped: dict[str, int] = {}
+        ids, captions, labels = coco_index(Path(root), part, skipped, rows, dropped)
+        text = {"labels": torch.tensor(labels, dtype=torch.long), "corrupt": _records(skipped), "dropped": dropped}
         if rows == "per_image":
             return {**text, "image_ids": torch.tensor(ids, dtype=torch.long),
                     "tokens": encode(tok, captions, max_length=seq_len)}
@@ -259,7 +280,7 @@ def mscoco(
 
     annotations = [Path(root) / "annotations" / f"{kind}_{part}.json" for kind in ("instances", "captions")]
     # skipping keeps other entries than stopping would: its own cache
-    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok), rows=rows,
+    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok), rows=rows, counts_dropped=True,
                     source=source_identity(root, tables=annotations),
                     **({"on_corrupt": "skip"} if corrupt.skip else {}))
     text = cached_tensors(Path(cache_dir) / "mscoco" / f"{split}-text-{key}.pt", build)
@@ -269,15 +290,18 @@ def mscoco(
     return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)
 
 
-def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None) -> list[dict]:
+def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None,
+                  dropped: dict[str, int] | None = None) -> list[dict]:
     """Questions of ``part`` whose gold ``multiple_choice_answer`` is among its choices, in annotation order.
 
     Each: ``image_id``, ``file_name``, ``question``, ``answer`` (gold), ``choices``. A
     malformed annotation, question or image entry (a needed field missing, an unknown
     question or image id, no choice but the gold answer) goes to ``corrupt`` (default: raise)
-    and its question is left out.
+    and its question is left out. ``dropped`` (filled) counts the well-formed questions whose gold
+    answer is not a choice (:data:`GOLD_NOT_A_CHOICE`), which DABS leaves out.
     """
     corrupt = corrupt if corrupt is not None else CorruptLog("vqa", part)
+    dropped = dropped if dropped is not None else {}
     captions_path = Path(root) / "annotations" / f"captions_{part}.json"
     questions_path = Path(root) / f"MultipleChoice_mscoco_{part}_questions.json"
     annotations_path = Path(root) / f"mscoco_{part}_annotations.json"
@@ -319,6 +343,8 @@ def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None) -> l
         if gold in question["multiple_choices"]:
             kept.append({"image_id": image_id, "file_name": files[image_id], "question": question["question"],
                          "answer": gold, "choices": question["multiple_choices"]})
+        else:
+            dropped[GOLD_NOT_A_CHOICE] = dropped.get(GOLD_NOT_A_CHOICE, 0) + 1
     return kept
 
 
@@ -365,7 +391,8 @@ def vqa(
 
     def build() -> dict[str, Any]:
         skipped = CorruptLog("vqa", split, on_corrupt)
-        questions = vqa_questions(Path(root), part, skipped)
+        dropped: dict[str, int] = {}
+        questions = vqa_questions(Path(root), part, skipped, dropped)
         rng = random.Random(f"{answer_seed}:{split}") if answer_seed is not None else random.Random()
         answers, labels = draw_answers(questions, rng)
         image_ids = sorted({q["image_id"] for q in questions})
@@ -373,7 +400,7 @@ def vqa(
         return {"tokens": encode(tok, [q["question"] for q in questions], answers, max_length=seq_len),
                 "labels": torch.tensor(labels, dtype=torch.long),
                 "rows": torch.tensor(np.searchsorted(image_ids, [q["image_id"] for q in questions])),
-                "files": [file_of[i] for i in image_ids], "corrupt": _records(skipped)}
+                "files": [file_of[i] for i in image_ids], "corrupt": _records(skipped), "dropped": dropped}
 
     if answer_seed is None:
         text = build()
@@ -382,6 +409,7 @@ def vqa(
                    Path(root) / f"MultipleChoice_mscoco_{part}_questions.json",
                    Path(root) / f"mscoco_{part}_annotations.json"]
         key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok),
+                        counts_dropped=True,
                         source=source_identity(root, tables=sources),
                         **({"on_corrupt": "skip"} if corrupt.skip else {}))
         text = cached_tensors(Path(cache_dir) / "vqa" / f"{split}-text-{key}.pt", build)

@@ -24,7 +24,9 @@ another copy of the data, or a replaced image, builds a new one.
 Both readers take ``on_corrupt`` (``"error"`` | ``"skip"``): a corrupt or truncated image, or a
 malformed CSV line (wrong number of fields, no path, a label that is not blank / 1.0 / 0.0 /
 -1.0, no findings), stops the run naming the file (and line), or is left out and counted in one
-summary line per split. A CSV that lacks a needed column always stops the run.
+summary line per split. A CSV that lacks a needed column always stops the run. Every split
+Dataset carries ``excluded`` (``{reason: count}``, stored in the record): the lines and images
+skipped as corrupt.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from torchvision import transforms
 from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
-from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 XRAY8_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -63,9 +65,15 @@ def xray_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
 
 def xray_dataset(files: Sequence[Path], labels: ArrayLike, cache: Path, image_size: Sequence[int],
                  workers: int | None = None, corrupt: CorruptLog | None = None) -> ImageDataset:
-    """X-ray files through :func:`xray_transform` into the shared cache: one channel stored, three served."""
-    return image_cache.image_dataset(FileImages(files), len(files), xray_transform(image_size), labels, cache=cache,
-                                     shape=(1, *image_size), workers=workers, corrupt=corrupt)
+    """X-ray files through :func:`xray_transform` into the shared cache: one channel stored, three served.
+
+    The dataset's ``excluded`` counts the CSV lines and images ``corrupt`` skipped."""
+    lines = len(corrupt) if corrupt is not None else 0
+    dataset = image_cache.image_dataset(FileImages(files), len(files), xray_transform(image_size), labels,
+                                        cache=cache, shape=(1, *image_size), workers=workers, corrupt=corrupt)
+    left = LeftOut(corrupt.dataset, corrupt.split) if corrupt is not None else LeftOut(Path(cache).stem, "")
+    left.add(f"lines and images {CORRUPT}", lines + len(files) - len(dataset))
+    return left.attach(dataset)
 
 
 #: cells pandas reads as missing (CheXpert leaves unmentioned observations blank)
