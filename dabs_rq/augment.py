@@ -80,6 +80,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from dabs_rq.errors import UserError
+
 COLLAPSE_MODES = ("inside_random", "middle", "all_zeros")
 #: where the statistics and bins are taken: per (sample, channel), or per sample (all channels)
 STATISTICS = ("channel", "instance")
@@ -102,18 +104,18 @@ def _validate_arguments(num_bins: object, collapse: object, spacing: object, p: 
     """Checks the input-independent arguments; returns ``num_bins`` as an int."""
     bins = _as_int(num_bins)
     if bins is None or bins < 2:
-        raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+        raise UserError(f"num_bins must be an integer >= 2, got {num_bins!r}")
     if not isinstance(collapse, str) or collapse not in COLLAPSE_MODES:
-        raise ValueError(f"collapse must be one of {', '.join(COLLAPSE_MODES)}; got {collapse!r}")
+        raise UserError(f"collapse must be one of {', '.join(COLLAPSE_MODES)}; got {collapse!r}")
     if not isinstance(spacing, str) or spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
+        raise UserError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
     try:
         # a real number (not a bool or a string); NaN fails the comparison
         valid_p = not isinstance(p, (bool, str, bytes)) and 0.0 <= float(p) <= 1.0
     except (TypeError, ValueError):
         valid_p = False
     if not valid_p:
-        raise ValueError(f"p must be a number in [0, 1], got {p!r}")
+        raise UserError(f"p must be a number in [0, 1], got {p!r}")
     return bins
 
 
@@ -133,7 +135,7 @@ def _validate(
     index = _as_int(channel_dim)
     dim = index % x.dim() if index is not None and -x.dim() <= index < x.dim() else None
     if dim is None or dim == 0:
-        raise ValueError(
+        raise UserError(
             f"channel_dim must index a non-batch dimension of a rank-{x.dim()} input "
             f"(1..{x.dim() - 1} or -1..-{x.dim() - 1}), got {channel_dim!r}"
         )
@@ -489,7 +491,7 @@ def randomized_quantization(
             it; with ``cuda_graph`` and ``p < 1`` the call runs eagerly (same output and random stream).
     """
     if statistics not in STATISTICS:
-        raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
+        raise UserError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
     if statistics == "instance" and x.dim() >= 2 and x.numel() > 0:
         flat = x.reshape(x.shape[0], 1, -1)
         result = randomized_quantization(flat, num_bins, 1, collapse, spacing, p, generator, compile,
@@ -534,13 +536,13 @@ class RandomizedQuantization(nn.Module):
     ) -> None:
         super().__init__()
         if statistics not in STATISTICS:
-            raise ValueError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
+            raise UserError(f"statistics must be one of {', '.join(STATISTICS)}; got {statistics!r}")
         self.statistics = statistics
         # Validate eagerly so a bad config fails before any work starts (channel_dim as far as it
         # can be without the input's rank: an integer, not the batch dimension 0).
         _validate_arguments(num_bins, collapse, spacing, p)
         if _as_int(channel_dim) is None or _as_int(channel_dim) == 0:
-            raise ValueError(
+            raise UserError(
                 f"channel_dim must be a non-zero integer (dimension 0 is the batch), got {channel_dim!r}"
             )
         self.num_bins = num_bins

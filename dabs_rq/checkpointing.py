@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from dabs_rq.errors import UserError
 from dabs_rq.hashing import digest
 from dabs_rq.results.records import atomic_file, write_json_atomic
 
@@ -120,7 +121,7 @@ class ResumableCheckpoint(pl.Callback):
                  signals: tuple[str, ...] = PREEMPTION_SIGNALS) -> None:
         super().__init__()
         if every_n_steps is not None and every_n_steps <= 0:
-            raise ValueError(f"pretrain.checkpoint_every_n_steps must be a positive integer or null, got {every_n_steps}")
+            raise UserError(f"pretrain.checkpoint_every_n_steps must be a positive integer or null, got {every_n_steps}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.signals = tuple(getattr(signal, name) for name in signals if hasattr(signal, name))
         self.preempted: int | None = None
@@ -153,11 +154,11 @@ class ResumableCheckpoint(pl.Callback):
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
             self.preempted = self._received or signal.SIGTERM
             trainer.should_stop = True
         elif self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()
@@ -197,7 +198,7 @@ class RunState:
         self.path = Path(folder) / self.FILENAME
         self.config = config
         self.data: dict = {"fingerprint": fingerprint(config), "pretrain_done": False, "pretrain_steps": 0,
-                           "pretrain_seconds": 0.0, "transfer_done": {}}
+                           "pretrain_seconds": 0.0, "pretrain_excluded": {}, "transfer_done": {}}
 
     def load(self) -> "RunState":
         """Read the folder's state; a folder of a job with another config is refused, not reused."""
@@ -206,10 +207,10 @@ class RunState:
         try:
             stored = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{self.path} is unreadable ({err}); delete it to restart this job from scratch") from None
+            raise UserError(f"{self.path} is unreadable ({err}); delete it to restart this job from scratch") from None
         diff = "; ".join(config_differences(stored.get("config") or {}, self.config))
         if diff or not isinstance(stored.get("config"), dict):
-            raise ValueError(f"{self.path.parent} holds a job with another config ({diff}); "
+            raise UserError(f"{self.path.parent} holds a job with another config ({diff}); "
                              f"use another experiment_name or hydra.run.dir, or delete that folder")
         self.data.update({k: v for k, v in stored.items() if k in self.data})
         if isinstance(self.data["transfer_done"], list):  # an older state file: no dataset fingerprints
@@ -227,8 +228,10 @@ class RunState:
         """Whether ``dataset``'s transfer finished with these dataset settings (a changed YAML: not done)."""
         return self.data["transfer_done"].get(dataset, "") == dataset_fingerprint
 
-    def mark_pretrained(self, steps: int, seconds: float) -> None:
-        self.data.update(pretrain_done=True, pretrain_steps=int(steps), pretrain_seconds=round(seconds, 3))
+    def mark_pretrained(self, steps: int, seconds: float, excluded: dict | None = None) -> None:
+        """Pretraining finished: its steps, time and the examples its data left out (by reason)."""
+        self.data.update(pretrain_done=True, pretrain_steps=int(steps), pretrain_seconds=round(seconds, 3),
+                         pretrain_excluded=dict(excluded or {}))
         self.save()
 
     def mark_transferred(self, dataset: str, dataset_fingerprint: str) -> None:

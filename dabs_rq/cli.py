@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
-from dabs_rq.data.domains import DomainConfigError
+from dabs_rq.data.storage import CorruptDataError, DatasetMissingError
+from dabs_rq.errors import UserError
 
-USER_ERRORS = (DomainConfigError, ValueError, FileNotFoundError, OSError)
+#: What becomes one line and exit status 2: a user's mistake in config or data (``UserError``), a
+#: dataset that is not on disk, a corrupt data file (named, with the ``on_corrupt=skip`` way out).
+#: Anything else is a bug or a fault and keeps its traceback.
+USER_ERRORS = (UserError, DatasetMissingError, CorruptDataError)
 
 
 def table_main(argv: list[str]) -> int:
@@ -153,7 +158,11 @@ def check_group_choices(args: list[str]) -> None:
         valid = config_choices(group)
         for value in values:
             if value not in valid and value != "null":
-                raise ValueError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
+                raise UserError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
+
+
+#: How Python words a call whose keywords do not fit the callable's signature.
+_SIGNATURE_MISMATCH = re.compile(r"unexpected keyword argument|missing \d+ required (positional|keyword-only) argument")
 
 
 def _user_error(err: BaseException) -> BaseException | None:
@@ -161,9 +170,10 @@ def _user_error(err: BaseException) -> BaseException | None:
     from hydra.errors import InstantiationException
 
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        if isinstance(err.__cause__, TypeError):  # a config key the target does not take, or one it lacks
+        if isinstance(err.__cause__, TypeError) and _SIGNATURE_MISMATCH.search(str(err.__cause__)):
+            # a config key the target does not take, or one it lacks (any other TypeError is a bug)
             target = str(err).splitlines()[0].rstrip(":")
-            return ValueError(f"{target}: {err.__cause__}")
+            return UserError(f"{target}: {err.__cause__}")
         err = err.__cause__
     return err if isinstance(err, USER_ERRORS) else None
 

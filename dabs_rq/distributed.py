@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
+from dabs_rq.errors import UserError
+
 _LOCAL_VARS = ("SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_LOCALID")
 
 
@@ -55,7 +57,7 @@ class SubmititLocalEnvironment(ClusterEnvironment):
 
     def set_world_size(self, size: int) -> None:
         if size != self.world_size():
-            raise ValueError(f"trainer.devices x trainer.num_nodes = {size} but submitit started "
+            raise UserError(f"trainer.devices x trainer.num_nodes = {size} but submitit started "
                              f"{self.world_size()} tasks; set hydra.launcher.tasks_per_node={size}")
 
     def global_rank(self) -> int:
@@ -91,7 +93,7 @@ def check_launch(world_size: int) -> None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         launcher = str(HydraConfig.get().launcher.get("_target_", ""))
         if "submitit" not in launcher:
-            raise ValueError(f"trainer.devices x trainer.num_nodes = {world_size} in a multirun needs one process per "
+            raise UserError(f"trainer.devices x trainer.num_nodes = {world_size} in a multirun needs one process per "
                              "device: add hydra/launcher=local (this machine) or hydra/launcher=slurm (a cluster)")
 
 

@@ -33,7 +33,9 @@ from dabs_rq.data.generic import schema
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, make_loader, save_tensors_atomic
 from dabs_rq.distributed import check_launch, cluster_plugins, resolve_precision
 from dabs_rq.encoder import build_encoder
+from dabs_rq.errors import UserError, UserFileError
 from dabs_rq.paths import DOMAINS_DIR
+from dabs_rq.progress import StepProgressBar
 from dabs_rq.paths import cache_dir as default_cache_dir
 from dabs_rq.results.protocol import BATCH_SCOPES, dataset_settings, digest, portable
 from dabs_rq.results.records import build_record, record_path, write_json_atomic
@@ -55,6 +57,9 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 # Cached-feature probes have a handful of large batches per epoch; the logging-interval hint is noise.
 warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+# Lightning's own pytree helper builds a torch LeafSpec, which torch >= 2.10 deprecates (once per job).
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        module=r"pytorch_lightning\.utilities\._pytree")
 
 
 #: Free space a job needs in its results and job folders before it starts (records, checkpoints).
@@ -69,10 +74,10 @@ def _check_writable(folder: Path, what: str, key: str) -> None:
             pass
         free = shutil.disk_usage(folder).free
     except OSError as err:
-        raise OSError(f"{what} {folder} is not writable ({err.strerror or err}); set {key}=<folder>") from None
+        raise UserFileError(f"{what} {folder} is not writable ({err.strerror or err}); set {key}=<folder>") from None
     if free < MIN_FREE_BYTES:
-        raise OSError(f"{what} {folder} has only {free / 2**20:.0f} MiB free (a job needs at least "
-                      f"{MIN_FREE_BYTES // 2**20} MiB); free space or set {key}=<folder>")
+        raise UserFileError(f"{what} {folder} has only {free / 2**20:.0f} MiB free (a job needs at least "
+                            f"{MIN_FREE_BYTES // 2**20} MiB); free space or set {key}=<folder>")
 
 
 def _launch() -> dict:
@@ -90,21 +95,21 @@ def _launch() -> dict:
 def _validate(cfg: DictConfig) -> None:
     storage.check_on_corrupt(cfg.on_corrupt)
     if not isinstance(cfg.get("overwrite", False), bool):
-        raise ValueError(f"overwrite must be true or false, got {cfg.overwrite!r}")
+        raise UserError(f"overwrite must be true or false, got {cfg.overwrite!r}")
     if cfg.transfer.mode not in TRANSFER_MODES:
-        raise ValueError(f"transfer.mode must be one of {', '.join(TRANSFER_MODES)}; got {cfg.transfer.mode!r}")
+        raise UserError(f"transfer.mode must be one of {', '.join(TRANSFER_MODES)}; got {cfg.transfer.mode!r}")
     for key, value in (("pretrain.max_steps", cfg.pretrain.max_steps), ("transfer.epochs", cfg.transfer.epochs)):
         if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            raise UserError(f"{key} must be a positive integer, got {value!r}")
     for key in ("pretrain.batch_size", "transfer.batch_size"):
         value = OmegaConf.select(cfg, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
+            raise UserError(f"{key} must be a positive integer or null, got {value!r}")
     for key, valid in (("batch_scope", BATCH_SCOPES), ("transfer.correlation", CORRELATION_AGGREGATES)):
         if OmegaConf.select(cfg, key) not in valid:
-            raise ValueError(f"{key} must be one of {', '.join(valid)}; got {OmegaConf.select(cfg, key)!r}")
+            raise UserError(f"{key} must be one of {', '.join(valid)}; got {OmegaConf.select(cfg, key)!r}")
     if not isinstance(cfg.transfer.get("drop_last"), bool):
-        raise ValueError(f"transfer.drop_last must be true or false, got {cfg.transfer.get('drop_last')!r}")
+        raise UserError(f"transfer.drop_last must be true or false, got {cfg.transfer.get('drop_last')!r}")
 
 
 def device_batch(cfg: DictConfig, batch_size: int, world_size: int, key: str) -> int:
@@ -117,7 +122,7 @@ def device_batch(cfg: DictConfig, batch_size: int, world_size: int, key: str) ->
     if cfg.batch_scope == "device" or world_size == 1:
         return batch_size
     if batch_size % world_size:
-        raise ValueError(f"{key} = {batch_size} (the job's effective batch) does not divide over {world_size} "
+        raise UserError(f"{key} = {batch_size} (the job's effective batch) does not divide over {world_size} "
                          f"devices; use a device count that divides it, set {key} to a multiple of {world_size}, "
                          f"or batch_scope=device to give every device the whole batch")
     return batch_size // world_size
@@ -188,7 +193,7 @@ def effective_lr(cfg: DictConfig, world_size: int) -> float:
     lr = float(cfg.pretrain.optimizer.lr)
     scaling = cfg.pretrain.get("lr_scaling", "none")
     if scaling not in LR_SCALINGS:
-        raise ValueError(f"pretrain.lr_scaling must be one of {', '.join(LR_SCALINGS)}; got {scaling!r}")
+        raise UserError(f"pretrain.lr_scaling must be one of {', '.join(LR_SCALINGS)}; got {scaling!r}")
     return lr * world_size if scaling == "linear" else lr
 
 
@@ -198,7 +203,8 @@ def pretrain(cfg: DictConfig, algorithm: pl.LightningModule, data: DomainDataMod
 
     Raises :class:`Preempted` (after saving) when a preemption signal stopped it.
     """
-    trainer = _trainer(cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1, callbacks=[checkpoint])
+    bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    trainer = _trainer(cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1, callbacks=[checkpoint, *bar])
     resume = checkpoint.path if checkpoint.path.exists() else None
     if resume is not None and trainer.is_global_zero:
         print(f"[dabs-rq] resuming pretraining from {resume}")
@@ -230,7 +236,7 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     check_task_labels(dataset_cfg, task, data)
     n_train = len(data.split("train"))
     if drop_last and n_train < per_device * world:
-        raise ValueError(f"dataset {dataset_cfg.name}: transfer.drop_last=true with batch {batch_size} leaves no full "
+        raise UserError(f"dataset {dataset_cfg.name}: transfer.drop_last=true with batch {batch_size} leaves no full "
                          f"batch of its {n_train} training examples; set transfer.batch_size below {n_train} "
                          f"or transfer.drop_last=false")
     encoder.requires_grad_(False)
@@ -248,6 +254,8 @@ def transfer(cfg: DictConfig, encoder: torch.nn.Module, dataset_cfg: DictConfig,
     probe = LinearProbe(encoder.dim, task, instantiate(cfg.transfer.optimizer), encoder=probe_encoder)
     trainer.fit(probe, train_dataloaders=train_loader, val_dataloaders=test_loader)
     details = {"n_train": n_train, "n_test": len(data.split("test")), "task": task.describe(),
+               # examples each split left out, by reason (the readers' counted skips; see dabs_rq.data.storage)
+               "excluded": {split: dict(getattr(data.split(split), "excluded", {})) for split in ("train", "test")},
                "world_size": world, "batch_size": batch_size, "device_batch_size": per_device,
                "drop_last": drop_last, "precision": str(trainer.precision),
                "epoch_values": [round(v, 6) for v in probe.epoch_values],
@@ -262,7 +270,47 @@ def check_task_labels(dataset_cfg: DictConfig, task: Any, data: DomainDataModule
         labels = getattr(data.split(split), "labels", None)
         problem = task.check_labels(torch.as_tensor(labels)) if labels is not None else None
         if problem:
-            raise ValueError(f"dataset {dataset_cfg.name} ({split} split): {problem}; fix 'task' in its YAML")
+            raise UserError(f"dataset {dataset_cfg.name} ({split} split): {problem}; fix 'task' in its YAML")
+
+
+def check_inputs(dataset_cfg: DictConfig, encoder: torch.nn.Module, data: DomainDataModule) -> None:
+    """Data whose examples do not fit the encoder's embedders (channels, length, size) is a config error, named."""
+    split = data.split("train")
+    if len(split) == 0:
+        return
+    problem = encoder.embedding.input_problem(split[0][0])
+    if problem:
+        raise UserError(f"dataset {dataset_cfg.name}: {problem}; fix 'inputs' in its YAML or the data")
+
+
+def job_datasets(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
+    """The job's validated pretraining domain and transfer datasets, with ``dataset_overrides`` merged."""
+    overrides = OmegaConf.to_container(cfg.dataset_overrides) if cfg.get("dataset_overrides") else {}
+    domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
+    return domain, domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
+
+
+def validate_job(cfg: DictConfig) -> None:
+    """Everything about a job that can be checked without reading data or training: its settings, its
+    dataset YAMLs (generic readers' schemas included), its encoder, algorithm, optimizers and tasks, and
+    that its datasets are on disk. Raises the first :class:`UserError` found.
+
+    A sweep runs this for every job before the first one starts (:mod:`dabs_rq.sweep_check`); ``run``
+    checks the same things (and the data itself) as it goes.
+    """
+    _validate(cfg)
+    domain, transfer_sets = job_datasets(cfg)
+    encoder = build_encoder(cfg.model, domain.inputs)
+    algorithm = instantiate(cfg.algorithm.module, encoder=encoder,
+                            optimizer=instantiate(cfg.pretrain.optimizer))
+    instantiate(cfg.transfer.optimizer)
+    effective_lr(cfg, 1)
+    for dataset_cfg in transfer_sets:
+        build_task(dataset_cfg, cfg)
+    root = storage.data_root(cfg.data_root)
+    for dataset_cfg in ([domain] if algorithm.requires_pretraining else []) + transfer_sets:
+        if "data" in dataset_cfg:
+            storage.require(dataset_cfg, root, cfg.download)
 
 
 def _existing_record(path: Path) -> dict | None:
@@ -290,7 +338,7 @@ def _check_records_free(cfg: DictConfig, identities: dict[Path, dict]) -> None:
         if not diff:
             print(f"[dabs-rq] will replace {path} (a result of the same config)")
             continue
-        raise ValueError(f"{path} already holds a result of another config ({diff}); "
+        raise UserError(f"{path} already holds a result of another config ({diff}); "
                          f"use another experiment_name, or overwrite=true to replace it")
 
 
@@ -316,9 +364,7 @@ def run(cfg: DictConfig) -> list[dict]:
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     output_dir = Path(cfg.output_dir)
     _check_writable(output_dir, "job folder", "hydra.run.dir")
-    overrides = OmegaConf.to_container(cfg.dataset_overrides) if cfg.get("dataset_overrides") else {}
-    domain = domains.load(cfg.domain, cfg.extra_domain_dirs, role="pretrain", overrides=overrides.get(cfg.domain))
-    transfer_sets = domains.transfer_datasets(domain, cfg.extra_domain_dirs, overrides)
+    domain, transfer_sets = job_datasets(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     roots, pretrain_yaml = _path_roots(cfg), OmegaConf.to_container(domain, resolve=True)
     datasets = {d.name: dataset_settings(pretrain_yaml, OmegaConf.to_container(d, resolve=True), roots)
@@ -355,7 +401,11 @@ def run(cfg: DictConfig) -> list[dict]:
     for dataset_cfg in pending:  # a bad task setting (e.g. an unknown metric) fails now, not after pretraining
         task = build_task(dataset_cfg, cfg)
         if schema(str(dataset_cfg.reader._target_)) is not None:  # generic readers: user data, cheap to check now
-            check_task_labels(dataset_cfg, task, datamodule(cfg, dataset_cfg, cache))
+            data = datamodule(cfg, dataset_cfg, cache)
+            check_inputs(dataset_cfg, encoder, data)
+            check_task_labels(dataset_cfg, task, data)
+    if must_pretrain and schema(str(domain.reader._target_)) is not None:
+        check_inputs(domain, encoder, datamodule(cfg, domain, cache))
     # Every dataset this job reads must be on disk (or downloadable) before any training starts.
     for dataset_cfg in ([domain] if must_pretrain else []) + pending:
         if "data" in dataset_cfg:
@@ -368,20 +418,23 @@ def run(cfg: DictConfig) -> list[dict]:
         data = datamodule(cfg, domain, cache, per_device_batch, probe_trainer.global_rank, world)
         started = time.perf_counter()
         trainer = pretrain(cfg, algorithm, data, logger, checkpoint)
+        excluded = dict(getattr(data.split("train"), "excluded", {}))
         if trainer.is_global_zero:
             save_tensors_atomic(encoder.state_dict(), encoder_path)
-            state.mark_pretrained(trainer.global_step, time.perf_counter() - started)
+            state.mark_pretrained(trainer.global_step, time.perf_counter() - started, excluded)
         steps, pretrain_seconds = int(trainer.global_step), time.perf_counter() - started
     elif algorithm.requires_pretraining:
         print(f"[dabs-rq] pretraining already finished; loading {encoder_path}")
         encoder.load_state_dict(torch.load(encoder_path, map_location="cpu", weights_only=True))
         steps, pretrain_seconds = state.data["pretrain_steps"], state.data["pretrain_seconds"]
+        excluded = state.data["pretrain_excluded"]
     else:
-        steps, pretrain_seconds = 0, 0.0
+        steps, pretrain_seconds, excluded = 0, 0.0, {}
         if probe_trainer.is_global_zero:
             save_tensors_atomic(encoder.state_dict(), encoder_path)
 
-    pretraining = {"dataset": domain.name, "steps": steps, "seconds": pretrain_seconds, "batch_size": batch_size,
+    pretraining = {"dataset": domain.name, "steps": steps, "seconds": pretrain_seconds, "excluded": excluded,
+                   "batch_size": batch_size,
                    "device_batch_size": per_device_batch, "world_size": world, "lr": lr,
                    "precision": str(probe_trainer.precision)}
     for dataset_cfg in pending:

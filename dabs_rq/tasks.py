@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
+from dabs_rq.errors import UserError
+
 
 #: How a correlation metric is aggregated over the evaluated split (``transfer.correlation`` or the
 #: task's own ``correlation``): ``batch_mean`` is DABS's value, the correlation of each evaluation
@@ -59,7 +61,7 @@ def correlation_metric(name: str, aggregate: str) -> torchmetrics.Metric:
 
 def check_correlation(aggregate: str) -> str:
     if aggregate not in CORRELATION_AGGREGATES:
-        raise ValueError(f"correlation must be one of {', '.join(CORRELATION_AGGREGATES)}; got {aggregate!r}")
+        raise UserError(f"correlation must be one of {', '.join(CORRELATION_AGGREGATES)}; got {aggregate!r}")
     return aggregate
 
 
@@ -98,7 +100,7 @@ class MulticlassTask(Task):
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise UserError(f"num_classes must be >= 2, got {num_classes}")
         self.num_outputs = self.num_classes = int(num_classes)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
@@ -122,6 +124,14 @@ class BinaryTask(Task):
 
     metric_name = "accuracy"
     num_outputs = 1
+
+    def check_labels(self, labels: Tensor) -> str | None:
+        if labels.numel() and not torch.isin(labels.reshape(-1), torch.tensor([0, 1], dtype=labels.dtype)).all():
+            found = sorted(set(labels.reshape(-1).tolist()))
+            shown = ", ".join(str(v) for v in found[:6]) + (", ..." if len(found) > 6 else "")
+            return (f"a binary task needs labels 0 and 1, but the labels take {len(found)} values ({shown}); "
+                    f"use dabs_rq.tasks.MulticlassTask with num_classes: {len(found)}")
+        return None
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits.view(-1), labels.float().view(-1))
@@ -147,7 +157,7 @@ class BinaryCorrelationTask(BinaryTask):
 
     def __init__(self, metric: str = "pearson", correlation: str = "batch_mean") -> None:
         if metric not in self.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(self.METRICS)}; got {metric!r}")
+            raise UserError(f"metric must be one of {', '.join(self.METRICS)}; got {metric!r}")
         self.metric_name = metric
         self.correlation = check_correlation(correlation)
 
@@ -182,6 +192,8 @@ class MultilabelTask(Task):
     def check_labels(self, labels: Tensor) -> str | None:
         if labels.dim() != 2 or labels.shape[1] != self.num_labels:
             return f"labels have shape {tuple(labels.shape)} but task.num_labels is {self.num_labels}"
+        if labels.numel() and not torch.isin(labels.reshape(-1), torch.tensor([0, 1], dtype=labels.dtype)).all():
+            return "a multi-label task needs 0/1 labels (one column per label); fix the labels or the task"
         return None
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,12 +210,19 @@ class RegressionTask(Task):
 
     def __init__(self, metric: str = "pearson", correlation: str = "batch_mean") -> None:
         if metric not in self._METRICS:
-            raise ValueError(f"regression metric must be one of {', '.join(self._METRICS)}; got {metric!r}")
+            raise UserError(f"regression metric must be one of {', '.join(self._METRICS)}; got {metric!r}")
         self.metric_name = metric
         self.correlation = check_correlation(correlation)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.mse_loss(logits.view(-1), labels.float().view(-1))
+
+    def check_labels(self, labels: Tensor) -> str | None:
+        if labels.dim() > 1 and labels.shape[1:].numel() != 1:
+            return f"a regression task needs one score per example, but the labels have shape {tuple(labels.shape)}"
+        if labels.numel() and not torch.isfinite(labels.float()).all():
+            return "a regression task needs finite scores, but some labels are NaN or infinite"
+        return None
 
     def metric(self) -> torchmetrics.Metric:
         return correlation_metric(self.metric_name, self.correlation)

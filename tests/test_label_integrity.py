@@ -28,7 +28,7 @@ from dabs_rq.data.generic.spec import ReaderSpecError
 from dabs_rq.data.generic.text import text_table
 from dabs_rq.data.storage import CorruptDataError, LeftOut, UnusableExamplesError
 from dabs_rq.errors import UserError
-from tests.generic_helpers import run_public_command, write_domain
+from tests.generic_helpers import record, run_public_command, write_domain
 
 WINDOW = 40
 INPUTS = [{"_target_": "dabs_rq.encoder.SegmentEmbedding1d", "seq_len": WINDOW, "segment_size": 4, "channels": 3}]
@@ -248,6 +248,13 @@ def test_the_command_runs_with_the_skip_policies_and_says_what_it_left_out(tmp_p
     said = done.stdout + done.stderr
     assert "left out of recordings" in said and "1 recordings not in labels_csv (sit_3.npy)" in said
     assert "recordings shorter than window (run_1.npy)" in said
+    # ... and the record says how many examples each split left out, and why (pretraining's too)
+    stored = record(tmp_path, "imu_activity")
+    excluded = stored["protocol"]["excluded"]
+    assert set(excluded) == {"train", "test"}
+    assert sum(split.get("recordings shorter than window", 0) for split in excluded.values()) == 1
+    assert any("not in labels_csv" in reason for split in excluded.values() for reason in split)
+    assert stored["pretraining"]["excluded"].get("recordings shorter than window") == 1
 
 
 # --------------------------------------------------------------------------- images, audio, text

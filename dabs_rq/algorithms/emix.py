@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
+from dabs_rq.errors import UserError
 
 
 class EMix(PretrainingAlgorithm):
@@ -29,7 +30,7 @@ class EMix(PretrainingAlgorithm):
     ) -> None:
         super().__init__(encoder, optimizer, gather_negatives)
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise UserError(f"temperature must be > 0, got {temperature}")
         self.temperature, self.alpha = temperature, alpha
 
     def mix(self, embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor]:

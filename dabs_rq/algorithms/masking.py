@@ -7,10 +7,12 @@ import math
 import torch
 from torch import Tensor
 
+from dabs_rq.errors import UserError
+
 
 def check_corruption_rate(rate: float) -> float:
     if not 0.0 < rate <= 1.0:
-        raise ValueError(f"corruption_rate must be in (0, 1], got {rate}")
+        raise UserError(f"corruption_rate must be in (0, 1], got {rate}")
     return rate
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
 from dabs_rq.augment import RandomizedQuantization
+from dabs_rq.errors import UserError
 
 VIEWS = ("clean_vs_rq", "rq_vs_rq")
 #: how the gradient of an RQ view reaches the embeddings (ours; see :func:`rq_view`)
@@ -18,7 +19,7 @@ GRADIENTS = ("straight_through", "reference", "none")
 
 def check_gradient(gradient: object) -> str:
     if not isinstance(gradient, str) or gradient not in GRADIENTS:
-        raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
+        raise UserError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
     return gradient
 
 
@@ -122,9 +123,9 @@ class RQContrastive(PretrainingAlgorithm):
     ) -> None:
         super().__init__(encoder, optimizer, gather_negatives)
         if views not in VIEWS:
-            raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {views!r}")
+            raise UserError(f"views must be one of {', '.join(VIEWS)}; got {views!r}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise UserError(f"temperature must be > 0, got {temperature}")
         self.quantizer = quantizer if quantizer is not None else RandomizedQuantization(channel_dim=-1)
         self.views, self.temperature = views, temperature
         self.gradient, self.symmetric = check_gradient(gradient), symmetric

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dabs_rq.errors import UserError
 from dabs_rq.paths import DOMAINS_DIR
 
 ROLES = ("pretrain", "transfer")
@@ -29,7 +30,7 @@ OPTIONAL = ("display_name", "paper_name", "synthetic", "num_workers", "descripti
 EXTRA_DIRS_ENV = "DABS_RQ_DOMAINS"
 
 
-class DomainConfigError(ValueError):
+class DomainConfigError(UserError):
     """A domain YAML is missing, unknown or malformed (message names file, key and expectation)."""
 
 

@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from dabs_rq.errors import UserError
+
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
@@ -28,7 +30,7 @@ class PatchEmbedding2d(nn.Module):
         self.image_size, self.patch_size, self.channels = _pair(image_size), _pair(patch_size), int(channels)
         (h, w), (ph, pw) = self.image_size, self.patch_size
         if h % ph or w % pw:
-            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+            raise UserError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         self.grid = (h // ph, w // pw)
         self.num_tokens = self.grid[0] * self.grid[1]
         self.patch_dim = ph * pw * self.channels
@@ -44,6 +46,11 @@ class PatchEmbedding2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.patchify(x))
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: [C, H, W]."""
+        return (self.channels, *self.image_size)
+
     def spec(self) -> dict:
         return {"type": "patches2d", "image_size": list(self.image_size), "patch_size": list(self.patch_size),
                 "channels": self.channels}
@@ -55,7 +62,7 @@ class SegmentEmbedding1d(nn.Module):
     def __init__(self, dim: int, seq_len: int, segment_size: int, channels: int) -> None:
         super().__init__()
         if seq_len % segment_size:
-            raise ValueError(f"seq_len {seq_len} must be divisible by segment_size {segment_size}")
+            raise UserError(f"seq_len {seq_len} must be divisible by segment_size {segment_size}")
         self.seq_len, self.segment_size, self.channels = int(seq_len), int(segment_size), int(channels)
         self.num_tokens = self.seq_len // self.segment_size
         self.patch_dim = self.segment_size * self.channels
@@ -67,6 +74,11 @@ class SegmentEmbedding1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.patchify(x))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: [T, C]."""
+        return (self.seq_len, self.channels)
 
     def spec(self) -> dict:
         return {"type": "segments1d", "seq_len": self.seq_len, "segment_size": self.segment_size,
@@ -85,6 +97,11 @@ class TokenEmbedding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.table(x.long())
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: [L] token ids."""
+        return (self.seq_len,)
+
     def spec(self) -> dict:
         return {"type": "tokens", "seq_len": self.seq_len, "vocab_size": self.vocab_size}
 
@@ -98,7 +115,7 @@ class MultiInputEmbedding(nn.Module):
     def __init__(self, embedders: Sequence[nn.Module]) -> None:
         super().__init__()
         if not embedders:
-            raise ValueError("a domain needs at least one input embedder")
+            raise UserError("a domain needs at least one input embedder")
         self.embedders = nn.ModuleList(embedders)
         self.num_tokens = sum(e.num_tokens for e in self.embedders)
 
@@ -109,3 +126,13 @@ class MultiInputEmbedding(nn.Module):
 
     def spec(self) -> list[dict]:
         return [e.spec() for e in self.embedders]
+
+    def input_problem(self, example: Sequence[Tensor]) -> str | None:
+        """What is wrong with one example's inputs (no batch dimension) for these embedders, or None."""
+        if len(example) != len(self.embedders):
+            return f"the data give {len(example)} inputs per example but 'inputs' lists {len(self.embedders)}"
+        for i, (embedder, x) in enumerate(zip(self.embedders, example)):
+            if tuple(x.shape) != tuple(embedder.input_shape):
+                return (f"inputs[{i}] ({type(embedder).__name__}) expects examples of shape "
+                        f"{list(embedder.input_shape)} but the data give {list(x.shape)}")
+        return None

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dabs_rq.encoder.embedders import MultiInputEmbedding
+from dabs_rq.errors import UserError
 
 POOLING = ("mean", "cls")
 ATTENTION = ("auto", "sdpa", "math", "chunked")
@@ -278,7 +279,7 @@ class Attention(nn.Module):
                  attn_dropout: float = 0.0) -> None:
         super().__init__()
         if attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
+            raise UserError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
         self.heads, self.dim_head, self.attention = heads, dim_head, attention
         self.dropout = attn_dropout  # on the attention weights; ``dropout`` is the output projection's
         self.scale = dim_head**-0.5
@@ -384,12 +385,12 @@ class DomainAgnosticTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if pool not in POOLING:
-            raise ValueError(f"pool must be one of {', '.join(POOLING)}; got {pool!r}")
+            raise UserError(f"pool must be one of {', '.join(POOLING)}; got {pool!r}")
         if attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
+            raise UserError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
         for name, p in (("dropout", dropout), ("emb_dropout", emb_dropout), ("attn_dropout", attn_dropout)):
             if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
+                raise UserError(f"{name} must be a number in [0, 1), got {p!r}")
         self.dim, self.out_dim, self.pool, self.attention = dim, out_dim, pool, attention
         self.embedding = MultiInputEmbedding(embedders)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
