@@ -178,6 +178,13 @@ def _user_error(err: BaseException) -> BaseException | None:
     return err if isinstance(err, USER_ERRORS) else None
 
 
+def _fix_hint(err: BaseException) -> str:
+    """What to do about an error whose message cannot know the run's settings (a corrupt file)."""
+    if isinstance(err, CorruptDataError) and "on_corrupt" not in str(err):
+        return "; fix or replace it, or run with on_corrupt=skip to leave corrupt samples out (they are counted)"
+    return ""
+
+
 def _hydra_main() -> None:
     import hydra
     from omegaconf import DictConfig
@@ -198,7 +205,7 @@ def _hydra_main() -> None:
             user_error = _user_error(err)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"dabs-rq: error: {user_error}", file=sys.stderr)
+            print(f"dabs-rq: error: {user_error}{_fix_hint(user_error)}", file=sys.stderr)
             sys.exit(2)
 
     if os.environ.get("HYDRA_FULL_ERROR") != "1":

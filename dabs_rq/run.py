@@ -180,12 +180,21 @@ def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch
     return TensorInputsDataset([torch.cat(features)], torch.cat(labels))
 
 
+#: The splits read in this process, per (cache folder, dataset name, dataset fingerprint): every stage
+#: of a job (checks, pretraining, transfer) reads a split once.
+_LOADED: dict[tuple, dict] = {}
+
+
 def datamodule(cfg: DictConfig, dataset_cfg: DictConfig, cache: Path, batch_size: int | None = None,
                rank: int = 0, world_size: int = 1) -> DomainDataModule:
-    """``dataset_cfg``'s data as this run reads it: its data root, workers, corrupt-file policy, seed."""
+    """``dataset_cfg``'s data as this run reads it: its data root, workers, corrupt-file policy, seed.
+
+    Datamodules of the same dataset definition share their loaded splits (read once per process).
+    """
+    key = (str(cache), str(cfg.data_root), cfg.on_corrupt, digest(OmegaConf.to_container(dataset_cfg, resolve=True)))
     return DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
                             data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
-                            world_size=world_size, on_corrupt=cfg.on_corrupt)
+                            world_size=world_size, on_corrupt=cfg.on_corrupt, splits=_LOADED.setdefault(key, {}))
 
 
 def effective_lr(cfg: DictConfig, world_size: int) -> float:
@@ -351,6 +360,17 @@ def _path_roots(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> list[dict]:
+    """Pretrain (unless the algorithm needs none) and evaluate every transfer dataset of ``cfg.domain``
+    (see :func:`_run`); the splits it read are released when it returns (a sweep runs many jobs in one
+    process)."""
+    _LOADED.clear()
+    try:
+        return _run(cfg)
+    finally:
+        _LOADED.clear()
+
+
+def _run(cfg: DictConfig) -> list[dict]:
     """Pretrain (unless the algorithm needs none) and evaluate every transfer dataset of ``cfg.domain``.
 
     Re-running the same job resumes it: finished pretraining and transfer datasets are skipped,

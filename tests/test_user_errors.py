@@ -119,3 +119,61 @@ def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache
     assert done.returncode == 2, done.stderr[-3000:]
     assert "job domain=embedded_image algorithm=none" in done.stderr and "batch_size' must be a positive" in done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_corrupt_recording_names_the_fix_and_a_skip_is_said_once_per_dataset(tmp_path, data_cache):
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    _yamls(mine)
+    bad = mine / "recordings" / "run_1.npy"
+    bad.write_bytes(bad.read_bytes()[:60])
+    line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
+    assert "run_1.npy" in line and "on_corrupt=skip" in line
+    done = run_public_command("my_imu", mine, tmp_path, data_cache, "on_corrupt=skip",
+                              f"hydra.run.dir={tmp_path / 'job2'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "run_1.npy" in line]
+    # the pretraining set and the transfer set each read the file: one 'skipped' and one 'left out' line each,
+    # however many stages (checks, pretraining, transfer) look at the data
+    assert sum("skipped 1 corrupt" in line for line in said) == 2, said
+    assert sum("left out of" in line for line in said) == 2, said
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("", "is empty (0 bytes); write a header row naming its columns"),
+    ("file,activity\n", "has a header (file, activity) but no rows; add one row per example"),
+])
+def test_an_empty_or_header_only_labels_table_is_named_with_its_yaml(tmp_path, data_cache, content, expected):
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    _yamls(mine)
+    (mine / "labels.csv").write_text(content)
+    line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
+    # the first YAML that reads it (the pretraining set's), the key, the file, what is wrong and the fix
+    assert f"{mine / 'my_imu.yaml'}: reader.labels_csv: {mine / 'labels.csv'} {expected}" in line
+
+
+def test_a_typo_in_the_transfer_list_names_the_pretraining_yaml(tmp_path, data_cache):
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    _yamls(mine)
+    pretrain_yaml = mine / "my_imu.yaml"
+    pretrain_yaml.write_text(pretrain_yaml.read_text().replace("- my_imu_activity", "- my_imu_activty"))
+    line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
+    assert f"{pretrain_yaml}: 'transfer' lists 'my_imu_activty', which is not a dataset YAML" in line
+    assert "my_imu_activity" in line  # among the valid ones
+
+
+def test_a_user_yaml_shadowing_a_built_in_one_and_a_missing_extra_folder_are_refused(tmp_path, data_cache):
+    from dabs_rq.paths import DOMAINS_DIR
+
+    mine = tmp_path / "mine"
+    _recordings(mine)
+    _yamls(mine)
+    (mine / "cifar10.yaml").write_text((DOMAINS_DIR / "cifar10.yaml").read_text())
+    line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
+    assert f"dataset 'cifar10' is defined twice: {DOMAINS_DIR / 'cifar10.yaml'} and {mine / 'cifar10.yaml'}" in line
+    (mine / "cifar10.yaml").unlink()
+    done = run_public_command("my_imu", mine, tmp_path, data_cache, f"extra_domain_dirs=[{tmp_path / 'nowhere'}]")
+    line = _one_line_before_training(done)
+    assert f"extra_domain_dirs: folder {tmp_path / 'nowhere'} does not exist" in line

@@ -35,7 +35,8 @@ class DomainDataModule(pl.LightningDataModule):
 
     def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
                  batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, on_corrupt: str = "error") -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, on_corrupt: str = "error",
+                 splits: dict[str, Dataset] | None = None) -> None:
         super().__init__()
         self.cfg = dataset_cfg
         self.cache_dir = Path(cache_dir)
@@ -45,7 +46,9 @@ class DomainDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size or dataset_cfg.batch_size)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.on_corrupt = storage.check_on_corrupt(on_corrupt)
-        self._splits: dict[str, Dataset] = {}
+        # ``splits``: a dict shared by every datamodule of this dataset in one job, so each split is read
+        # (and its skipped or left-out examples logged) once, however many stages look at it
+        self._splits: dict[str, Dataset] = splits if splits is not None else {}
 
     def reader_kwargs(self) -> dict:
         """What the reader gets besides its YAML arguments: cache, data folder, quirk choices."""
@@ -59,9 +62,16 @@ class DomainDataModule(pl.LightningDataModule):
         return kwargs
 
     def split(self, name: str) -> Dataset:
+        """The reader's ``name`` split, read once. Under a file lock in the cache folder, so that the
+        processes of a DDP job (or concurrent jobs) never download or build the same cache at once: the
+        first builds it, the others wait and then read it."""
         if name not in self._splits:
+            from filelock import FileLock
+
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             try:
-                self._splits[name] = instantiate(self.cfg.reader, split=name, **self.reader_kwargs())
+                with FileLock(str(self.cache_dir / f".{self.cfg.name}.lock")):
+                    self._splits[name] = instantiate(self.cfg.reader, split=name, **self.reader_kwargs())
             except InstantiationException as err:
                 # Hydra wraps reader errors; a user-facing one must reach the CLI as its own one line.
                 if isinstance(err.__cause__, (storage.DatasetMissingError, FileNotFoundError, ValueError)):

@@ -35,9 +35,33 @@ class DomainConfigError(UserError):
 
 
 def search_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """Built-in ``domains/`` first, then ``extra`` folders, then ``$DABS_RQ_DOMAINS`` (os.pathsep list)."""
+    """Built-in ``domains/`` first, then ``extra`` folders, then ``$DABS_RQ_DOMAINS`` (os.pathsep list).
+
+    A folder named there that does not exist is an error (a typo would otherwise hide its YAMLs).
+    """
     env = [p for p in os.environ.get(EXTRA_DIRS_ENV, "").split(os.pathsep) if p]
-    return [DOMAINS_DIR, *(Path(p).expanduser() for p in [*extra, *env])]
+    folders = [DOMAINS_DIR]
+    for source, paths in (("extra_domain_dirs", list(extra)), (f"${EXTRA_DIRS_ENV}", env)):
+        for raw in paths:
+            folder = Path(raw).expanduser()
+            if not folder.is_dir():
+                raise DomainConfigError(f"{source}: folder {folder} does not exist (it should hold your dataset "
+                                        f"YAMLs); fix the path or remove it")
+            folders.append(folder)
+    _refuse_shadowing(folders)
+    return folders
+
+
+def _refuse_shadowing(folders: Sequence[Path]) -> None:
+    """Two YAMLs of one name in the search folders (e.g. a user's ``cifar10.yaml`` beside the built-in one)
+    are refused: the later one would silently never be read, or the earlier one silently replaced."""
+    seen: dict[str, Path] = {}
+    for folder in dict.fromkeys(f.resolve() for f in folders):
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem in seen:
+                raise DomainConfigError(f"dataset '{path.stem}' is defined twice: {seen[path.stem]} and {path}; "
+                                        f"rename one of them (and its 'name:' key)")
+            seen[path.stem] = path
 
 
 def available(extra: Iterable[str | Path] = (), role: str | None = None) -> list[str]:
@@ -52,7 +76,8 @@ def available(extra: Iterable[str | Path] = (), role: str | None = None) -> list
 
 
 def find(name: str, extra: Iterable[str | Path] = ()) -> Path:
-    for folder in search_dirs(extra):
+    """The YAML of dataset ``name`` in the search folders."""
+    for folder in search_dirs(extra):  # (which refuses a name defined twice)
         path = folder / f"{name}.yaml"
         if path.is_file():
             return path
@@ -141,7 +166,11 @@ def transfer_datasets(domain: DictConfig, extra: Sequence[str | Path] = (),
                       overrides: Mapping[str, Any] | None = None) -> list[DictConfig]:
     """The validated transfer datasets of a pretrain domain, checked to share its input spec."""
     out = []
+    known = set(available(extra))
     for name in domain.transfer:
+        if str(name) not in known:
+            raise DomainConfigError(f"{find(str(domain.name), extra)}: 'transfer' lists '{name}', which is not a "
+                                    f"dataset YAML; valid transfer datasets: {', '.join(available(extra, 'transfer'))}")
         cfg = load(str(name), extra, role="transfer", overrides=(overrides or {}).get(str(name)))
         if OmegaConf.to_container(cfg.inputs) != OmegaConf.to_container(domain.inputs):
             raise DomainConfigError(

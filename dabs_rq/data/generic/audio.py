@@ -72,7 +72,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
+from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.readers.speech import read_audio
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
@@ -170,7 +170,7 @@ class AudioFiles(ReaderSpec):
             if path.suffix.lower() not in TABLE_SUFFIXES:
                 raise ReaderSpecError(key, f"must be a folder or a table ({', '.join(TABLE_SUFFIXES)}), got {path}")
             needs = [("path_column", self.path_column)] + self.label_needs()
-            self.check_columns(str(path), table_columns(path), needs)
+            self.check_columns(str(path), self.table_header(key, path), needs)
             return
         if self.label_type in ("multilabel", "score"):
             raise ReaderSpecError("table" if key == "audio_root" else key,

@@ -73,7 +73,7 @@ from omegaconf import MISSING
 from torchvision import transforms
 
 from dabs_rq.data import image_cache
-from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table, table_columns
+from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
@@ -322,8 +322,8 @@ class TableImages(ImageSpec):
                 raise ReaderSpecError(key, f"must be a table file ({', '.join(TABLE_SUFFIXES)}), got {path}")
         if self.images_root is not None and not Path(self.images_root).is_dir():
             raise ReaderSpecError("images_root", f"must be a folder, got the file {self.images_root}")
-        for path in self.tables().values():
-            self.check_columns(str(path), table_columns(path), self.column_needs())
+        for key, path in self.tables().items():
+            self.check_columns(str(path), self.table_header(key, path), self.column_needs())
 
     def rows(self) -> TableRows:
         import pandas as pd

@@ -51,7 +51,7 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, blank, read_table, table_columns
+from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, blank, read_table
 from dabs_rq.data.storage import CORRUPT, POLICIES, CorruptDataError, CorruptLog, LeftOut, refuse
 
 SUFFIXES = (".npy", ".npz", ".csv")
@@ -116,7 +116,7 @@ class SensorArrays(ReaderSpec):
             self.require("path", "(a recording file or a folder of them)")
         if self.labels_csv is not None:
             needs = [("file_column", self.file_column)] + self.label_needs()
-            self.check_columns(self.labels_csv, table_columns(self.labels_csv), needs)
+            self.check_columns(self.labels_csv, self.table_header("labels_csv", self.labels_csv), needs)
         elif self.split_by == "column":
             raise ReaderSpecError("labels_csv", "is needed with split_by: column (it holds each file's split)")
         elif self.label_type != "none":

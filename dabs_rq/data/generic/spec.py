@@ -154,6 +154,24 @@ class ReaderSpec:
             raise ReaderSpecError(key, f"is needed {why}")
         return value
 
+    def table_header(self, key: str, path: str | Path) -> list[str]:
+        """The columns of the table file that ``reader.<key>`` names, refusing an empty table in one line:
+        a 0-byte file, or a CSV/TSV/parquet table with a header but no rows."""
+        path = Path(path)
+        if path.is_dir():
+            raise ReaderSpecError(key, f"{path} is a folder; give a {'/'.join(TABLE_SUFFIXES)} file")
+        if path.is_file() and path.stat().st_size == 0:
+            raise ReaderSpecError(key, f"{path} is empty (0 bytes); write a header row naming its columns, then one "
+                                       "row per example")
+        try:
+            columns = table_columns(path)
+        except (ValueError, OSError) as err:
+            raise ReaderSpecError(key, f"cannot read the columns of {path} ({str(err).splitlines()[0]})") from None
+        if not table_has_rows(path):
+            raise ReaderSpecError(key, f"{path} has a header ({', '.join(columns)}) but no rows; add one row per "
+                                       "example")
+        return columns
+
     def check_columns(self, source: str, columns: Sequence[str], needed: Iterable[tuple[str, Optional[str]]]) -> None:
         """Every ``(key, column)`` with a column set must name a column of the table ``source``."""
         for key, column in needed:
@@ -336,6 +354,22 @@ def read_table(path: str | Path) -> Any:
     if suffix == ".json":
         return pd.read_json(path, dtype=False)
     return pd.read_parquet(path)
+
+
+def table_has_rows(path: str | Path) -> bool:
+    """Whether a CSV/TSV or parquet table has a row below its header (other kinds: read and counted)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            next(rows, None)
+            return any(any(cell.strip() for cell in row) for row in rows)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows > 0
+    return len(read_table(path)) > 0
 
 
 def table_columns(path: str | Path) -> list[str]:

@@ -64,7 +64,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError, read_table, table_columns
+from dabs_rq.data.generic.spec import AtLeast, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.generic.tokens import WORDS, TokenizerPath, encode_texts
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
@@ -159,12 +159,7 @@ class TextTable(TokenizerPath, ReaderSpec):
         return [inputs]
 
     def _columns(self, table: str, key: str) -> list[str]:
-        if Path(table).is_dir():
-            raise ReaderSpecError(key, f"{table} is a folder; give a .csv/.tsv/.jsonl/.json/.parquet file")
-        try:
-            return table_columns(table)
-        except (ValueError, OSError) as err:
-            raise ReaderSpecError(key, f"cannot read the columns of {table} ({str(err).splitlines()[0]})") from None
+        return self.table_header(key, table)
 
     def _vocab_columns(self) -> list[str]:
         return list(self.vocab_columns or [c for c in (self.text_column, self.text_pair_column) if c])
