@@ -431,7 +431,8 @@ def _run(cfg: DictConfig) -> list[dict]:
         if "data" in dataset_cfg:
             storage.require(dataset_cfg, storage.data_root(cfg.data_root), cfg.download)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    checkpoint = ResumableCheckpoint(output_dir / "checkpoints", cfg.pretrain.get("checkpoint_every_n_steps"))
+    checkpoint = ResumableCheckpoint(output_dir / "checkpoints", cfg.pretrain.get("checkpoint_every_n_steps"),
+                                     cfg.pretrain.get("checkpoint_every_minutes"))
 
     encoder_path = output_dir / "encoder.pt"
     if must_pretrain:
