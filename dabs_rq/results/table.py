@@ -21,7 +21,6 @@ byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from dabs_rq.hashing import digest
 from dabs_rq.paths import RESULTS_DIR, default_results_dir
 from dabs_rq.results.records import write_text_atomic
 
@@ -59,7 +59,8 @@ MAIN_SETTINGS = ("model.dim", "model.depth", "pretrain.max_steps", "pretrain.bat
 #: Legacy records: the config groups that make up their protocol settings, less what cannot change numbers.
 LEGACY_CONFIG_GROUPS = ("model", "pretrain", "transfer", "trainer", "dataset_overrides")
 LEGACY_IGNORED = frozenset({
-    "pretrain.num_workers", "pretrain.checkpoint_every_n_steps", "trainer.enable_progress_bar",
+    "pretrain.num_workers", "pretrain.checkpoint_every_n_steps", "pretrain.checkpoint_every_minutes",
+    "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.log_every_n_steps",
 })
 MAX_LISTED_SETTINGS = 20
@@ -109,7 +110,7 @@ def _protocol(record: dict) -> tuple[str, str, dict]:
     if isinstance(config, dict):
         groups = {k: config[k] for k in LEGACY_CONFIG_GROUPS if k in config}
         settings = {k: v for k, v in _flatten(groups).items() if k not in LEGACY_IGNORED}
-        return LEGACY_PROTOCOL, hashlib.sha256(_canonical(settings).encode()).hexdigest()[:12], settings
+        return LEGACY_PROTOCOL, digest(settings), settings
     return LEGACY_PROTOCOL, "legacy", {}
 
 

@@ -29,8 +29,10 @@ normalised, as float16 memory maps under ``cache_dir/speech``, with the clip len
 training split. The training-time random window is kept exactly as in DABS by caching both
 windows: the first window of every clip and, in a second array, the last window of every
 clip longer than 150,526 samples; each access of a long training clip then draws first-or-last with a fresh coin
-from torch's global generator (seeded by ``seed_everything``; per worker in loader
-workers), like DABS's unseeded ``random.getrandbits(1)`` in every ``__getitem__``.
+from torch's global generator, like DABS's ``random.getrandbits(1)`` in every ``__getitem__``. Through the
+project's loaders each batch is fetched under a seed of (seed, epoch, batch) (``dabs_rq.data.tensor_dataset``),
+so the coins depend on the position in the data order only: the same in every worker layout and in a
+resumed run (DABS's coins were unseeded).
 
 Every reader takes ``on_corrupt`` (``"error"`` | ``"skip"``). An audio file that libsndfile
 cannot decode, that decodes to fewer frames than its header promises, whose WAV data chunk
