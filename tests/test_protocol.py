@@ -73,6 +73,13 @@ def test_protocol_dabs_reads_mscoco_as_dabs_1_0_and_smoke_keeps_the_yaml_default
     assert "mscoco" not in compose_config(["domain=mscoco", "protocol=smoke"]).dataset_overrides
 
 
+def test_the_emix_baseline_is_dabs_e_mix():
+    """protocol.md: lambda ~ Beta(1, 1) folded to >= 0.5, temperature 0.2 (the same under either protocol)."""
+    for protocol in ("dabs", "smoke"):
+        emix = compose_config(["domain=imagenet", "algorithm=emix", f"protocol={protocol}"]).algorithm.module
+        assert emix.temperature == 0.2 and emix.alpha == 1.0
+
+
 def test_16_mixed_is_selectable_for_exact_replication():
     assert compose_config(["domain=imagenet", "trainer.precision=16-mixed"]).trainer.precision == "16-mixed"
 
