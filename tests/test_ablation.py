@@ -60,3 +60,20 @@ def test_the_ablation_command_names_the_valid_ablations(tmp_path):
                           env={**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}, capture_output=True, text=True)
     assert done.returncode == 2
     assert "unknown ablation 'ablation_colour'; valid: ablation_bins, ablation_collapse, ablation_p" in done.stderr
+
+
+def test_an_ablation_summary_keeps_protocols_apart(tmp_path):
+    """Records of one ablation under two protocols (e.g. smoke and dabs) are two tables, never averaged."""
+    from dabs_rq.results.ablation import build_ablation
+    from dabs_rq.results.records import write_json_atomic
+
+    for protocol, fingerprint, value in (("smoke", "aaaa1111", 80.0), ("dabs", "bbbb2222", 60.0)):
+        for seed in (0, 1):
+            write_json_atomic(tmp_path / "records/ablation_bins" / protocol / f"seed{seed}.json", {
+                "domain": "Images", "dataset": "mnist", "display_name": "MNIST", "metric": "accuracy",
+                "algorithm": "rq", "algorithm_settings": {"num_bins": 8}, "seed": seed, "value": value + seed,
+                "protocol": {"name": protocol, "fingerprint": fingerprint}})
+    md = build_ablation(tmp_path, "ablation_bins", "num_bins")["md"].read_text()
+    assert "Protocol `dabs` (fingerprint `bbbb2222`)" in md and "Protocol `smoke` (fingerprint `aaaa1111`)" in md
+    assert "| Images | MNIST | accuracy | 60.50 ± 0.71 (2) |" in md
+    assert "| Images | MNIST | accuracy | 80.50 ± 0.71 (2) |" in md

@@ -33,7 +33,9 @@ def load_ablation(results_dir: Path, name: str, setting: str) -> tuple[pd.DataFr
             settings = record.get("algorithm_settings") or {}
             if setting not in settings:
                 raise ValueError(f"its algorithm_settings have no {setting!r}")
-            rows.append({"domain": record["domain"], "dataset": record["dataset"],
+            protocol = record.get("protocol") if isinstance(record.get("protocol"), dict) else {}
+            rows.append({"protocol": f"{protocol.get('name', 'unrecorded')} {protocol.get('fingerprint', '')}".strip(),
+                         "domain": record["domain"], "dataset": record["dataset"],
                          "display_name": record.get("display_name", record["dataset"]),
                          "metric": record["metric"], "algorithm": record["algorithm"], setting: settings[setting],
                          "seed": record["seed"], "value": float(record["value"])})
@@ -43,32 +45,39 @@ def load_ablation(results_dir: Path, name: str, setting: str) -> tuple[pd.DataFr
 
 
 def summarize_ablation(records: pd.DataFrame, setting: str) -> pd.DataFrame:
-    keys = ["domain", "dataset", "display_name", "metric", "algorithm", setting]
+    keys = ["protocol", "domain", "dataset", "display_name", "metric", "algorithm", setting]
     summary = (records.groupby(keys, dropna=False)
                .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size")).reset_index())
     order = sorted(summary[setting].unique(), key=_sort_key)
     summary["_order"] = summary[setting].map({v: i for i, v in enumerate(order)})
-    return summary.sort_values(["domain", "dataset", "_order"]).drop(columns="_order").reset_index(drop=True)
+    return (summary.sort_values(["protocol", "domain", "dataset", "_order"]).drop(columns="_order")
+            .reset_index(drop=True))
 
 
 def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
+    """One table per protocol (records of different protocols are never averaged), datasets x setting values."""
     values = sorted(summary[setting].unique(), key=_sort_key)
     header = ["Domain", "Dataset", "Metric", *[f"{setting}={v}" for v in values]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (domain, _, display, metric), rows in summary.groupby(["domain", "dataset", "display_name", "metric"],
-                                                              sort=True):
-        by_value = {row[setting]: row for _, row in rows.iterrows()}
-        cells = []
-        for v in values:
-            row = by_value.get(v)
-            if row is None:
-                cells.append("")
-            elif row["n"] > 1 and not pd.isna(row["std"]):
-                cells.append(f"{row['mean']:.2f} ± {row['std']:.2f} ({int(row['n'])})")
-            else:
-                cells.append(f"{row['mean']:.2f} ({int(row['n'])})")
-        lines.append("| " + " | ".join([str(domain), str(display), str(metric), *cells]) + " |")
-    return (f"### {name}: transfer metric vs `{setting}`\n\n" + "\n".join(lines)
+    parts = []
+    for protocol, block in summary.groupby("protocol", sort=True):
+        label, _, fingerprint = str(protocol).partition(" ")
+        lines = [f"Protocol `{label}`" + (f" (fingerprint `{fingerprint}`)" if fingerprint else "") + ":", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (domain, _, display, metric), rows in block.groupby(["domain", "dataset", "display_name", "metric"],
+                                                               sort=True):
+            by_value = {row[setting]: row for _, row in rows.iterrows()}
+            cells = []
+            for v in values:
+                row = by_value.get(v)
+                if row is None:
+                    cells.append("")
+                elif row["n"] > 1 and not pd.isna(row["std"]):
+                    cells.append(f"{row['mean']:.2f} ± {row['std']:.2f} ({int(row['n'])})")
+                else:
+                    cells.append(f"{row['mean']:.2f} ({int(row['n'])})")
+            lines.append("| " + " | ".join([str(domain), str(display), str(metric), *cells]) + " |")
+        parts.append("\n".join(lines))
+    return (f"### {name}: transfer metric vs `{setting}`\n\n" + "\n\n".join(parts)
             + "\n\nCells: mean ± std over seeds (number of seeds); every other setting as in the experiment.\n")
 
 
@@ -81,9 +90,10 @@ def plot_ablation(summary: pd.DataFrame, name: str, setting: str, path: Path) ->
     values = sorted(summary[setting].unique(), key=_sort_key)
     xs = {v: i for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for (display, metric), rows in summary.groupby(["display_name", "metric"], sort=True):
+    several = summary["protocol"].nunique() > 1
+    for (protocol, display, metric), rows in summary.groupby(["protocol", "display_name", "metric"], sort=True):
         ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["std"].fillna(0), marker="o",
-                    capsize=3, label=f"{display} ({metric})")
+                    capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
     ax.set_xticks(range(len(values)), [str(v) for v in values])
     ax.set_xlabel(setting)
     ax.set_ylabel("transfer metric")
