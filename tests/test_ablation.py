@@ -45,8 +45,10 @@ def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path,
     summary = results / "ablations" / "ablation_statistics.md"
     assert "Ablation summary:" in done.stdout and summary.exists()
     lines = summary.read_text().splitlines()
-    assert "statistics=channel | statistics=instance" in lines[2]
-    assert "Watch exercise" in lines[4] and lines[4].count("(1)") == 2
+    assert lines[2].startswith("Protocol `smoke` (fingerprint `")  # one table per protocol
+    header = lines.index(next(line for line in lines if line.startswith("| Domain")))
+    assert "statistics=channel | statistics=instance" in lines[header]
+    assert "Watch exercise" in lines[header + 2] and lines[header + 2].count("(1)") == 2
     assert not (results / "table.md").exists()  # the main table is not mixed with ablation runs
     before = summary.read_bytes()
     again = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_statistics"], env=env,
