@@ -316,8 +316,13 @@ def validate_job(cfg: DictConfig) -> None:
     effective_lr(cfg, 1)
     for dataset_cfg in transfer_sets:
         build_task(dataset_cfg, cfg)
+    require_data(cfg, ([domain] if algorithm.requires_pretraining else []) + transfer_sets)
+
+
+def require_data(cfg: DictConfig, datasets: list[DictConfig]) -> None:
+    """Every dataset a job reads is on disk (or downloadable with ``download=true``), else a one-line error."""
     root = storage.data_root(cfg.data_root)
-    for dataset_cfg in ([domain] if algorithm.requires_pretraining else []) + transfer_sets:
+    for dataset_cfg in datasets:
         if "data" in dataset_cfg:
             storage.require(dataset_cfg, root, cfg.download)
 
@@ -426,10 +431,7 @@ def _run(cfg: DictConfig) -> list[dict]:
             check_task_labels(dataset_cfg, task, data)
     if must_pretrain and schema(str(domain.reader._target_)) is not None:
         check_inputs(domain, encoder, datamodule(cfg, domain, cache))
-    # Every dataset this job reads must be on disk (or downloadable) before any training starts.
-    for dataset_cfg in ([domain] if must_pretrain else []) + pending:
-        if "data" in dataset_cfg:
-            storage.require(dataset_cfg, storage.data_root(cfg.data_root), cfg.download)
+    require_data(cfg, ([domain] if must_pretrain else []) + pending)  # before any training starts
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     checkpoint = ResumableCheckpoint(output_dir / "checkpoints", cfg.pretrain.get("checkpoint_every_n_steps"),
                                      cfg.pretrain.get("checkpoint_every_minutes"))

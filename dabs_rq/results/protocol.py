@@ -32,15 +32,15 @@ SPEED_ONLY_MODEL_KEYS = ("attention", "compile")
 BATCH_SCOPES = ("job", "device")
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key in sorted(node):
-        out.update(flatten(node[key], f"{prefix}{key}.") if isinstance(node[key], Mapping) and node[key]
-                   else {f"{prefix}{key}": node[key]})
-    return {k.rstrip("."): v for k, v in out.items()}
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{dotted key: leaf value}`` (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); an empty
+    mapping and a list are leaves."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value, key=str):
+            out.update(flatten(value[key], f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value} if prefix else {}
 
 
 def protocol_settings(config: Mapping[str, Any], world_size: int = 1) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from dabs_rq.hashing import digest
 from dabs_rq.paths import RESULTS_DIR, default_results_dir
+from dabs_rq.results.protocol import flatten
 from dabs_rq.results.records import write_text_atomic
 
 #: The paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code): dataset,domain,metric,none,emix,rq.
@@ -90,26 +91,16 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {dotted key: leaf value}; an empty dict is a leaf."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key in sorted(value, key=str):
-            out.update(_flatten(value[key], f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value} if prefix else {}
-
-
 def _protocol(record: dict) -> tuple[str, str, dict]:
     """(name, fingerprint, flat settings) of a record; legacy records get protocol ``unrecorded``."""
     protocol = record.get("protocol")
     if isinstance(protocol, dict) and protocol.get("name") and protocol.get("fingerprint"):
         settings = protocol.get("settings")
-        return str(protocol["name"]), str(protocol["fingerprint"]), _flatten(settings if isinstance(settings, dict) else {})
+        return str(protocol["name"]), str(protocol["fingerprint"]), flatten(settings if isinstance(settings, dict) else {})
     config = record.get("config")
     if isinstance(config, dict):
         groups = {k: config[k] for k in LEGACY_CONFIG_GROUPS if k in config}
-        settings = {k: v for k, v in _flatten(groups).items() if k not in LEGACY_IGNORED}
+        settings = {k: v for k, v in flatten(groups).items() if k not in LEGACY_IGNORED}
         return LEGACY_PROTOCOL, digest(settings), settings
     return LEGACY_PROTOCOL, "legacy", {}
 
@@ -151,9 +142,9 @@ def load_records(results_dirs: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]
                     "experiment": _experiment(record, path, Path(root)), "protocol": name,
                     "protocol_fingerprint": fingerprint, "protocol_settings": _canonical(settings),
                     "algorithm_fingerprint": str(record.get("algorithm_fingerprint") or UNRECORDED),
-                    "algorithm_settings": _canonical(_flatten(_dict_or_empty(record.get("algorithm_settings")))),
+                    "algorithm_settings": _canonical(flatten(_dict_or_empty(record.get("algorithm_settings")))),
                     "dataset_fingerprint": str(record.get("dataset_fingerprint") or UNRECORDED),
-                    "dataset_settings": _canonical(_flatten(_dict_or_empty(record.get("datasets")))),
+                    "dataset_settings": _canonical(flatten(_dict_or_empty(record.get("datasets")))),
                 })
             except (OSError, ValueError, TypeError) as err:
                 problems.append(f"{path}: {err}")
