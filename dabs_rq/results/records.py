@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
 import subprocess
-import tempfile
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
+from dabs_rq.io import atomic_file, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 from dabs_rq.paths import PROJECT_ROOT
 
 #: 2: protocol name/fingerprint/settings, dataset and algorithm fingerprints, per-epoch test values,
@@ -23,37 +21,6 @@ _PACKAGES = ("dabs_rq", "torch", "pytorch-lightning", "torchmetrics", "hydra-cor
 
 def record_path(results_dir: Path, experiment: str, dataset: str, algorithm: str, seed: int) -> Path:
     return Path(results_dir) / "records" / experiment / dataset / algorithm / f"seed{seed}.json"
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A handle on a temporary file beside ``path`` that replaces ``path`` (after fsync) only if the
-    block succeeds: readers see the old file or the complete new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON through :func:`atomic_file`."""
-    with atomic_file(path) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through :func:`atomic_file`."""
-    with atomic_file(path) as handle:
-        handle.write(text)
 
 
 @lru_cache(maxsize=1)
