@@ -15,8 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from dabs_rq.cli import _user_error
-from dabs_rq.results import records
-from dabs_rq.results.records import write_json_atomic
+from dabs_rq import io
+from dabs_rq.io import write_json_atomic
 from dabs_rq.run import run
 from tests.conftest import compose_config
 
@@ -108,7 +108,7 @@ def test_a_failed_record_write_keeps_the_previous_record_and_leaves_no_partial_f
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(records.os, "fsync", disk_full)
+    monkeypatch.setattr(io.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         write_json_atomic(path, {"value": 2.0})
     assert path.read_bytes() == before
@@ -118,7 +118,7 @@ def test_a_failed_record_write_keeps_the_previous_record_and_leaves_no_partial_f
 WRITER = """
 import sys
 from pathlib import Path
-from dabs_rq.results.records import write_json_atomic
+from dabs_rq.io import write_json_atomic
 root, writer, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 for i in range(count):
     write_json_atomic(root / f"w{writer}" / f"r{i}.json", {"writer": writer, "i": i, "pad": "x" * 4096})
