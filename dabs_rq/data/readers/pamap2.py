@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,8 +47,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dabs_rq.data.array_cache import cache_key, load_array, save_json_atomic, source_identity
+from dabs_rq.data.array_cache import cache_key, load_array, source_identity
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
+from dabs_rq.io import write_array_atomic, write_json_atomic
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
 ACTIVITIES = (1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24)
@@ -164,17 +164,6 @@ def fetch(root: Path, url: str = URL) -> None:
         extract_archive(inner, root, remove_finished=True)
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int],
                   corrupt: CorruptLog | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All rows of each (subject, activity) concatenated: ``(rows [N, 52] float32, runs [R, 4])``.
@@ -209,9 +198,9 @@ def cached_runs(path: Path, build: Callable[[], tuple[np.ndarray, np.ndarray]],
         return rows, runs
     rows, runs = build()
     if corrupt is not None and corrupt.skip:
-        save_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors])
-    _save_atomic(path, rows)
-    _save_atomic(runs_path, runs)
+        write_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors], indent=None)
+    write_array_atomic(path, rows)
+    write_array_atomic(runs_path, runs)
     return np.load(path, mmap_mode="r"), np.load(runs_path)
 
 

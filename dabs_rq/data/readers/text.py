@@ -34,7 +34,6 @@ import codecs
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -44,9 +43,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, save_json_atomic, source_identity
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, source_identity
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut, check_on_corrupt
+from dabs_rq.io import atomic_path, write_array_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -450,12 +450,8 @@ def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.nda
         before()
     labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
     count = sum(len(c) for c in ids_chunks)
-    ids_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_labels = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.tmp.npy")
-    tmp_ids = ids_path.with_name(f".{ids_path.name}.{os.getpid()}.tmp.npy")
-    try:
-        np.save(tmp_labels, labels)
-        os.replace(tmp_labels, labels_path)
+    write_array_atomic(labels_path, labels)
+    with atomic_path(ids_path, suffix=".npy") as tmp_ids:
         array = np.lib.format.open_memmap(tmp_ids, mode="w+", dtype=np.int32, shape=(count, max_length))
         start = 0
         while ids_chunks:
@@ -464,11 +460,6 @@ def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.nda
             start += len(chunk)
         array.flush()
         del array
-        os.replace(tmp_ids, ids_path)
-    finally:
-        for tmp in (tmp_labels, tmp_ids):
-            if tmp.exists():
-                tmp.unlink()
 
 
 def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root: Path, max_length: int,
@@ -496,8 +487,8 @@ def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root:
 
         def remember_skipped() -> None:
             if corrupt.skip:
-                save_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors])
-            save_json_atomic(dropped_path, dropped)
+                write_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors], indent=None)
+            write_json_atomic(dropped_path, dropped, indent=None)
 
         chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt,
                                 dropped)
