@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from dabs_rq.paths import PROJECT_ROOT, RESULTS_DIR
-from dabs_rq.results.records import write_json_atomic
+from dabs_rq.io import write_json_atomic, write_text_atomic
 
 BENCHMARKS = ("rq", "encoder", "pretrain_step", "end_to_end")
 BENCH_DIR = RESULTS_DIR / "bench"
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         for name in args.only or list(BENCHMARKS):
             run_benchmark(name, args.device, args.quick, args.out)
     summary = summary_markdown(args.out)
-    (args.out / "README.md").write_text(summary, encoding="utf-8")
+    write_text_atomic(args.out / "README.md", summary)
     if args.readme:
         from dabs_rq.readme import inject_block
 

@@ -35,7 +35,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from dabs_rq.errors import UserError
 from dabs_rq.hashing import digest
-from dabs_rq.results.records import atomic_file, write_json_atomic
+from dabs_rq.io import atomic_file, write_json_atomic
 
 #: Signals meaning "you are about to be stopped": SLURM's pre-timeout signal (USR1, or USR2 as
 #: submitit asks for), and the SIGTERM of preemption / scancel.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dabs_rq.io import write_text_atomic
+
 
 def inject_block(readme: Path, block: str, markdown: str) -> None:
     """Replace the text between ``<!-- {block} START -->`` and ``<!-- {block} END -->`` with ``markdown``."""
@@ -12,4 +14,4 @@ def inject_block(readme: Path, block: str, markdown: str) -> None:
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         raise ValueError(f"{readme} has no '{start_marker}' ... '{end_marker}' block to update")
-    Path(readme).write_text(text[: start + len(start_marker)] + "\n" + markdown + text[end:], encoding="utf-8")
+    write_text_atomic(readme, text[: start + len(start_marker)] + "\n" + markdown + text[end:])

@@ -66,8 +66,8 @@ def test_the_ablation_command_names_the_valid_ablations(tmp_path):
 
 def test_an_ablation_summary_keeps_protocols_apart(tmp_path):
     """Records of one ablation under two protocols (e.g. smoke and dabs) are two tables, never averaged."""
+    from dabs_rq.io import write_json_atomic
     from dabs_rq.results.ablation import build_ablation
-    from dabs_rq.results.records import write_json_atomic
 
     for protocol, fingerprint, value in (("smoke", "aaaa1111", 80.0), ("dabs", "bbbb2222", 60.0)):
         for seed in (0, 1):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from dabs_rq.cli import table_main
-from dabs_rq.results.records import record_path, write_json_atomic
+from dabs_rq.io import write_json_atomic
+from dabs_rq.results.records import record_path
 from dabs_rq.results.table import build_table
 
 

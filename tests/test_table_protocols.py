@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dabs_rq.cli import table_main
-from dabs_rq.results.records import record_path, write_json_atomic
+from dabs_rq.io import write_json_atomic
+from dabs_rq.results.records import record_path
 from dabs_rq.results.table import build_table
 
 DABS = {"model.dim": 256, "model.depth": 12, "pretrain.max_steps": 100000, "pretrain.batch_size": 64,

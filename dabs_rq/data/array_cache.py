@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from dabs_rq.data.storage import CorruptDataError
 from dabs_rq.hashing import digest
+from dabs_rq.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +110,6 @@ def load_array(path: Path, mmap: bool = True) -> np.ndarray | None:
         return None
 
 
-def save_json_atomic(path: Path, data: Any) -> None:
-    """``data`` as JSON at ``path``, written to a temporary file first (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def corrupt_record_path(path: Path) -> Path:
     """Where a cache records the rows it holds no sample for (``<name>.corrupt.json`` beside it)."""
     path = Path(path)
@@ -163,10 +152,8 @@ def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: An
                 raise CorruptDataError(first.path, f"{first.reason} (recorded when {path} was built; fixing the "
                                                    "file builds a new cache)", first.line)
             return array, corrupt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
     corrupt = {}
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, *shape))
         for i in tqdm(range(count), desc=desc, leave=False, disable=count < 1000):
             try:
@@ -180,14 +167,10 @@ def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: An
         del array
         record = corrupt_record_path(path)
         if corrupt:
-            save_json_atomic(record, {"count": count, "shape": list(shape),
-                                      "rows": [[i, e.to_record()] for i, e in sorted(corrupt.items())]})
+            write_json_atomic(record, {"count": count, "shape": list(shape),
+                                       "rows": [[i, e.to_record()] for i, e in sorted(corrupt.items())]}, indent=None)
         elif record.exists():
             record.unlink()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return np.load(path, mmap_mode="r"), corrupt
 
 

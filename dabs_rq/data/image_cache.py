@@ -42,8 +42,9 @@ from numpy.typing import ArrayLike
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dabs_rq.data.array_cache import cache_key, checked_memmap_cache, save_json_atomic
+from dabs_rq.data.array_cache import cache_key, checked_memmap_cache
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
+from dabs_rq.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def scan_images(open_image: Callable[[int], Image.Image], count: int, record: Pa
     corrupt = {i: err for i, err in enumerate(found) if err is not None}
     if record is not None:
         rows = [[i, e.to_record()] for i, e in sorted(corrupt.items())]
-        save_json_atomic(Path(record), {"count": count, "rows": rows})
+        write_json_atomic(record, {"count": count, "rows": rows}, indent=None)
     return corrupt
 
 

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
+from dabs_rq.io import atomic_file
+
 
 class TensorInputsDataset(Dataset):
     """Item i is ``((inputs[0][i], inputs[1][i], ...), labels[i])``.
@@ -201,8 +203,6 @@ def cached_tensors(path: Path, build: Callable[[], dict[str, Tensor]]) -> dict[s
 
 
 def save_tensors_atomic(tensors: dict[str, Tensor], path: Path) -> None:
-    """``torch.save`` to a temporary file renamed into place: readers never see a partial file."""
-    from dabs_rq.results.records import atomic_file
-
-    with atomic_file(Path(path), "wb") as handle:
+    """``torch.save`` through :func:`dabs_rq.io.atomic_file`: readers never see a partial file."""
+    with atomic_file(path, "wb") as handle:
         torch.save(tensors, handle)

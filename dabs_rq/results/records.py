@@ -1,4 +1,4 @@
-"""One JSON record per transfer evaluation, written atomically (temp file + rename)."""
+"""One JSON record per transfer evaluation (written by the runner through :mod:`dabs_rq.io`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from dabs_rq.io import atomic_file, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from dabs_rq.io import write_json_atomic  # noqa: F401 (re-exported for dabs_rq.run until it imports dabs_rq.io)
 from dabs_rq.paths import PROJECT_ROOT
 
 #: 2: protocol name/fingerprint/settings, dataset and algorithm fingerprints, per-epoch test values,
