@@ -11,7 +11,8 @@ into disjoint pools, so pretraining never hears a transfer speaker:
   speakers, tested on a held-out repetition (different speaking rate).
 
 Front-end (ours, DABS-like at a smaller size): 16 kHz, first second zero-padded at the
-end, 64-bin log-mel (n_fft 400, hop 250), 64 frames -> [1, 64, 64], normalised with the
+end, 64-bin log-mel (n_fft 400, hop 250), 64 frames -> [1, 64, 64] (the shared front end,
+:func:`dabs_rq.data.audio_features.log_mel`, with :func:`mel_settings`), normalised with the
 pretraining pool's scalar mean and std (DABS uses per-dataset scalar constants).
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from dabs_rq.data.audio_features import MelSettings, log_mel
 from dabs_rq.data.embedded.espeak import synthesizer
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
 
@@ -44,9 +46,9 @@ def _speakers(n: int, seed: int) -> list[tuple[str, int]]:
     return list(chosen)
 
 
-def _log_mel(waves: torch.Tensor, frames: int, n_mels: int) -> torch.Tensor:
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=400, hop_length=250, n_mels=n_mels)
-    return torch.log(mel(waves)[..., :frames] + 1e-6).unsqueeze(1)
+def mel_settings(n_mels: int, frames: int) -> MelSettings:
+    """Our front end: ``n_mels`` HTK mel bands (n_fft 400, hop 250), the first ``frames`` frames, ``ln(power + 1e-6)``."""
+    return MelSettings(n_fft=400, hop_length=250, n_mels=n_mels, frames=frames, scale="ln", eps=1e-6)
 
 
 def _build(n_speakers: int, repetitions: int, seed: int, n_mels: int, frames: int, pretrain_speakers: int) -> dict:
@@ -66,7 +68,7 @@ def _build(n_speakers: int, repetitions: int, seed: int, n_mels: int, frames: in
     for i, w in enumerate(waves):
         padded[i, : min(len(w), length)] = w[:length]
     resampled = torchaudio.functional.resample(padded, synth.sample_rate, SAMPLE_RATE)
-    spectrograms = _log_mel(resampled, frames, n_mels)
+    spectrograms = log_mel(resampled, SAMPLE_RATE, mel_settings(n_mels, frames))
     speaker_t = torch.tensor(speaker)
     pool = spectrograms[speaker_t < pretrain_speakers]
     mean, std = pool.mean(), pool.std()

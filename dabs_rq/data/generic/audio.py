@@ -40,7 +40,8 @@ resampled to ``sample_rate`` with ``torchaudio.functional.resample``, cut to its
 ``hop_length``, ``n_mels`` HTK mel bands from 0 Hz to ``sample_rate / 2``, centred frames
 padded with zeros, of which it computes ``1 + samples // hop_length``; the last one is dropped
 so that ``frames`` is as above). It is taken to dB,
-``10 * log10(max(power, 1e-10))``, floored at 80 dB below the clip's loudest value, and
+``10 * log10(max(power, 1e-10))``, floored at 80 dB below the clip's loudest value (the shared
+front end, :func:`dabs_rq.data.audio_features.log_mel`, with :meth:`AudioFiles.mel`), and
 normalised with one ``mean`` and ``std`` (those of every train spectrogram value unless both
 are given).
 
@@ -70,8 +71,8 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
-import torchaudio
 
+from dabs_rq.data.audio_features import MelSettings, fix_length, log_mel, resample
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.readers.speech import read_audio
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
@@ -280,21 +281,16 @@ class AudioFiles(ReaderSpec):
     def _wave(self, path: Path) -> np.ndarray:
         """``samples`` float32 samples of ``path`` at ``sample_rate`` (mono), or a CorruptDataError."""
         wave, rate = read_mono(path)
-        if rate != self.sample_rate:
-            wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, self.sample_rate).numpy()
-        out = np.zeros(self.samples, dtype=np.float32)
-        out[: min(len(wave), self.samples)] = wave[: self.samples]
-        return out
+        return fix_length(resample(wave, rate, self.sample_rate), self.samples)
+
+    def mel(self) -> MelSettings:
+        """This reader's settings of the shared front end (HTK mel, zero-padded frames, dB with an 80 dB floor)."""
+        return MelSettings(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels, pad_mode="constant",
+                           frames=self.frames, amin=AMIN, top_db=TOP_DB)
 
     def spectrograms(self, waves: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> [B, 1, n_mels, frames] dB mel spectrograms (not normalised)."""
-        mel = torchaudio.transforms.MelSpectrogram(sample_rate=self.sample_rate, n_fft=self.n_fft,
-                                                   hop_length=self.hop_length, n_mels=self.n_mels, power=2.0,
-                                                   center=True, pad_mode="constant")
-        with torch.no_grad():
-            power = mel(waves.float()).unsqueeze(1)[..., : self.frames]
-            return torchaudio.functional.amplitude_to_DB(power, multiplier=10.0, amin=AMIN, db_multiplier=0.0,
-                                                         top_db=TOP_DB)
+        return log_mel(waves, self.sample_rate, self.mel())
 
     def _split_x(self, files: list[Path], log: CorruptLog) -> tuple[torch.Tensor, list[int]]:
         """Spectrograms of the files that decode, and their positions in ``files``."""

@@ -21,6 +21,9 @@ each clip into DABS's log-mel "image":
    amin=1e-5, top_db=40)``, i.e. a 40 dB dynamic range on a doubled scale;
 5. ``(x - mean) / std`` with the dataset's scalar constants -> float32 ``[1, 224, 224]``.
 
+Steps 3 and 4 are the shared audio front end (:func:`dabs_rq.data.audio_features.log_mel`) with
+DABS's settings (:meth:`FrontEnd.mel`).
+
 The result matches librosa 0.11 (``pad_mode="reflect"``) to within 1e-3 dB.
 
 Spectrograms are computed once per (resolved data folder, file list with each file's size and
@@ -52,7 +55,6 @@ import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -63,6 +65,7 @@ import torchaudio
 from torch import Tensor
 
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
+from dabs_rq.data.audio_features import MelSettings, fix_length, log_mel, resample
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
 
 MAX_LENGTH = 150_526
@@ -116,36 +119,17 @@ class FrontEnd:
             return self.mean, self.std
         return self.mean / 2, self.std / 2
 
-
-@lru_cache(maxsize=8)
-def _mel(sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
-         pad_mode: str) -> torchaudio.transforms.MelSpectrogram:
-    """librosa-default mel power spectrogram (Slaney mel scale and normalisation) at ``sample_rate``."""
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop_length, f_min=0.0, f_max=None,
-        n_mels=n_mels, window_fn=torch.hann_window, power=2.0, normalized=False, center=True, pad_mode=pad_mode,
-        norm="slaney", mel_scale="slaney",
-    )
+    def mel(self) -> MelSettings:
+        """Steps 3 and 4 for the shared front end: librosa's default mel (Slaney scale and
+        normalisation), power squared or not, dB floored 80 dB below each clip's maximum."""
+        return MelSettings(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels, pad_mode=self.pad_mode,
+                           mel_scale="slaney", norm="slaney", square_power=self.db_of_squared_power)
 
 
-def fix_length(wave: np.ndarray, length: int = MAX_LENGTH, last: bool = False) -> np.ndarray:
-    """``length`` samples: the first (or, with ``last``, the final) window, or the clip zero-padded at the end."""
-    if len(wave) > length:
-        return wave[-length:] if last else wave[:length]
-    out = np.zeros(length, dtype=np.float32)
-    out[: len(wave)] = wave
-    return out
-
-
-def log_mel(waves: Tensor, sample_rate: int, front_end: FrontEnd) -> Tensor:
+def spectrograms(waves: Tensor, sample_rate: int, front_end: FrontEnd) -> Tensor:
     """[B, samples] waveforms -> [B, 1, n_mels, frames] normalised DABS log-mel spectrograms (float32)."""
-    fe = front_end
-    power = _mel(sample_rate, fe.n_fft, fe.hop_length, fe.n_mels, fe.pad_mode)(waves.float()).unsqueeze(1)
-    if fe.db_of_squared_power:
-        power = power**2
-    db = torchaudio.functional.amplitude_to_DB(power, multiplier=10.0, amin=1e-10, db_multiplier=0.0, top_db=80.0)
-    mean, std = fe.scale()
-    return (db - mean) / std
+    mean, std = front_end.scale()
+    return (log_mel(waves, sample_rate, front_end.mel()) - mean) / std
 
 
 def frames(front_end: FrontEnd) -> int:
@@ -209,9 +193,8 @@ def read_audio(path: Path, mono: bool = False) -> tuple[np.ndarray, int]:
 def _prepare(path: Path, front_end: FrontEnd) -> tuple[np.ndarray, int]:
     """Decoded clip, resampled only if the front-end asks for it (not DABS)."""
     wave, rate = read_audio(path)
-    if front_end.resample_to and rate != front_end.resample_to:
-        wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, front_end.resample_to).numpy()
-        rate = front_end.resample_to
+    if front_end.resample_to:
+        wave, rate = resample(wave, rate, front_end.resample_to), front_end.resample_to
     return wave, rate
 
 
@@ -240,7 +223,7 @@ def _spectrogram_batch(paths: Sequence[Path], front_end: FrontEnd, last: bool) -
         rows = [i for i in good if decoded[i][1] == rate]
         waves = torch.from_numpy(np.stack([fix_length(decoded[i][0], front_end.max_length, last) for i in rows]))
         with torch.no_grad():
-            out[rows] = log_mel(waves, rate, front_end).numpy().astype(np.float16)
+            out[rows] = spectrograms(waves, rate, front_end).numpy().astype(np.float16)
     return out, errors
 
 
