@@ -2,8 +2,9 @@
 
 140 recordings (6 axes: accelerometer + gyroscope, 50 Hz) of 7 shoulder-rehabilitation
 exercises by 10 subjects. Recordings are cut into windows of ``window`` steps with
-``stride``; the split is subject-wise (DABS's PAMAP2 also holds out subjects):
-subjects ``test_subjects`` form the test split, the others train (and pretraining).
+``stride`` (:func:`dabs_rq.data.windows.cut_windows`); the split is subject-wise (DABS's
+PAMAP2 also holds out subjects): subjects ``test_subjects`` form the test split, the others
+train (and pretraining).
 Channels are standardised with the training subjects' per-channel mean and std. A
 ``window`` longer than a recording (the shortest has 947 steps) is refused in one line rather
 than leaving that recording out.
@@ -19,12 +20,8 @@ import torch
 
 from dabs_rq.data.embedded.package_data import package_file
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
+from dabs_rq.data.windows import cut_windows
 from dabs_rq.errors import UserError
-
-
-def _windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
-    starts = range(0, len(series) - window + 1, stride)
-    return np.stack([series[s : s + window] for s in starts])
 
 
 def watch_exercises(
@@ -49,7 +46,7 @@ def watch_exercises(
                             f"steps (the shortest has {min(lengths)}); lower reader.window")
         xs, ys, subjects = [], [], []
         for series, label, subject in zip(raw["X"], raw["y"], raw["subject"]):
-            w = _windows(np.asarray(series, dtype=np.float32), window, stride)
+            w = cut_windows(np.asarray(series, dtype=np.float32), window, stride)
             xs.append(w), ys.append(np.full(len(w), label)), subjects.append(np.full(len(w), subject))
         x, subject = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(subjects))
         train = ~torch.isin(subject, torch.tensor(held_out))

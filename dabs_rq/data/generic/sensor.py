@@ -53,6 +53,7 @@ import torch
 
 from dabs_rq.data.generic.spec import ReaderSpec, ReaderSpecError, blank, read_table
 from dabs_rq.data.storage import CORRUPT, POLICIES, CorruptDataError, CorruptLog, LeftOut, refuse
+from dabs_rq.data.windows import cut_windows, sliding_windows
 
 SUFFIXES = (".npy", ".npz", ".csv")
 #: ``excluded`` reasons (their unit first: a recording is a [T, C] array, a window one example)
@@ -165,12 +166,14 @@ class SensorArrays(ReaderSpec):
             return list(array), [None] * len(array)
         raise CorruptDataError(path, f"arrays must be [T, C] or [N, T, C], got shape {array.shape}")
 
-    def _windows(self, signal: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, list[str | None]]:
+    def _windows(self, signal: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray | None, list[str | None]]:
+        """The recording's windows (None: shorter than ``window``) and each window's most frequent row label."""
         stride = self.stride or self.window
-        starts = range(0, len(signal) - self.window + 1, stride)
-        windows = np.stack([signal[s:s + self.window] for s in starts]) if len(starts) else None
-        labels = [Counter(rows[s:s + self.window]).most_common(1)[0][0] if rows is not None else None
-                  for s in starts]
+        windows = cut_windows(signal, self.window, stride)
+        if not len(windows):
+            return None, []
+        labels = ([Counter(cut).most_common(1)[0][0] for cut in sliding_windows(rows, self.window, stride)]
+                  if rows is not None else [None] * len(windows))
         return windows, labels
 
     def _read(self, files: list[Path], log: CorruptLog) -> list[Recording]:

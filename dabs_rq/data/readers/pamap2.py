@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 
 from dabs_rq.data.array_cache import cache_key, load_array, source_identity
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
+from dabs_rq.data.windows import sliding_windows
 from dabs_rq.io import write_array_atomic, write_json_atomic
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
@@ -231,21 +232,26 @@ def grid_windows(runs: np.ndarray, window: int, stride: int) -> tuple[np.ndarray
 
 
 class WindowDataset(Dataset):
-    """Item i is ``((rows[starts[i] : starts[i] + window],), labels[i])``; batch indexing supported."""
+    """Item i is ``((rows[starts[i] : starts[i] + window],), labels[i])``; batch indexing supported.
+
+    Windows are cut by the shared slicer (:func:`dabs_rq.data.windows.sliding_windows`, a view of
+    the memory-mapped rows made anew at each access, so the dataset pickles as rows + starts).
+    """
 
     supports_batch_indexing = True
 
     def __init__(self, rows: np.ndarray, starts: np.ndarray, labels: np.ndarray, window: int) -> None:
         self.rows, self.starts, self.window = rows, np.asarray(starts), int(window)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        self._steps = np.arange(self.window)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor], torch.Tensor]:
-        rows = np.asarray(self.starts[index])[..., None] + self._steps
-        return (torch.from_numpy(np.ascontiguousarray(self.rows[rows])),), self.labels[index]
+        starts = np.asarray(self.starts[index])
+        picked = sliding_windows(self.rows, self.window)[starts.reshape(-1)]  # fancy indexing: a copy
+        windows = picked.reshape(*starts.shape, *picked.shape[1:])
+        return (torch.from_numpy(np.ascontiguousarray(windows)),), self.labels[index]
 
 
 def pamap2(
