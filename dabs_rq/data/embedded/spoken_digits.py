@@ -26,6 +26,7 @@ import torchaudio
 
 from dabs_rq.data.audio_features import MelSettings, log_mel
 from dabs_rq.data.embedded.espeak import synthesizer
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
 
 ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
@@ -96,8 +97,7 @@ def spoken_digits(
     """Dataset of ([1, n_mels, frames] log-mel,) -> label for ``task`` and ``split`` (see module doc)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    check_split(split)
     if not 0 < pretrain_speakers < n_speakers:
         raise ValueError("pretrain_speakers must leave speakers for transfer")
     key = f"spoken_digits_s{n_speakers}_p{pretrain_speakers}_r{repetitions}_m{n_mels}x{frames}_seed{seed}.pt"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dabs_rq.data.embedded.package_data import package_file
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
 from dabs_rq.data.windows import cut_windows
 from dabs_rq.errors import UserError
@@ -32,8 +33,7 @@ def watch_exercises(
     test_subjects: Sequence[int] = (8, 9, 10),
 ) -> TensorInputsDataset:
     """Windows ([window, 6],) -> exercise id 0..6 of the chosen subjects."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    check_split(split)
     held_out = sorted(int(s) for s in test_subjects)
 
     def build() -> dict:

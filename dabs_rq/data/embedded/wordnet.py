@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CorruptDataError
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
 from dabs_rq.data.word_vocab import WordVocabulary
@@ -101,8 +102,7 @@ def wordnet_glosses(
     """Dataset of ([seq_len] token ids,) -> supersense label (see module doc)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    check_split(split)
     root = resolve_wordnet_dir(wordnet_dir)
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
     key = f"wordnet_{digest}_L{seq_len}_V{vocab_size}.pt"

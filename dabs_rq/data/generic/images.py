@@ -76,6 +76,7 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 #: suffixes of image files (torchvision's ``IMG_EXTENSIONS``), matched in any case
@@ -222,8 +223,7 @@ class ImageFolder(ImageSpec):
         return paths, labels, np.asarray(loose, dtype=bool)
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error") -> ImageDataset:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        check_split(split)
         folders = self.folders()
         classes = (self.class_names(n for f in folders.values() for n in subfolders(Path(f)))
                    if self.label_type == "class" else [])
@@ -387,8 +387,7 @@ class TableImages(ImageSpec):
         return paths, np.asarray(kept, dtype=np.int64)
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error") -> ImageDataset:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        check_split(split)
         rows = self.rows()
         labels = self.table_labels(rows)
         missing = self.missing_labels(rows.table)

@@ -46,6 +46,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from dabs_rq.data.array_cache import source_identity
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import POLICIES, LeftOut, refuse
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
 from dabs_rq.errors import UserError
@@ -205,8 +206,7 @@ class ReaderSpec:
 
     def split_rows(self, n: int, split: str, split_values: Sequence[str] | None = None) -> np.ndarray:
         """Row indices of ``split`` among ``n`` rows (``files`` splits are chosen by the reader)."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        check_split(split)
         if self.split_by == "ratio":
             train, test = seeded_split(n, self.test_fraction, self.split_seed)
             return train if split == "train" else test
@@ -315,6 +315,7 @@ class ReaderSpec:
         :meth:`LeftOut.state <dabs_rq.data.storage.LeftOut.state>`; the dataset returned carries
         that split's ``excluded`` counts (and logs its line) on every load.
         """
+        check_split(split)
         stamp = source_identity(None, files=sorted(Path(s) for s in sources))
         blob = json.dumps([self.settings(), on_corrupt, stamp], sort_keys=True, default=str)
         key = hashlib.sha1(blob.encode()).hexdigest()

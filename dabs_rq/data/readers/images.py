@@ -50,11 +50,11 @@ from torchvision.datasets.utils import download_url
 from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import Box, FileImages, list_digest
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import (CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut,
                                   download_and_extract)
 from dabs_rq.errors import UserError
 
-SPLITS = ("train", "test")
 IMAGE_SIZE = 224
 
 
@@ -170,8 +170,7 @@ def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Se
 
 def _is_train(split: str) -> bool:
     """True for the train split; DABS has only ``train`` and ``test`` (its ``train=False``)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    check_split(split)
     return split == "train"
 
 

@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dabs_rq.data.array_cache import cache_key, load_array, source_identity
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
 from dabs_rq.data.windows import sliding_windows
 from dabs_rq.io import write_array_atomic, write_json_atomic
@@ -271,8 +272,7 @@ def pamap2(
     on_corrupt: str = "error",
 ) -> WindowDataset:
     """Windows ``([window, 52] float32,)`` -> activity label 0..10 of the split's subjects."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    check_split(split)
     corrupt = CorruptLog("pamap2", split, on_corrupt)
     if windows not in WINDOW_MODES:
         raise ValueError(f"windows must be one of {', '.join(WINDOW_MODES)}; got {windows!r}")

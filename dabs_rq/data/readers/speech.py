@@ -66,11 +66,11 @@ from torch import Tensor
 
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
 from dabs_rq.data.audio_features import MelSettings, fix_length, log_mel, resample
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
 
 MAX_LENGTH = 150_526
 N_MELS = 224
-SPLITS = ("train", "test")
 #: clips decoded and transformed together when a cache is built
 CHUNK = 64
 
@@ -344,8 +344,7 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
     when it skips them they are left out of the dataset (their cache rows are recorded as
     empty, see :func:`checked_memmap_cache`) and the log reports its summary line.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    check_split(split)
     if not clips.files:
         if corrupt is not None and len(corrupt):
             corrupt.report(kept=0)

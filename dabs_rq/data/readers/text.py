@@ -45,6 +45,7 @@ from torch.utils.data import IterableDataset
 
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, load_array, source_identity
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut, check_on_corrupt
 from dabs_rq.io import atomic_path, write_array_atomic, write_json_atomic
 
@@ -58,7 +59,6 @@ WIKITEXT_HUB = "Salesforce/wikitext"
 C4_HUB = "allenai/c4"
 #: DABS's mC4 languages, in its interleaving order.
 MC4_LANGUAGES = ("en", "fr", "de", "zh", "es", "ja", "ko")
-SPLITS = ("train", "test")
 #: Bump when the preprocessing changes, so old caches are not reused (2: the dropped rows are counted).
 CACHE_VERSION = 2
 #: ``excluded`` reasons of the rows DABS drops on purpose
@@ -509,12 +509,6 @@ def _read_counts(path: Path) -> dict[str, int] | None:
         return {str(k): int(v) for k, v in data.items()}
     except (OSError, ValueError, AttributeError, TypeError):
         return None
-
-
-def check_split(split: str) -> None:
-    """DABS has two splits: ``train`` and ``test`` (the split whose metric is reported)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import cache_key, source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 from dabs_rq.data.tensor_dataset import cached_tensors
 
@@ -140,11 +141,6 @@ def _records(corrupt: CorruptLog) -> list[list]:
 def tokenizer_digest(tokenizer: Any) -> str:
     """A digest of the vocabulary (part of a cache key: a different tokenizer, different ids)."""
     return cache_key(kind=type(tokenizer).__name__, vocab=sorted(tokenizer.get_vocab().items()))
-
-
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
 
 
 def _check_rows(rows: str) -> None:
@@ -253,7 +249,7 @@ def mscoco(
     (DABS 1.0, the paper's protocol: one example per instance annotation), see :func:`coco_index`.
     Each distinct image is decoded and cached once either way.
     """
-    _check_split(split)
+    check_split(split)
     _check_rows(rows)
     corrupt = CorruptLog("mscoco", split, on_corrupt)
     part = "train2017" if split == "train" else "val2017"
@@ -378,7 +374,7 @@ def vqa(
     ``answer_seed``: the swap draws come from ``random.Random("<seed>:<split>")``; ``None``
     draws unseeded (DABS), new labels on every load (then token ids are not cached).
     """
-    _check_split(split)
+    check_split(split)
     corrupt = CorruptLog("vqa", split, on_corrupt)
     part = "train2014" if split == "train" else "val2014"
     name = part[:-4].capitalize()

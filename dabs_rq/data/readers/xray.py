@@ -46,6 +46,7 @@ from torchvision import transforms
 from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import FileImages, ImageDataset
+from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -141,11 +142,6 @@ def _float(text: str) -> float:
         return math.inf  # rejected by the caller with the cell's text
 
 
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-
-
 def chexpert_labels(table: pd.DataFrame, tasks: Sequence[str], uncertain: int = 0) -> np.ndarray:
     """``[N, len(tasks)]`` multi-hot labels: blank -> 0, uncertain (-1) -> ``uncertain``."""
     values = table[list(tasks)].fillna(0).to_numpy(np.float64)
@@ -169,7 +165,7 @@ def chexpert(
     ``download`` is accepted for the common reader signature; CheXpert needs registration,
     so the data is always placed by hand (see the YAML's ``manual_steps``).
     """
-    _check_split(split)
+    check_split(split)
     corrupt = CorruptLog("chexpert", split, on_corrupt)
     tasks = [str(t) for t in tasks]
     table = read_chexpert_csv(Path(root) / folder / ("train.csv" if split == "train" else "valid.csv"), tasks, corrupt)
@@ -238,7 +234,7 @@ def chestxray8(
     ``os.listdir`` order as DABS does, which depends on the filesystem. ``download`` is
     accepted for the common reader signature; the metadata CSV must be fetched by hand.
     """
-    _check_split(split)
+    check_split(split)
     corrupt = CorruptLog("xray8", split, on_corrupt)
     names = [n for n in os.listdir(Path(root) / "images") if n.endswith(".png")]
     names = xray8_split(sorted(names) if sort_files else names, split, train_fraction, split_seed)
