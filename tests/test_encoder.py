@@ -15,8 +15,8 @@ DIM = 32
 
 
 def encoder(*embedders, **kw):
-    """A small encoder with dropout on the attention weights too (the kept 0.1 option), so that every
-    attention path's dropout is exercised; DABS's own setting (attn_dropout=0) is tested below."""
+    """A small encoder with dropout on the attention weights too (the kept 0.1 option), so that SDPA's
+    dropout is exercised; DABS's own setting (attn_dropout=0) is tested below."""
     kw.setdefault("attn_dropout", 0.1)
     return DomainAgnosticTransformer(list(embedders), dim=DIM, depth=2, heads=2, dim_head=8, mlp_dim=64, out_dim=16, **kw)
 
@@ -86,51 +86,41 @@ def test_cls_pooling_and_eval_mode_is_deterministic():
     assert torch.equal(model(x), model.encode(model.embed(x), output="tokens")[:, 0])
 
 
-# --------------------------------------------------------------------------- attention paths
+# --------------------------------------------------------------------------- attention and dropout
 
-from dabs_rq.encoder import transformer as T  # noqa: E402
-
-PATHS = ("sdpa", "math", "chunked")
+from dabs_rq.encoder.transformer import Attention  # noqa: E402
 
 
-def _twins(seed=0, **kw):
-    """One encoder per attention path (and auto), all with the same weights."""
-    models = {}
-    for path in (*PATHS, "auto"):
-        torch.manual_seed(seed)
-        models[path] = encoder(SegmentEmbedding1d(DIM, 20, 2, 3), attention=path, **kw)
-    return models
+def _dabs_attention(attn, x):
+    """DABS's attention, written out: softmax(q k^T / sqrt(d)) v per head, then the output projection."""
+    b, n, _ = x.shape
+    q, k, v = (t.reshape(b, n, attn.heads, -1).transpose(1, 2) for t in attn.to_qkv(x).chunk(3, dim=-1))
+    weights = (q @ k.transpose(-1, -2) * attn.dim_head**-0.5).softmax(dim=-1)
+    return attn.to_out((weights @ v).transpose(1, 2).reshape(b, n, -1))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_attention_paths_give_the_same_eval_output(path):
-    models = _twins()
+def test_sdpa_attention_computes_the_dabs_formula_with_its_gradients():
+    torch.manual_seed(0)
+    attn = Attention(DIM, heads=2, dim_head=8, dropout=0.0).double().train()
+    x = torch.randn(3, 10, DIM, dtype=torch.float64, requires_grad=True)
+    out, ref = attn(x), _dabs_attention(attn, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    grad = torch.randn_like(out)
+    params = [x, *attn.parameters()]
+    for got, want in zip(torch.autograd.grad(out, params, grad), torch.autograd.grad(ref, params, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_mean_pooling_averages_every_token_cls_included():
+    model = encoder(SegmentEmbedding1d(DIM, 20, 2, 3)).eval()
     x = [torch.randn(4, 20, 3)]
-    ref = models["sdpa"].eval().encode(models["sdpa"].embed(x), output="tokens")
-    model = models[path].eval()
-    torch.testing.assert_close(model.encode(model.embed(x), output="tokens"), ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), ref.mean(dim=1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(x), model.encode(model.embed(x), output="tokens").mean(dim=1))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_attention_paths_give_the_same_gradients_without_dropout(path):
-    models = _twins(dropout=0.0, emb_dropout=0.0, attn_dropout=0.0)
-    x = torch.randn(3, 10, DIM, dtype=torch.float64)
-    grads = {}
-    for name in ("sdpa", path):
-        model = models[name].double().train()
-        out = model.encode(x, output="projection")
-        out.square().sum().backward()
-        grads[name] = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-    assert grads[path].keys() == grads["sdpa"].keys()
-    for key, grad in grads[path].items():
-        torch.testing.assert_close(grad, grads["sdpa"][key], rtol=1e-9, atol=1e-10, msg=key)
-
-
-@pytest.mark.parametrize("path", (*PATHS, "auto"))
-def test_attention_paths_train_with_dropout_and_every_parameter_gets_a_gradient(path):
-    model = _twins()[path].train()
+def test_training_with_dropout_is_live_and_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = encoder(SegmentEmbedding1d(DIM, 20, 2, 3)).train()
     x = [torch.randn(4, 20, 3)]
     a, b = model(x), model(x)
     assert not torch.equal(a, b)  # dropout is live
@@ -139,106 +129,35 @@ def test_attention_paths_train_with_dropout_and_every_parameter_gets_a_gradient(
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_chunked_attention_matches_explicit_math_with_the_same_dropout_mask():
-    """Forward and backward of the chunked kernel against autograd of softmax(qk^T/sqrt d) * mask @ v."""
-    b, n, heads, d, p = 3, 9, 2, 4, 0.3
-    qkv = torch.randn(b, n, 3 * heads * d, dtype=torch.float64, requires_grad=True)
-    torch.manual_seed(5)
-    out = T.ChunkedAttention.apply(qkv, heads, p)
-    grad = torch.randn_like(out)
-    (dqkv,) = torch.autograd.grad(out, qkv, grad)
-    # the masks it drew: chunk c from a generator seeded with one draw of the default one, plus c
-    torch.manual_seed(5)
-    seed = int(torch.empty((), dtype=torch.int64).random_(0, 2**62))
-    mask = torch.empty(heads, b, n, n, dtype=torch.uint8)
-    for c, j, rows in T._chunks(b, heads, T._chunk(b, n, qkv.element_size(), heads)):
-        T.chunk_keep_mask(mask[j, rows], p, seed + c)
-    assert 0 < mask.float().mean() < 1
-    q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-    attn = (q @ k.transpose(-1, -2) * d**-0.5).softmax(-1) * mask.transpose(0, 1)
-    ref = (attn @ v).transpose(1, 2).reshape(b, n, heads * d)
-    (dref,) = torch.autograd.grad(ref, qkv, grad)
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(dqkv, dref)
-    assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, heads, 0.0), (qkv,))
+def test_dropout_masks_follow_the_seed():
+    """torch.manual_seed fixes every dropout mask (a resumed run redraws the same ones); another seed draws others."""
+    model = encoder(SegmentEmbedding1d(DIM, 20, 2, 3)).train()
+    x = [torch.randn(4, 20, 3)]
+    outputs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        outputs.append(model(x))
+    assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
 
 
-def test_chunked_attention_does_not_depend_on_the_thread_count():
-    qkv = torch.randn(4, 11, 3 * 2 * 8)
-    grad = torch.randn(4, 11, 2 * 8)
-    results = []
-    threads = torch.get_num_threads()
-    try:
-        for n_threads in (1, 3):
-            torch.set_num_threads(n_threads)
-            x = qkv.clone().requires_grad_()
-            torch.manual_seed(0)
-            out = T.ChunkedAttention.apply(x, 2, 0.2)
-            out.backward(grad)
-            results.append((out.detach(), x.grad))
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.get_num_threads() == threads
-    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-6)  # same masks
-
-
-def test_chunked_attention_splits_the_batch_into_cache_sized_chunks(monkeypatch):
-    monkeypatch.setattr(T, "CHUNK_BYTES", 2 * 7 * 7 * 8)  # two rows of float64 7x7 scores per chunk
-    monkeypatch.setattr(T, "MIN_CHUNKS", 4)
-    assert T._chunk(5, 7, 8, heads=4) == 2  # ceil(5 / ceil(5 / 2))
-    assert T._chunk(8, 3, 8, heads=2) == 4  # all 8 rows fit one chunk; split in 2 for 4 chunks
-    assert [c for c, _, _ in T._chunks(5, 2, 2)] == list(range(6))
-    qkv = torch.randn(5, 7, 3 * 2 * 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: T.ChunkedAttention.apply(t, 2, 0.0), (qkv,))
-
-
-def test_keep_mask_rate_scale_and_seed():
+def test_attention_weight_dropout_alone_makes_attention_random():
     torch.manual_seed(0)
-    mask = T.keep_mask((1000, 1000), 0.1)
-    assert mask.dtype == torch.float32 and set(mask.unique().tolist()) == {0.0, 1.0}
-    assert abs(1 - mask.mean().item() - 0.1) < 2e-3
-    assert T.keep_scale(0.1) == pytest.approx(1 / (1 - round(0.1 * 65536) / 65536))
+    attn = Attention(DIM, heads=2, dim_head=8, dropout=0.0).train()
+    x = torch.randn(2, 7, DIM)
+    assert torch.equal(attn(x), attn(x))  # attn_dropout=0: deterministic in training mode
+    attn.dropout = 0.3
+    assert not torch.equal(attn(x), attn(x))
+    assert torch.equal(attn.eval()(x), attn(x))  # and none in eval mode
+
+
+def test_training_runs_under_bf16_autocast():
     torch.manual_seed(0)
-    assert torch.equal(T.keep_mask((1000, 1000), 0.1), mask)  # torch.manual_seed fixes it
-    assert T.keep_mask((3, 5), 0.5, dtype=torch.uint8).dtype == torch.uint8
-    assert not T.fast_dropout(torch.zeros(1), 0.0, True) and not T.fast_dropout(torch.zeros(1), 1.0, True)
-    assert not T.fast_dropout(torch.zeros(1), 0.1, False) and T.fast_dropout(torch.zeros(1), 0.1, True)
-
-
-def test_cpu_dropout_keeps_the_expected_fraction_and_mean():
-    """The fused CPU dropout is unbiased: x + dropout(y) has mean x + y."""
-    torch.manual_seed(0)
-    x, y = torch.zeros(200_000), torch.ones(200_000)
-    out = T.dropout_add(x, y.clone(), 0.1, training=True)
-    assert abs((out == 0).float().mean().item() - 0.1) < 3e-3
-    assert abs(out.mean().item() - 1.0) < 5e-3
-    assert torch.equal(T.dropout_add(x, y.clone(), 0.1, training=False), x + y)
-
-
-def test_auto_picks_the_path_by_device_length_and_dropout():
-    cpu = torch.device("cpu")
-    assert T.choose_attention(65, cpu, 0.1) == "math"
-    assert T.choose_attention(T.CHUNKED_MIN_TOKENS, cpu, 0.1) == "chunked"
-    assert T.choose_attention(229, cpu, 0.0) == "sdpa"
-    assert T.choose_attention(65, torch.device("cuda"), 0.1) == "sdpa"
-    model = encoder(TokenEmbedding(DIM, 4, 10))
-    x = torch.zeros(1, 200, DIM)
-    assert model.train().blocks[0].attn.path(x) == "chunked"
-    assert model.eval().blocks[0].attn.path(x) == "sdpa"
-    with pytest.raises(ValueError, match="attention must be one of"):
-        encoder(TokenEmbedding(DIM, 4, 10), attention="flash")
-
-
-def test_attention_paths_run_under_bf16_autocast():
-    models = _twins()
-    x = [torch.randn(2, 20, 3)]
-    for path in PATHS:
-        model = models[path].train()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x)
-        out.float().sum().backward()
-        assert torch.isfinite(out.float()).all()
-        assert all(p.grad is not None for p in model.blocks.parameters())
+    model = encoder(SegmentEmbedding1d(DIM, 20, 2, 3)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model([torch.randn(2, 20, 3)])
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all()
+    assert all(p.grad is not None for p in model.blocks.parameters())
 
 
 def test_attention_weights_have_no_dropout_by_default_as_in_dabs():
