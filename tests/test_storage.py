@@ -108,3 +108,48 @@ def test_running_a_domain_whose_data_is_missing_is_one_line_and_exit_2(tmp_path)
     assert done.returncode == 2
     assert "dataset 'imagenet' is not on disk" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "results" / "records").exists()
+
+
+def test_download_checks_checksums_keeps_a_matching_file_and_never_a_bad_one(tmp_path):
+    import hashlib
+
+    from tests.dabs_fixtures import serve_folder
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "set.bin").write_bytes(b"payload")
+    md5, sha256 = hashlib.md5(b"payload").hexdigest(), hashlib.sha256(b"payload").hexdigest()
+    target = tmp_path / "root" / "sub" / "set.bin"
+    with serve_folder(served) as url:
+        assert storage.download(f"{url}/set.bin", target, md5=md5, sha256=sha256[:12]) == target
+        assert target.read_bytes() == b"payload"
+        for bad in ({"md5": "0" * 32}, {"sha256": "0" * 12}):
+            other = tmp_path / "other" / "set.bin"
+            with pytest.raises(storage.CorruptDataError, match=f"{other}.*downloaded from {url}/set.bin"):
+                storage.download(f"{url}/set.bin", other, **bad)
+            assert not list(other.parent.iterdir())  # neither the file nor a partial download is kept
+    # served no more: a file that matches is kept as it is, without a checksum any file is
+    assert storage.download("http://127.0.0.1:9/set.bin", target, md5=md5) == target
+    target.write_bytes(b"changed by hand")
+    assert storage.download("http://127.0.0.1:9/set.bin", target) == target
+    assert target.read_bytes() == b"changed by hand"
+
+
+def test_no_module_but_storage_downloads_by_hand():
+    """Every reader fetches files through storage.download (checksums, no partial files)."""
+    import ast
+    from pathlib import Path
+
+    import dabs_rq
+
+    package = Path(dabs_rq.__file__).parent
+    by_hand = {"download_url", "download_url_to_file", "urlretrieve", "urlopen", "download_file_from_google_drive"}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "storage.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else \
+                [node.attr] if isinstance(node, ast.Attribute) else [node.id] if isinstance(node, ast.Name) else []
+            found += [f"{path.relative_to(package)}:{node.lineno} {n}" for n in names if n.split(".")[-1] in by_hand]
+    assert found == []

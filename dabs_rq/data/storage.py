@@ -16,12 +16,14 @@ block::
 Also here, for every reader: what to do with corrupt data (:class:`CorruptDataError`,
 :class:`CorruptLog`, the readers' ``on_corrupt`` argument); what a split leaves out and why
 (:class:`LeftOut`: the split Dataset's ``excluded`` attribute, ``{reason: count}``, which the
-runner stores in the record, and one log line); and extracting downloaded archives without
+runner stores in the record, and one log line); downloading a file with its checksums checked
+(:func:`download`, every reader's one downloader); and extracting downloaded archives without
 letting a member escape the target folder (:func:`extract_archive`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tarfile
@@ -372,12 +374,55 @@ def extract_archive(archive: str | os.PathLike, to_path: str | os.PathLike | Non
     return dest
 
 
-def download_and_extract(url: str, download_root: str | os.PathLike, extract_root: str | os.PathLike | None = None,
-                         md5: str | None = None, remove_finished: bool = False) -> None:
-    """Download ``url`` into ``download_root`` (``md5`` checked), :func:`extract_archive` it."""
-    from torchvision.datasets.utils import download_url
+def _digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    filename = os.path.basename(url)
-    download_url(url, str(download_root), filename, md5)
-    extract_archive(Path(download_root) / filename, extract_root if extract_root is not None else download_root,
-                    remove_finished)
+
+def _checksum_problem(path: Path, md5: str | None, sha256: str | None) -> str | None:
+    """What does not match (``sha256`` may be a prefix of the digest, as torchaudio publishes them), else None."""
+    if md5 is not None and _digest(path, "md5") != md5:
+        return f"md5 is not the published {md5}"
+    if sha256 is not None and not _digest(path, "sha256").startswith(sha256):
+        return f"sha256 does not start with the published {sha256}"
+    return None
+
+
+def download(url: str, path: str | os.PathLike, md5: str | None = None, sha256: str | None = None) -> Path:
+    """``url`` saved as the file ``path`` (its folder made), unless a file there already matches the checksums.
+
+    The one downloader of every reader: ``torch.hub.download_url_to_file`` writes to a temporary
+    file renamed when complete, so an interrupted download never leaves a partial file at ``path``.
+    ``md5`` and ``sha256`` (the published digests; ``sha256`` may be a prefix) are checked on the
+    file already there (a match is kept, without a checksum any file is) and on the download: a
+    download that does not match is removed and a :class:`CorruptDataError` names it.
+    """
+    from torch.hub import download_url_to_file
+
+    path = Path(path).expanduser()
+    if path.is_file() and _checksum_problem(path, md5, sha256) is None:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # sha256 is checked while downloading; a mismatch leaves no file
+        download_url_to_file(url, str(path), hash_prefix=sha256, progress=True)
+    except RuntimeError as err:
+        if "invalid hash value" not in str(err):
+            raise
+        raise CorruptDataError(path, f"downloaded from {url}, but its sha256 does not start with the published "
+                                     f"{sha256} (not kept; try again)") from None
+    problem = _checksum_problem(path, md5, None)
+    if problem is not None:
+        path.unlink()
+        raise CorruptDataError(path, f"downloaded from {url}, but its {problem} (not kept; try again)")
+    return path
+
+
+def download_and_extract(url: str, download_root: str | os.PathLike, extract_root: str | os.PathLike | None = None,
+                         md5: str | None = None, remove_finished: bool = False, sha256: str | None = None) -> None:
+    """:func:`download` ``url`` into ``download_root`` (as its base name; checksums checked), then
+    :func:`extract_archive` it into ``extract_root`` (default: ``download_root``)."""
+    archive = download(url, Path(download_root) / os.path.basename(url), md5=md5, sha256=sha256)
+    extract_archive(archive, extract_root if extract_root is not None else download_root, remove_finished)

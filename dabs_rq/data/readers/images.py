@@ -45,13 +45,12 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, DatasetFolder, find_classes
-from torchvision.datasets.utils import download_url
 
 from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import Box, FileImages, list_digest
 from dabs_rq.data.splits import check_split
-from dabs_rq.data.storage import (CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut,
+from dabs_rq.data.storage import (CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut, download,
                                   download_and_extract)
 from dabs_rq.errors import UserError
 
@@ -90,7 +89,7 @@ def _fetch(name: str, root: Path) -> None:
         if item.extract:
             download_and_extract(item.url, root, md5=item.md5)
         else:
-            download_url(item.url, str(root), md5=item.md5)
+            download(item.url, Path(root) / os.path.basename(item.url), md5=item.md5)
 
 
 def ensure_files(name: str, root: Path, needed: Iterable[Path], download: bool) -> None:

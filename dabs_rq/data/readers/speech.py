@@ -67,7 +67,7 @@ from torch import Tensor
 from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
 from dabs_rq.data.audio_features import MelSettings, fix_length, log_mel, resample
 from dabs_rq.data.splits import check_split
-from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, extract_archive
+from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, download_and_extract
 
 MAX_LENGTH = 150_526
 N_MELS = 224
@@ -84,6 +84,27 @@ GSC_LABELS = ("eight", "right", "happy", "three", "yes", "up", "no", "stop", "on
               "go", "six", "two", "left", "five", "off", "seven", "one", "cat", "bird", "marvin", "wow", "tree", "dog",
               "sheila", "bed", "house", "follow", "visual", "backward", "forward", "learn", "_background_noise_")
 GSC_BACKGROUND = "_background_noise_"
+#: The archives' published sha256 digests (torchaudio's tables), checked by :func:`download_and_extract`
+SHA256 = {
+    "http://www.openslr.org/resources/12/dev-clean.tar.gz":
+        "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    "http://www.openslr.org/resources/12/dev-other.tar.gz":
+        "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    "http://www.openslr.org/resources/12/test-clean.tar.gz":
+        "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    "http://www.openslr.org/resources/12/test-other.tar.gz":
+        "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    "http://www.openslr.org/resources/12/train-clean-100.tar.gz":
+        "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    "http://www.openslr.org/resources/12/train-clean-360.tar.gz":
+        "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    "http://www.openslr.org/resources/12/train-other-500.tar.gz":
+        "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+    "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz":
+        "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz":
+        "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+}
 FLUENT_LABELS = {
     "action": ("change language", "activate", "deactivate", "increase", "decrease", "bring"),
     "object": ("none", "music", "lights", "volume", "heat", "lamp", "newspaper", "juice", "socks", "shoes", "Chinese",
@@ -409,26 +430,11 @@ def _index_map(values: Iterable) -> dict:
 # --------------------------------------------------------------------------- LibriSpeech
 
 
-def _fetch_archive(url: str, archive: Path, to_path: Path, checksums: dict) -> None:
-    """Download ``url`` to ``archive`` (torchaudio's downloader and published checksum) and extract it safely.
-
-    torchaudio's own extraction applies no filter to tar members; :func:`extract_archive` does.
-    """
-    from torchaudio._internal import download_url_to_file
-
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    if not archive.is_file():
-        download_url_to_file(url, str(archive), hash_prefix=checksums.get(url))
-    extract_archive(archive, to_path)
-
-
 def _librispeech_subset(root: Path, subset: str, download: bool) -> tuple[list[Path], list[int]]:
     """Files and speaker ids of one LibriSpeech subset, in torchaudio's (sorted) walker order."""
     if download and not (Path(root) / "LibriSpeech" / subset).is_dir():
-        from torchaudio.datasets.librispeech import _CHECKSUMS
-
-        _fetch_archive(f"http://www.openslr.org/resources/12/{subset}.tar.gz", Path(root) / f"{subset}.tar.gz",
-                       Path(root), _CHECKSUMS)
+        url = f"http://www.openslr.org/resources/12/{subset}.tar.gz"
+        download_and_extract(url, Path(root), sha256=SHA256.get(url))
     ds = torchaudio.datasets.LIBRISPEECH(root, url=subset, folder_in_archive="LibriSpeech", download=False)
     meta = [ds.get_metadata(n) for n in range(len(ds))]
     return [Path(root) / "LibriSpeech" / m[0] for m in meta], [int(m[3]) for m in meta]
@@ -569,10 +575,8 @@ def _speech_commands(root: Path, subset: str | None, url: str, folder_in_archive
     """(file, word) of one torchaudio SPEECHCOMMANDS subset (None = every word clip), sorted."""
     folder = Path(root) / folder_in_archive / url
     if download and not folder.is_dir() and url in ("speech_commands_v0.01", "speech_commands_v0.02"):
-        from torchaudio.datasets.speechcommands import _CHECKSUMS
-
-        _fetch_archive(f"http://download.tensorflow.org/data/{url}.tar.gz", Path(root) / f"{url}.tar.gz", folder,
-                       _CHECKSUMS)
+        archive = f"http://download.tensorflow.org/data/{url}.tar.gz"
+        download_and_extract(archive, Path(root), extract_root=folder, sha256=SHA256.get(archive))
     ds = torchaudio.datasets.SPEECHCOMMANDS(root, url=url, folder_in_archive=folder_in_archive, download=False,
                                             subset=subset)
     meta = [ds.get_metadata(n) for n in range(len(ds))]
