@@ -103,7 +103,7 @@ def test_paper_experiment_sweeps_the_table_1_grid():
 
 def test_protocol_fingerprint_ignores_speed_settings_but_not_number_settings():
     base = OmegaConf.to_container(compose_config(["domain=imagenet"]), resolve=False)
-    fast = OmegaConf.to_container(compose_config(["domain=imagenet", "model.attention=math", "model.compile=true",
+    fast = OmegaConf.to_container(compose_config(["domain=imagenet", "model.compile=true",
                                                   "pretrain.num_workers=2"]), resolve=False)
     assert digest(protocol_settings(base)) == digest(protocol_settings(fast))
     for override in ("model.attn_dropout=0.1", "pretrain.max_steps=10", "transfer.drop_last=false",
