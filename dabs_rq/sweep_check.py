@@ -24,6 +24,7 @@ from dabs_rq.distributed import is_launch_rank_zero
 def sweep_jobs(config: DictConfig) -> list[list[str]]:
     """Each job's overrides, in launch order: the sweeper's ``params`` then the command line's, as
     Hydra's basic sweeper combines them (the Cartesian product of every swept key)."""
+    # hydra 1.3 has no public home for the basic sweeper (hydra-core is pinned in pyproject.toml)
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,7 +19,7 @@ from dabs_rq.data.tensor_dataset import make_loader
 def _accepts(target: str, keyword: str) -> bool:
     """Whether the reader callable ``target`` takes ``keyword`` (or any keyword)."""
     try:
-        parameters = inspect.signature(_locate(target)).parameters
+        parameters = inspect.signature(get_object(target)).parameters
     except (ImportError, ValueError, TypeError):
         return False
     return keyword in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
