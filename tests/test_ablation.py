@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
+from tests.markdown_helpers import unpadded
 
 ABLATIONS = {
     "ablation_bins": ("num_bins", "2,4,8,16,32"),
@@ -44,7 +45,7 @@ def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path,
     assert done.returncode == 0, done.stderr[-3000:]
     summary = results / "ablations" / "ablation_statistics.md"
     assert "Ablation summary:" in done.stdout and summary.exists()
-    lines = summary.read_text().splitlines()
+    lines = unpadded(summary).splitlines()
     assert lines[2].startswith("Protocol `smoke` (fingerprint `")  # one table per protocol
     header = lines.index(next(line for line in lines if line.startswith("| Domain")))
     assert "statistics=channel | statistics=instance" in lines[header]
@@ -75,7 +76,23 @@ def test_an_ablation_summary_keeps_protocols_apart(tmp_path):
                 "domain": "Images", "dataset": "mnist", "display_name": "MNIST", "metric": "accuracy",
                 "algorithm": "rq", "algorithm_settings": {"num_bins": 8}, "seed": seed, "value": value + seed,
                 "protocol": {"name": protocol, "fingerprint": fingerprint}})
-    md = build_ablation(tmp_path, "ablation_bins", "num_bins")["md"].read_text()
+    md = unpadded(build_ablation(tmp_path, "ablation_bins", "num_bins")["md"])
     assert "Protocol `dabs` (fingerprint `bbbb2222`)" in md and "Protocol `smoke` (fingerprint `aaaa1111`)" in md
     assert "| Images | MNIST | accuracy | 60.50 ± 0.71 (2) |" in md
     assert "| Images | MNIST | accuracy | 80.50 ± 0.71 (2) |" in md
+
+
+def test_an_ablation_summary_reports_records_without_the_setting_and_unreadable_ones(tmp_path, capsys):
+    """Both are skipped with their path named; the others are summarised (integer values stay integers)."""
+    from dabs_rq.io import write_json_atomic
+    from dabs_rq.results.ablation import build_ablation
+
+    base = {"domain": "Images", "dataset": "mnist", "metric": "accuracy", "algorithm": "rq", "seed": 0, "value": 1.0}
+    write_json_atomic(tmp_path / "records/ablation_bins/a/seed0.json", {**base, "algorithm_settings": {"num_bins": 4}})
+    write_json_atomic(tmp_path / "records/ablation_bins/b/seed0.json", {**base, "algorithm_settings": {"p": 0.5}})
+    (tmp_path / "records/ablation_bins/c/seed0.json").parent.mkdir(parents=True)
+    (tmp_path / "records/ablation_bins/c/seed0.json").write_text('{"dataset": "mni')
+    md = unpadded(build_ablation(tmp_path, "ablation_bins", "num_bins")["md"])
+    out = capsys.readouterr().out
+    assert "b/seed0.json: its algorithm_settings have no 'num_bins'" in out and "c/seed0.json" in out
+    assert "| Domain | Dataset | Metric | num_bins=4 |" in md and "| Images | mnist | accuracy | 1.00 (1) |" in md

@@ -15,21 +15,19 @@ from dabs_rq.io import atomic_file, atomic_path, write_array_atomic, write_json_
 def test_a_failing_block_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "out.txt"
     write_text_atomic(path, "old\n")
-    with pytest.raises(RuntimeError):
-        with atomic_file(path) as handle:
-            handle.write("half of the new")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_file(path) as handle:
+        handle.write("half of the new")
+        raise RuntimeError("killed mid-write")
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
 def test_a_failing_writer_of_a_path_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "sub" / "array.npy"
-    with pytest.raises(ValueError):
-        with atomic_path(path, suffix=".npy") as tmp:
-            assert tmp.parent == path.parent and tmp.name.endswith(".npy")
-            np.save(tmp, np.arange(3))
-            raise ValueError("a bad row")
+    with pytest.raises(ValueError), atomic_path(path, suffix=".npy") as tmp:
+        assert tmp.parent == path.parent and tmp.name.endswith(".npy")
+        np.save(tmp, np.arange(3))
+        raise ValueError("a bad row")
     assert list(path.parent.iterdir()) == []
 
 

@@ -9,6 +9,7 @@ from dabs_rq.cli import table_main
 from dabs_rq.io import write_json_atomic
 from dabs_rq.results.records import record_path
 from dabs_rq.results.table import build_table
+from tests.markdown_helpers import unpadded
 
 
 def write(results, dataset, algorithm, seed, value, domain="Images", paper_name=None, display=None, synthetic=False):
@@ -35,7 +36,7 @@ def test_aggregates_mean_std_seeds_paper_and_delta(results):
     rq = tidy[(tidy.dataset == "cifar10") & (tidy.algorithm == "rq")].iloc[0]
     assert rq["mean"] == pytest.approx(47.0) and rq["std"] == pytest.approx(2.0) and rq["n"] == 3
     assert rq["paper"] == pytest.approx(47.70) and rq["delta"] == pytest.approx(-0.70)
-    md = paths["md"].read_text()
+    md = unpadded(paths["md"])
     # ours (mean ± std (seeds)) for none / emix / rq, empty shed, then the paper's None / e-Mix / RQ and deltas
     assert ("| Images | CIFAR-10 | accuracy | 22.00 ± 2.00 (3) | 42.00 ± 2.00 (3) | 47.00 ± 2.00 (3) |  "
             "| 24.20 | 39.43 | 47.70 | -2.20 | +2.57 | -0.70 |") in md
@@ -46,8 +47,15 @@ def test_aggregates_mean_std_seeds_paper_and_delta(results):
     assert paths["png"].stat().st_size > 10_000
 
 
+def test_tables_are_aligned_markdown(results):
+    """Tables come from DataFrame.to_markdown (GitHub style): each table's lines are padded to one width."""
+    lines = build_table([results])["md"].read_text(encoding="utf-8").splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert table[1].startswith("|---") and len({len(line) for line in table}) == 1
+
+
 def test_domain_mean_is_the_mean_over_datasets(results):
-    md = build_table([results])["md"].read_text()
+    md = unpadded(build_table([results])["md"])
     images_mean = [l for l in md.splitlines() if l.startswith("| **Images**")][0]
     assert "**28.50**" in images_mean  # rq: mean of 47.0 (cifar10) and 10.0 (dtd)
 

@@ -12,6 +12,7 @@ from dabs_rq.cli import table_main
 from dabs_rq.io import write_json_atomic
 from dabs_rq.results.records import record_path
 from dabs_rq.results.table import build_table
+from tests.markdown_helpers import unpadded
 
 DABS = {"model.dim": 256, "model.depth": 12, "pretrain.max_steps": 100000, "pretrain.batch_size": 64,
         "transfer.mode": "online", "transfer.epochs": 100, "transfer.drop_last": True}
@@ -62,7 +63,7 @@ def test_two_protocols_of_one_dataset_and_algorithm_are_never_averaged(tmp_path)
     for seed, value in enumerate([10.0, 12.0]):
         write(results, "cola", "rq", seed, value, protocol="smoke", settings=SMOKE)
     paths = build_table([results])
-    md = paths["md"].read_text()
+    md = unpadded(paths["md"])
     dabs, smoke = section(md, "protocol `dabs`"), section(md, "protocol `smoke`")
     assert f"fingerprint `{fingerprint(DABS)}`" in dabs.splitlines()[0] and "Experiment `exp`" in dabs.splitlines()[0]
     assert "Settings: model.dim=256, model.depth=12, pretrain.max_steps=100000" in dabs
@@ -82,7 +83,7 @@ def test_same_protocol_name_with_other_settings_or_experiment_is_its_own_section
     write(results, "cola", "rq", 0, 40.0)
     write(results, "cola", "rq", 0, 30.0, settings=big_batch)
     write(results, "cola", "rq", 0, 20.0, experiment="other")
-    md = build_table([results])["md"].read_text()
+    md = unpadded(build_table([results])["md"])
     assert md.count("\n### ") + md.startswith("### ") == 3
     small = section(md, f"`exp` · protocol `dabs` · fingerprint `{fingerprint(DABS)}`")
     big = section(md, fingerprint(big_batch))
@@ -100,7 +101,7 @@ def test_same_protocol_other_algorithm_settings_are_separate_columns_with_a_note
     write_json_atomic(path.with_name("bins32.json"), {
         **json.loads(path.read_text()), "value": 10.0, "algorithm_settings": more_bins,
         "algorithm_fingerprint": fingerprint(more_bins)})
-    md = build_table([results])["md"].read_text()
+    md = unpadded(build_table([results])["md"])
     short = fingerprint(more_bins)[:4]
     header = next(line for line in table_lines(md) if line.startswith("| Domain"))
     assert f"| rq | rq [{short}] |" in header
@@ -118,7 +119,7 @@ def test_same_dataset_with_other_dataset_settings_is_a_separate_row_with_a_note(
     write_json_atomic(record_path(results, "exp", "cola", "rq", 7).with_name("bs64.json"), {
         **json.loads(record_path(results, "exp", "cola", "rq", 0).read_text()), "seed": 7, "value": 20.0,
         "datasets": smaller, "dataset_fingerprint": fingerprint(smaller)})
-    md = build_table([results])["md"].read_text()
+    md = unpadded(build_table([results])["md"])
     short = fingerprint(smaller)[:4]
     assert "| English Text | CoLA | accuracy | 5.00 (1) | 41.00 ± 1.41 (2) |" in md
     assert f"| English Text | CoLA [ds {short}] | accuracy |  | 20.00 (1) |" in md
@@ -133,7 +134,7 @@ def test_notes_list_the_commits_with_counts_and_mark_uncommitted_ones(tmp_path):
     write(results, "cola", "rq", 1, 41.0)
     write(results, "cola", "none", 0, 5.0, commit="b" * 40 + "-dirty")
     write(results, "cola", "none", 1, 6.0, commit=None)
-    md = build_table([results])["md"].read_text()
+    md = unpadded(build_table([results])["md"])
     (notes,) = [line for line in md.splitlines() if line.startswith("- Commits behind these numbers")]
     assert f"`{'a' * 12}` (2 records)" in notes
     assert f"`{'b' * 12}-dirty` (1 record, uncommitted changes)" in notes
@@ -147,7 +148,7 @@ def test_vqa_is_marked_not_comparable_without_delta_and_shows_the_dabs2_readme_n
         write(results, "vqa", algorithm, 0, value, domain="Vision/Language", display="VQA", paper_name="VQA")
         write(results, "cifar10", algorithm, 0, value - 10, domain="Images", display="CIFAR-10", paper_name="CIFAR-10")
     paths = build_table([results])
-    md = paths["md"].read_text()
+    md = unpadded(paths["md"])
     header = next(line for line in table_lines(md) if line.startswith("| Domain"))
     assert header.endswith("| paper none | paper emix | paper rq | Δ none | Δ emix | Δ rq | DABS 2.0 README none "
                            "| DABS 2.0 README emix | DABS 2.0 README shed |")
@@ -172,7 +173,7 @@ def test_reference_lists_all_34_paper_rows_with_our_cells_of_the_paper_protocol(
     write(results, "vqa", "shed", 0, 51.0, domain="Vision/Language", display="VQA", paper_name="VQA")
     assert table_main([str(results), "--reference"]) == 0
     assert f"Paper Table 1 with our cells: {results / 'table_reference.md'}" in capsys.readouterr().out
-    text = (results / "table_reference.md").read_text()
+    text = unpadded(results / "table_reference.md")
     header = next(line for line in table_lines(text) if line.startswith("| Domain"))
     assert header == ("| Domain | Dataset | Metric | paper none | paper emix | paper rq | ours none | ours emix | "
                       "ours rq | ours shed | DABS 2.0 README none | DABS 2.0 README emix | DABS 2.0 README shed |")
@@ -195,7 +196,7 @@ def test_reference_lists_all_34_paper_rows_with_our_cells_of_the_paper_protocol(
 def test_reference_without_paper_protocol_records_is_the_bare_paper_table(tmp_path):
     results = tmp_path / "results"
     write(results, "cifar10", "rq", 0, 90.0, domain="Images", paper_name="CIFAR-10", protocol="smoke", settings=SMOKE)
-    text = build_table([results], reference=True)["reference"].read_text()
+    text = unpadded(build_table([results], reference=True)["reference"])
     assert "## No records of protocol `dabs` yet" in text
     assert len([l for l in table_lines(text) if not l.startswith(("| Domain", "|---", "| **"))]) == 34
     assert "90.00" not in text
@@ -220,7 +221,7 @@ def test_legacy_records_load_as_protocol_unrecorded(tmp_path):
     write_json_atomic(record_path(results, "nocfg", "mnist", "rq", 0), {**base, "algorithm": "rq", "value": 1.0,
                                                                          "experiment": None})
     paths = build_table([results], reference=True)
-    md = paths["md"].read_text()
+    md = unpadded(paths["md"])
     headings = [line for line in md.splitlines() if line.startswith("### ")]
     assert len(headings) == 3 and all("protocol `unrecorded`" in h for h in headings)
     assert any("Experiment `nocfg`" in h and "fingerprint `legacy`" in h for h in headings)

@@ -3,8 +3,9 @@
 An ablation experiment (``conf/experiment/ablation_*.yaml``) writes its records under
 ``<results>/ablations/records/<name>/<setting>=<value>/...``; each record's
 ``algorithm_settings`` holds the setting's value. :func:`build_ablation` turns them into
-``<results>/ablations/<name>.md`` (dataset x value, mean ± std over seeds), ``.csv`` (tidy)
-and ``.png`` (metric vs setting, one line per dataset, error bars = std over seeds).
+``<results>/ablations/<name>.md`` (dataset x value, mean ± std over seeds, one table per protocol),
+``.csv`` (tidy) and ``.png`` (metric vs setting, one line per dataset, error bars = std over seeds).
+Records are read, reduced and drawn by the helpers the results table uses (:mod:`dabs_rq.results.frame`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from dabs_rq.results.records import write_text_atomic
+from dabs_rq.io import write_text_atomic
+from dabs_rq.results.frame import aggregate, cell, figure, load_records, markdown_table
 
 
 def _sort_key(value: object) -> tuple:
+    """Numbers in numeric order, then everything else by name."""
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -25,33 +28,25 @@ def _sort_key(value: object) -> tuple:
 
 
 def load_ablation(results_dir: Path, name: str, setting: str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per record of ablation ``name``: dataset, display name, metric, setting value, seed, value."""
-    rows, problems = [], []
-    for path in sorted((Path(results_dir) / "records" / name).glob("**/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            settings = record.get("algorithm_settings") or {}
-            if setting not in settings:
-                raise ValueError(f"its algorithm_settings have no {setting!r}")
-            protocol = record.get("protocol") if isinstance(record.get("protocol"), dict) else {}
-            rows.append({"protocol": f"{protocol.get('name', 'unrecorded')} {protocol.get('fingerprint', '')}".strip(),
-                         "domain": record["domain"], "dataset": record["dataset"],
-                         "display_name": record.get("display_name", record["dataset"]),
-                         "metric": record["metric"], "algorithm": record["algorithm"], setting: settings[setting],
-                         "seed": record["seed"], "value": float(record["value"])})
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            problems.append(f"{path}: {err}")
-    return pd.DataFrame(rows), problems
+    """The records of ablation ``name`` (:func:`~dabs_rq.results.frame.load_records`' columns) with the swept
+    ``setting``'s value as a column of its own and ``protocol`` as ``"<name> <fingerprint>"``; records
+    whose algorithm settings lack ``setting`` are reported with the unreadable ones."""
+    records, problems = load_records([results_dir], under=name)
+    settings = [json.loads(s) for s in records["algorithm_settings"]]
+    has = [setting in s for s in settings]
+    problems += [f"{path}: its algorithm_settings have no {setting!r}"
+                 for path, ok in zip(records["path"], has) if not ok]
+    kept = records.loc[has].reset_index(drop=True)
+    return kept.assign(protocol=kept["protocol"] + " " + kept["protocol_fingerprint"],
+                       **{setting: [s[setting] for s in settings if setting in s]}), problems
 
 
 def summarize_ablation(records: pd.DataFrame, setting: str) -> pd.DataFrame:
-    keys = ["protocol", "domain", "dataset", "display_name", "metric", "algorithm", setting]
-    summary = (records.groupby(keys, dropna=False)
-               .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size")).reset_index())
-    order = sorted(summary[setting].unique(), key=_sort_key)
-    summary["_order"] = summary[setting].map({v: i for i, v in enumerate(order)})
-    return (summary.sort_values(["protocol", "domain", "dataset", "_order"]).drop(columns="_order")
-            .reset_index(drop=True))
+    """Mean, std and seeds per (protocol, dataset, metric, algorithm, setting value), values in sweep order."""
+    summary = aggregate(records, ["protocol", "domain", "dataset", "display_name", "metric", "algorithm", setting])
+    order = {v: i for i, v in enumerate(sorted(summary[setting].unique(), key=_sort_key))}
+    return (summary.assign(_order=summary[setting].map(order))
+            .sort_values(["protocol", "domain", "dataset", "_order"]).drop(columns="_order").reset_index(drop=True))
 
 
 def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
@@ -61,50 +56,34 @@ def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
     parts = []
     for protocol, block in summary.groupby("protocol", sort=True):
         label, _, fingerprint = str(protocol).partition(" ")
-        lines = [f"Protocol `{label}`" + (f" (fingerprint `{fingerprint}`)" if fingerprint else "") + ":", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (domain, _, display, metric), rows in block.groupby(["domain", "dataset", "display_name", "metric"],
-                                                               sort=True):
-            by_value = {row[setting]: row for _, row in rows.iterrows()}
-            cells = []
-            for v in values:
-                row = by_value.get(v)
-                if row is None:
-                    cells.append("")
-                elif row["n"] > 1 and not pd.isna(row["std"]):
-                    cells.append(f"{row['mean']:.2f} ± {row['std']:.2f} ({int(row['n'])})")
-                else:
-                    cells.append(f"{row['mean']:.2f} ({int(row['n'])})")
-            lines.append("| " + " | ".join([str(domain), str(display), str(metric), *cells]) + " |")
-        parts.append("\n".join(lines))
+        rows = []
+        for (domain, _, display, metric), group in block.groupby(["domain", "dataset", "display_name", "metric"],
+                                                                 sort=True):
+            by_value = {row[setting]: row for _, row in group.iterrows()}
+            rows.append([str(domain), str(display), str(metric),
+                         *[cell(by_value[v]["mean"], by_value[v]["std"], by_value[v]["n"]) if v in by_value else ""
+                           for v in values]])
+        parts.append(f"Protocol `{label}`" + (f" (fingerprint `{fingerprint}`)" if fingerprint else "") + ":\n\n"
+                     + markdown_table(header, rows))
     return (f"### {name}: transfer metric vs `{setting}`\n\n" + "\n\n".join(parts)
             + "\n\nCells: mean ± std over seeds (number of seeds); every other setting as in the experiment.\n")
 
 
 def plot_ablation(summary: pd.DataFrame, name: str, setting: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Metric vs setting value, one line per (dataset, metric) and protocol, error bars = std over seeds."""
     values = sorted(summary[setting].unique(), key=_sort_key)
     xs = {v: i for i, v in enumerate(values)}
-    fig, ax = plt.subplots(figsize=(6, 3.6))
     several = summary["protocol"].nunique() > 1
-    for (protocol, display, metric), rows in summary.groupby(["protocol", "display_name", "metric"], sort=True):
-        ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["std"].fillna(0), marker="o",
-                    capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
-    ax.set_xticks(range(len(values)), [str(v) for v in values])
-    ax.set_xlabel(setting)
-    ax.set_ylabel("transfer metric")
-    ax.set_title(name)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    with figure(path, 1, figsize=(6, 3.6), dpi=120) as (_, (ax,)):
+        for (protocol, display, metric), rows in summary.groupby(["protocol", "display_name", "metric"], sort=True):
+            ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["std"].fillna(0), marker="o",
+                        capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
+        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xlabel(setting)
+        ax.set_ylabel("transfer metric")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
 
 
 def build_ablation(results_dir: Path, name: str, setting: str) -> dict[str, Path]:
@@ -117,6 +96,6 @@ def build_ablation(results_dir: Path, name: str, setting: str) -> dict[str, Path
     summary = summarize_ablation(records, setting)
     paths = {kind: Path(results_dir) / f"{name}.{kind}" for kind in ("md", "csv", "png")}
     write_text_atomic(paths["md"], to_markdown(summary, name, setting))
-    write_text_atomic(paths["csv"], summary.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(paths["csv"], summary.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     plot_ablation(summary, name, setting, paths["png"])
     return paths

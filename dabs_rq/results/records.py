@@ -20,11 +20,13 @@ _PACKAGES = ("dabs_rq", "torch", "pytorch-lightning", "torchmetrics", "hydra-cor
 
 
 def record_path(results_dir: Path, experiment: str, dataset: str, algorithm: str, seed: int) -> Path:
+    """Where the runner stores the record of one (experiment, dataset, algorithm, seed)."""
     return Path(results_dir) / "records" / experiment / dataset / algorithm / f"seed{seed}.json"
 
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers, stored in every record."""
     out = {}
     for name in _PACKAGES:
         try:

@@ -29,10 +29,10 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from dabs_rq.hashing import digest
+from dabs_rq.io import write_text_atomic
 from dabs_rq.paths import RESULTS_DIR, default_results_dir
-from dabs_rq.results.protocol import flatten
-from dabs_rq.results.records import write_text_atomic
+from dabs_rq.results.frame import (SECTION_KEYS, aggregate, canonical, cell, figure, load_records,
+                                   markdown_table)
 
 #: The paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code): dataset,domain,metric,none,emix,rq.
 PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
@@ -44,26 +44,14 @@ DABS2_README_TABLE = RESULTS_DIR / "reference" / "dabs2_readme.csv"
 PAPER_ALGORITHMS = ("none", "emix", "rq")
 DABS2_ALGORITHMS = ("none", "emix", "shed")
 KNOWN_ORDER = ("none", "emix", "rq", "shed", "mae", "rq_emix")
-RECORD_FIELDS = ("dataset", "display_name", "domain", "algorithm", "seed", "metric", "value")
-SECTION_KEYS = ["experiment", "protocol", "protocol_fingerprint"]
 #: The protocol whose records fill ``table_reference.md`` (the paper's DABS protocol).
 REFERENCE_PROTOCOL = "dabs"
-#: Protocol name of records that predate recorded protocols (schema 1).
-LEGACY_PROTOCOL = "unrecorded"
-UNRECORDED = "unrecorded"
 #: Paper rows whose numbers are not comparable with ours (shown, but no delta), and why.
 NOT_COMPARABLE = {"VQA": "paper used the pre-fix DABS captioned-images code"}
 #: Settings named in a section's one-line summary, when the protocol has them.
 MAIN_SETTINGS = ("model.dim", "model.depth", "pretrain.max_steps", "pretrain.batch_size",
                  "pretrain.effective_batch_size", "transfer.mode", "transfer.epochs", "transfer.drop_last",
                  "trainer.precision")
-#: Legacy records: the config groups that make up their protocol settings, less what cannot change numbers.
-LEGACY_CONFIG_GROUPS = ("model", "pretrain", "transfer", "trainer", "dataset_overrides")
-LEGACY_IGNORED = frozenset({
-    "pretrain.num_workers", "pretrain.checkpoint_every_n_steps", "pretrain.checkpoint_every_minutes",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.log_every_n_steps",
-})
 MAX_LISTED_SETTINGS = 20
 LEGEND = (
     "How to read: one section per (experiment, protocol fingerprint): its heading names the experiment, the "
@@ -81,77 +69,15 @@ LEGEND = (
 
 
 def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
+    """``results_dir`` (``~`` expanded), or the default results folder when it is not given."""
     return Path(results_dir).expanduser() if results_dir else default_results_dir()
 
 
-# --------------------------------------------------------------------------------------------- records
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def _protocol(record: dict) -> tuple[str, str, dict]:
-    """(name, fingerprint, flat settings) of a record; legacy records get protocol ``unrecorded``."""
-    protocol = record.get("protocol")
-    if isinstance(protocol, dict) and protocol.get("name") and protocol.get("fingerprint"):
-        settings = protocol.get("settings")
-        return str(protocol["name"]), str(protocol["fingerprint"]), flatten(settings if isinstance(settings, dict) else {})
-    config = record.get("config")
-    if isinstance(config, dict):
-        groups = {k: config[k] for k in LEGACY_CONFIG_GROUPS if k in config}
-        settings = {k: v for k, v in flatten(groups).items() if k not in LEGACY_IGNORED}
-        return LEGACY_PROTOCOL, digest(settings), settings
-    return LEGACY_PROTOCOL, "legacy", {}
-
-
-def _experiment(record: dict, path: Path, root: Path) -> str:
-    if record.get("experiment"):
-        return str(record["experiment"])
-    parts = path.relative_to(Path(root) / "records").parts  # records/<experiment>/<dataset>/<algorithm>/seedN.json
-    return parts[0] if len(parts) > 1 else UNRECORDED
-
-
-def _dict_or_empty(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-RECORD_COLUMNS = [*RECORD_FIELDS, "paper_name", "synthetic", "command", "git_commit", *SECTION_KEYS,
-                  "protocol_settings", "algorithm_fingerprint", "algorithm_settings", "dataset_fingerprint",
-                  "dataset_settings"]
-
-
-def load_records(results_dirs: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """All readable records under ``<dir>/records``; unreadable ones are reported, not fatal."""
-    rows, problems = [], []
-    for root in results_dirs:
-        for path in sorted(Path(root).glob("records/**/*.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                missing = [f for f in RECORD_FIELDS if f not in record]
-                if missing:
-                    raise ValueError(f"missing fields {', '.join(missing)}")
-                name, fingerprint, settings = _protocol(record)
-                rows.append({
-                    **{f: str(record[f]) for f in RECORD_FIELDS if f not in ("seed", "value")},
-                    "seed": record["seed"], "value": float(record["value"]),
-                    "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic")),
-                    "command": record.get("command"), "git_commit": record.get("git_commit"),
-                    "experiment": _experiment(record, path, Path(root)), "protocol": name,
-                    "protocol_fingerprint": fingerprint, "protocol_settings": _canonical(settings),
-                    "algorithm_fingerprint": str(record.get("algorithm_fingerprint") or UNRECORDED),
-                    "algorithm_settings": _canonical(flatten(_dict_or_empty(record.get("algorithm_settings")))),
-                    "dataset_fingerprint": str(record.get("dataset_fingerprint") or UNRECORDED),
-                    "dataset_settings": _canonical(flatten(_dict_or_empty(record.get("datasets")))),
-                })
-            except (OSError, ValueError, TypeError) as err:
-                problems.append(f"{path}: {err}")
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS), problems
+# --------------------------------------------------------------------------------------------- references
 
 
 def algorithm_order(algorithms: Iterable[str]) -> list[str]:
+    """The algorithms present, in the table's column order: the known ones first (KNOWN_ORDER), then by name."""
     present = set(algorithms)
     return [a for a in KNOWN_ORDER if a in present] + sorted(present - set(KNOWN_ORDER))
 
@@ -167,6 +93,7 @@ def read_reference(path: Path | None, algorithms: Sequence[str]) -> pd.DataFrame
 
 
 def _lookup(table: pd.DataFrame | None, algorithms: Sequence[str]) -> dict[tuple[str, str], float]:
+    """``(dataset, algorithm) -> number`` of a reference table, without its blank cells."""
     if table is None:
         return {}
     return {(str(row["dataset"]), a): float(row[a]) for _, row in table.iterrows() for a in algorithms
@@ -204,13 +131,8 @@ def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
     """Tidy table: one row per (section, domain, dataset variant, metric, algorithm variant) with mean, std,
     n, the paper's number and our delta to it, the DABS 2.0 README number, and the row / column labels."""
     keys = [*SECTION_KEYS, "domain", "dataset", "dataset_fingerprint", "metric", "algorithm", "algorithm_fingerprint"]
-    summary = (
-        records.groupby(keys, dropna=False, sort=True)
-        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), display_name=("display_name", "first"),
-             paper_name=("paper_name", "first"), synthetic=("synthetic", "max"))
-        .reset_index()
-    )
-    summary["n"] = summary["n"].astype(int)
+    summary = aggregate(records, keys, display_name=("display_name", "first"), paper_name=("paper_name", "first"),
+                        synthetic=("synthetic", "max"))
     columns = _ranks(records, [*SECTION_KEYS, "algorithm"], "algorithm_fingerprint")
     rows = _ranks(records, [*SECTION_KEYS, "domain", "dataset", "metric"], "dataset_fingerprint")
     col_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "algorithm", "algorithm_fingerprint"]].itertuples(index=False)]
@@ -237,35 +159,29 @@ def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
 # --------------------------------------------------------------------------------------------- Markdown
 
 
-def _cell(mean: float, std: float, n: float) -> str:
-    if pd.isna(mean):
-        return ""
-    n = int(n)
-    return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 and not pd.isna(std) else f"{mean:.2f} ({n})"
-
-
 def _num(value: float, signed: bool = False) -> str:
+    """A number with two decimals (``+`` sign with ``signed``), empty for NaN."""
     return "" if pd.isna(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
 
 def _value(value: Any) -> str:
+    """A setting's value as shown in the notes (strings as they are, the rest as JSON)."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def _mean(values: Iterable[float]) -> float:
+    """The mean of the values that are not NaN (NaN when none is)."""
     values = [v for v in values if not pd.isna(v)]
     return sum(values) / len(values) if values else float("nan")
 
 
-def _line(cells: Iterable[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def _sections(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (experiment, protocol, fingerprint) sections of a summary, sorted."""
     return sorted({tuple(k) for k in summary[SECTION_KEYS].itertuples(index=False)})
 
 
 def _part(frame: pd.DataFrame, section: tuple[str, str, str]) -> pd.DataFrame:
+    """The rows of ``frame`` (records or summary) that belong to ``section``."""
     mask = (frame["experiment"] == section[0]) & (frame["protocol"] == section[1]) & (
         frame["protocol_fingerprint"] == section[2])
     return frame[mask]
@@ -286,6 +202,7 @@ def _section_rows(part: pd.DataFrame) -> list[tuple]:
 
 
 def _settings_line(settings: dict) -> str:
+    """The line under a section's heading: its main protocol settings."""
     if not settings:
         return "Settings: none recorded (legacy records without a config)."
     main = [k for k in MAIN_SETTINGS if k in settings] or sorted(settings)[:6]
@@ -298,24 +215,26 @@ def _differing(mine: dict, others: Sequence[dict]) -> list[str]:
     """``key=value`` (this section's value) for every key whose value is not the same in all given dicts."""
     out = []
     for key in sorted(set(mine).union(*others)):
-        values = {_canonical(d[key]) if key in d else "<unset>" for d in (mine, *others)}
+        values = {canonical(d[key]) if key in d else "<unset>" for d in (mine, *others)}
         if len(values) > 1:
             out.append(f"{key}={_value(mine[key]) if key in mine else '(unset)'}")
     return out
 
 
 def _listed(items: list[str]) -> str:
+    """``items`` joined, cut at MAX_LISTED_SETTINGS with a count of the rest."""
     shown = items[:MAX_LISTED_SETTINGS]
     more = len(items) - len(shown)
     return ", ".join(shown) + (f" (+{more} more)" if more else "")
 
 
 def _pair_diff(variant: dict, primary: dict, primary_label: str) -> str:
+    """What a variant's settings change against the primary's: ``key=value (primary: value)``."""
     missing = "(unset)"
     keys = sorted(set(variant) | set(primary))
     diffs = [f"{k}={_value(variant[k]) if k in variant else missing} ({primary_label}: "
              f"{_value(primary[k]) if k in primary else missing})"
-             for k in keys if _canonical(variant.get(k)) != _canonical(primary.get(k)) or (k in variant) != (k in primary)]
+             for k in keys if canonical(variant.get(k)) != canonical(primary.get(k)) or (k in variant) != (k in primary)]
     return _listed(diffs) if diffs else "no difference in the stored settings"
 
 
@@ -326,6 +245,7 @@ def _protocol_settings(records: pd.DataFrame) -> dict[tuple[str, str, str], dict
 
 
 def _heading(section: tuple[str, str, str], settings: dict[tuple, dict], level: str) -> list[str]:
+    """A section's heading, its settings line and how it differs from the other fingerprints of its protocol."""
     experiment, name, fingerprint = section
     lines = [f"{level} Experiment `{experiment}` · protocol `{name}` · fingerprint `{fingerprint}`", "",
              _settings_line(settings[section])]
@@ -379,12 +299,14 @@ def _notes(part: pd.DataFrame, recs: pd.DataFrame) -> list[str]:
 
 
 def _commands(recs: pd.DataFrame) -> list[str]:
+    """The "Produced by:" list of the commands behind a section's records (nothing when none is recorded)."""
     commands = sorted(c for c in recs["command"].dropna().unique())
     return ["", "Produced by:", *[f"- `{c}`" for c in commands]] if commands else []
 
 
 def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, records: pd.DataFrame,
                       settings: dict[tuple, dict], paper: dict, dabs2: dict) -> list[str]:
+    """A section of table.md: heading, table (ours, paper, Δ, DABS 2.0 README; domain means), notes, commands."""
     part, recs = _part(summary, section), _part(records, section)
     columns = _section_columns(part)
     rows = _section_rows(part)
@@ -397,7 +319,7 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
     dabs2_cols = list(DABS2_ALGORITHMS) if any((n, a) in dabs2 for n in names.values() for a in DABS2_ALGORITHMS) else []
     header = ["Domain", "Dataset", "Metric", *[c[0] for c in columns], *[f"paper {a}" for a in paper_cols],
               *[f"Δ {a}" for a in delta_cols], *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
-    lines = [*_heading(section, settings, "###"), "", _line(header), "|" + "---|" * len(header)]
+    table: list[list[str]] = []
     cells = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint, r.column): r for r in part.itertuples(index=False)}
     for domain in sorted({r[0] for r in rows}):
         primary_means: dict[str, list[float]] = {c[0]: [] for c in columns}
@@ -410,12 +332,12 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
             note = NOT_COMPARABLE.get(name) if name else None
             synthetic = any(r.synthetic for r in found.values() if r is not None)
             shown = f"{label}{' (synthetic)' if synthetic else ''}{f' (not comparable: {note})' if note else ''}"
-            ours = [_cell(r.mean, r.std, r.n) if r is not None else "" for r in found.values()]
+            ours = [cell(r.mean, r.std, r.n) if r is not None else "" for r in found.values()]
             papers = [_num(paper.get((name, a), float("nan"))) for a in paper_cols]
             deltas = ["" if note or found.get(a) is None else _num(found[a].mean - paper.get((name, a), float("nan")),
                                                                    signed=True) for a in delta_cols]
             refs = [_num(dabs2.get((name, a), float("nan"))) for a in dabs2_cols]
-            lines.append(_line([domain, shown, metric, *ours, *papers, *deltas, *refs]))
+            table.append([domain, shown, metric, *ours, *papers, *deltas, *refs])
             if rank == 0:
                 for label_, r in found.items():
                     if r is not None:
@@ -423,14 +345,14 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
                 for a in paper_cols:
                     if found.get(a) is not None and not note:
                         paper_means[a].append(paper.get((name, a), float("nan")))
-        lines.append(_line([
+        table.append([
             f"**{domain}**", "**domain mean**", "",
             *[f"**{_num(_mean(v))}**" if v else "" for v in primary_means.values()],
             *[_num(_mean(paper_means[a])) for a in paper_cols],
             *["" for _ in delta_cols], *["" for _ in dabs2_cols],
-        ]))
-    lines += ["", "Notes:", *[f"- {n}" for n in _notes(part, recs)], *_commands(recs)]
-    return lines
+        ])
+    return [*_heading(section, settings, "###"), "", markdown_table(header, table),
+            "", "Notes:", *[f"- {n}" for n in _notes(part, recs)], *_commands(recs)]
 
 
 def to_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame | None = None,
@@ -467,8 +389,8 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
     ]
     if not sections:
         lines += [f"## No records of protocol `{REFERENCE_PROTOCOL}` yet", ""]
-        lines += _reference_table(paper, pd.DataFrame(columns=summary.columns), [(a, a, "") for a in PAPER_ALGORITHMS],
-                                  dabs2_numbers)
+        lines.append(_reference_table(paper, pd.DataFrame(columns=summary.columns),
+                                      [(a, a, "") for a in PAPER_ALGORITHMS], dabs2_numbers))
         return "\n".join(lines) + "\n"
     for section in sections:
         part, recs = _part(summary, section), _part(records, section)
@@ -478,7 +400,7 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
                          key=lambda c: (algorithm_order([*part["algorithm"], *PAPER_ALGORITHMS]).index(c[1]),
                                         c[0] != c[1], c[0]))
         lines += [*_heading(section, settings, "##"), ""]
-        lines += _reference_table(paper, part, columns, dabs2_numbers)
+        lines.append(_reference_table(paper, part, columns, dabs2_numbers))
         others = sorted({r.row for r in part.itertuples(index=False)
                          if not (isinstance(r.paper_name, str) and r.paper_name in set(paper["dataset"]))})
         notes = _notes(part, recs)
@@ -489,11 +411,12 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
 
 
 def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tuple[str, str, str]],
-                     dabs2: dict) -> list[str]:
+                     dabs2: dict) -> str:
+    """The paper's Table 1 rows by domain (with its domain means) beside ``part``'s cells in ``columns``."""
     dabs2_cols = list(DABS2_ALGORITHMS) if dabs2 else []
     header = ["Domain", "Dataset", "Metric", *[f"paper {a}" for a in PAPER_ALGORITHMS], *[f"ours {c[0]}" for c in columns],
               *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
-    lines = [_line(header), "|" + "---|" * len(header)]
+    table: list[list[str]] = []
     by_row: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
     for r in part.itertuples(index=False):
         if isinstance(r.paper_name, str):
@@ -513,10 +436,10 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
                 if any(r.synthetic for r in found.values()):
                     shown += " (synthetic)"
                 papers = [_num(prow[a]) if rank == 0 else "" for a in PAPER_ALGORITHMS]
-                ours = [_cell(found[c[0]].mean, found[c[0]].std, found[c[0]].n) if c[0] in found else ""
+                ours = [cell(found[c[0]].mean, found[c[0]].std, found[c[0]].n) if c[0] in found else ""
                         for c in columns]
                 refs = [_num(dabs2.get((name, a), float("nan"))) if rank == 0 else "" for a in dabs2_cols]
-                lines.append(_line([domain, shown, str(prow["metric"]), *papers, *ours, *refs]))
+                table.append([domain, shown, str(prow["metric"]), *papers, *ours, *refs])
                 if rank == 0:
                     for c in columns:
                         if c[0] in found:
@@ -526,9 +449,9 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
                 for v in ours_means.values()]
         refs = [_num(_mean([dabs2.get((str(n), a), float("nan")) for n in block["dataset"]]))
                 if all((str(n), a) in dabs2 for n in block["dataset"]) else "" for a in dabs2_cols]
-        lines.append(_line([f"**{domain}**", "**domain mean**", "",
-                            *[f"**{_num(block[a].mean())}**" for a in PAPER_ALGORITHMS], *ours, *refs]))
-    return lines
+        table.append([f"**{domain}**", "**domain mean**", "",
+                      *[f"**{_num(block[a].mean())}**" for a in PAPER_ALGORITHMS], *ours, *refs])
+    return markdown_table(header, table)
 
 
 # --------------------------------------------------------------------------------------------- plot
@@ -537,42 +460,36 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
 def plot(summary: pd.DataFrame, path: Path) -> None:
     """One panel per (section, domain): bars per dataset and column (std as error bars), paper values as markers.
     Each panel's title names its experiment, protocol and fingerprint, so no panel mixes protocols."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     panels = [(section, domain) for section in _sections(summary)
               for domain in sorted(_part(summary, section)["domain"].unique())]
     labels = sorted(set(summary["column"]), key=lambda c: (algorithm_order(summary["algorithm"]).index(c.split(" [")[0]), c))
-    colors = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(labels)}
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 2.9 * max(len(panels), 1)), squeeze=False)
-    for ax, (section, domain) in zip(axes[:, 0], panels):
-        part = _part(summary, section)
-        block = part[part["domain"] == domain]
-        columns = [c[0] for c in _section_columns(block)]
-        rows = [r[-1] for r in _section_rows(block)]
-        width = 0.8 / max(len(columns), 1)
-        paper_label = "paper"
-        for i, column in enumerate(columns):
-            values = block[block["column"] == column].drop_duplicates("row").set_index("row").reindex(rows)
-            xs = [d + (i - (len(columns) - 1) / 2) * width for d in range(len(rows))]
-            ax.bar(xs, values["mean"].fillna(0), width, yerr=values["std"].fillna(0), color=colors[column],
-                   label=column, capsize=2)
-            if column in PAPER_ALGORITHMS and values["paper"].notna().any():
-                ax.scatter(xs, values["paper"], marker="_", s=200, color="black", zorder=3, label=paper_label)
-                paper_label = None
-        ax.set_xticks(range(len(rows)), rows, fontsize=8, rotation=20 if len(rows) > 5 else 0,
-                      ha="right" if len(rows) > 5 else "center")
-        ax.set_title(f"{section[0]} · protocol {section[1]} [{section[2]}] — {domain}", fontsize=9, loc="left")
-        ax.set_ylabel(", ".join(sorted(block["metric"].unique())), fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("Linear-probe transfer after pretraining (mean ± std over seeds), one panel per protocol and domain",
-                 fontsize=11, x=0.01, ha="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    colors = {c: colormaps["tab10"](i % 10) for i, c in enumerate(labels)}
+    with figure(path, len(panels), figsize=(12, 2.9 * max(len(panels), 1)), dpi=100) as (fig, axes):
+        for ax, (section, domain) in zip(axes, panels):
+            part = _part(summary, section)
+            block = part[part["domain"] == domain]
+            columns = [c[0] for c in _section_columns(block)]
+            rows = [r[-1] for r in _section_rows(block)]
+            width = 0.8 / max(len(columns), 1)
+            paper_label = "paper"
+            for i, column in enumerate(columns):
+                values = block[block["column"] == column].drop_duplicates("row").set_index("row").reindex(rows)
+                xs = [d + (i - (len(columns) - 1) / 2) * width for d in range(len(rows))]
+                ax.bar(xs, values["mean"].fillna(0), width, yerr=values["std"].fillna(0), color=colors[column],
+                       label=column, capsize=2)
+                if column in PAPER_ALGORITHMS and values["paper"].notna().any():
+                    ax.scatter(xs, values["paper"], marker="_", s=200, color="black", zorder=3, label=paper_label)
+                    paper_label = None
+            ax.set_xticks(range(len(rows)), rows, fontsize=8, rotation=20 if len(rows) > 5 else 0,
+                          ha="right" if len(rows) > 5 else "center")
+            ax.set_title(f"{section[0]} · protocol {section[1]} [{section[2]}] — {domain}", fontsize=9, loc="left")
+            ax.set_ylabel(", ".join(sorted(block["metric"].unique())), fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.suptitle("Linear-probe transfer after pretraining (mean ± std over seeds), one panel per protocol and "
+                     "domain", fontsize=11, x=0.01, ha="left")
 
 
 # --------------------------------------------------------------------------------------------- build
