@@ -52,8 +52,6 @@ def test_data_root_comes_from_config_then_environment(monkeypatch, tmp_path):
 
 
 def test_datamodule_checks_before_reading_and_passes_root_and_quirks(tmp_path):
-    seen = {}
-
     cfg = OmegaConf.create({
         "name": "toy", "domain": "Images", "role": "transfer", "batch_size": 2,
         "reader": {"_target_": "tests.test_storage.recording_reader", "size": 3},
