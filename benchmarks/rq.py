@@ -1,7 +1,7 @@
-"""Speed and memory of the RQ operator (``dabs_rq.augment``) against the reference algorithm.
+"""Speed and memory of the RQ operator (``dabs_rq.ops.randomized_quantization``) against the reference.
 
-Baseline: ``benchmarks.reference_rq.reference_quantize``, the credited restatement of
-microsoft/random_quantize (a [B*C, num_bins, H, W] membership mask + argmax). It only takes
+Baseline: ``tests.reference.reference_quantize``, the reference module of microsoft/random_quantize
+(credited there; a [B*C, num_bins, H, W] membership mask + argmax). It only takes
 (B, C, H, W) inputs, so for the token embeddings [B, T, D] (``channel_dim=-1``, statistics per
 sample and dimension over the tokens) it gets the equivalent layout
 ``x.transpose(1, 2).unsqueeze(-1).contiguous()`` = (B, D, T, 1), made outside the timing.
@@ -16,12 +16,11 @@ deterministic mode (uniform spacing, middle proxies) equals the reference bit fo
 
 Opt-in paths get their own columns (``<name>_ms``, ``ref/<name>``, ``<name>/clone``,
 ``<name>_met``; ``met`` is the default eager path): ``compiled`` = ``compile=True`` (torch.compile
-fuses the statistics and the bin lookup into one pass each); on CUDA also ``graph`` =
-``cuda_graph=True`` (the operator replayed as one CUDA graph) and ``graph_compiled`` (both).
-The first call compiles / captures and is not timed.
+fuses the operator); on CUDA also ``reduce_overhead`` = ``compile="reduce-overhead"`` (the compiled
+operator replayed as a CUDA graph). The first call compiles / captures and is not timed.
 
-Only torch, the standard library and the two RQ modules are imported, so this runs on a bare
-GPU machine too.
+Only torch, the standard library and the RQ modules (operator and oracle) are imported, so this
+runs on a bare GPU machine too.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from typing import Callable
 
 import torch
 
-from benchmarks.reference_rq import reference_quantize
-from dabs_rq.augment import randomized_quantization
+from dabs_rq.ops.randomized_quantization import randomized_quantization
+from tests.reference import reference_quantize
 
 TITLE = "RQ operator"
 NUM_BINS = 8
@@ -108,7 +107,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     # Opt-in paths, each reported as <name>_ms, ref/<name>, <name>/clone, <name>_met.
     variants = {"compiled": {"compile": True}}
     if cuda:
-        variants.update({"graph": {"cuda_graph": True}, "graph_compiled": {"cuda_graph": True, "compile": True}})
+        variants["reduce_overhead"] = {"compile": "reduce-overhead"}
     variants = {name: options for name, options in variants.items() if _variant_works(device, **options)}
     rows = []
     for shape, channel_dim in CASES + (CUDA_EXTRA_CASES if cuda else []):

@@ -1,10 +1,11 @@
-"""Properties of the RQ operator and equality with the reference semantics."""
+"""Properties of the RQ operator and equality with the reference (``tests/reference``)."""
 
 import pytest
 import torch
 
-from dabs_rq.augment import RandomizedQuantization, randomized_quantization
-from benchmarks.reference_rq import reference_quantize
+import dabs_rq.augment
+from dabs_rq.ops.randomized_quantization import RandomizedQuantization, _bins, randomized_quantization
+from tests.reference import UPSTREAM, reference_quantize, restated
 
 SHAPES = [((4, 3), 1), ((4, 5, 7), -1), ((2, 3, 8, 8), 1), ((2, 6, 3, 4, 5), 2), ((3, 9, 16), 1)]
 
@@ -76,6 +77,39 @@ def test_random_mode_draws_match_reference_under_the_same_seed():
     torch.manual_seed(7)
     ours = randomized_quantization(x, num_bins=8)
     torch.testing.assert_close(ours, ref)
+    # bit for bit once the reference's proxies are clamped to the channel's [min, max], as ours are
+    lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    assert torch.equal(ours, torch.minimum(torch.maximum(ref, lo), hi))
+
+
+@pytest.mark.parametrize("collapse", ["inside_random", "middle", "all_zeros"])
+@pytest.mark.parametrize("spacing", ["random", "uniform"])
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_every_setting_equals_the_reference_bit_for_bit_under_the_same_seed(collapse, spacing, p):
+    # scaled so that no proxy of the last bin passes max (the reference's max + 1e-6 is then < 1 ulp)
+    x = torch.randn(6, 3, 7, 5) * 50
+    torch.manual_seed(11)
+    ref = reference_quantize(x, 6, spacing, collapse, p)
+    torch.manual_seed(11)
+    assert torch.equal(randomized_quantization(x, num_bins=6, collapse=collapse, spacing=spacing, p=p), ref)
+
+
+@pytest.mark.skipif(UPSTREAM is None, reason="the upstream file is not vendored in tests/reference")
+@pytest.mark.parametrize("collapse", ["inside_random", "middle", "all_zeros"])
+@pytest.mark.parametrize("spacing", ["random", "uniform"])
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_the_restated_oracle_equals_the_upstream_module(collapse, spacing, p):
+    for seed, num_bins in [(0, 2), (1, 8), (2, 16)]:
+        x = torch.randn(4, 3, 9, 7, generator=torch.Generator().manual_seed(seed))
+        torch.manual_seed(seed)
+        upstream = reference_quantize(x, num_bins, spacing, collapse, p)
+        torch.manual_seed(seed)
+        assert torch.equal(restated.reference_quantize(x, num_bins, spacing, collapse, p), upstream)
+
+
+def test_augment_re_exports_the_operator():
+    assert dabs_rq.augment.RandomizedQuantization is RandomizedQuantization
+    assert dabs_rq.augment.randomized_quantization is randomized_quantization
 
 
 def test_all_zeros_collapse_matches_reference():
@@ -149,9 +183,7 @@ def test_memory_is_linear_in_the_input_not_in_the_number_of_bins():
     assert naive >= 16 * input_bytes  # the check can tell the two apart
 
 
-# --- fast paths (issue 5): every lookup and layout agrees with the reference semantics ---
-
-from dabs_rq.augment import _bins, _merge_sort_pairs, _select_lerp, _select_search, _select_where, _sorted_columns
+# --- fast paths (issue 5): both bin lookups and every layout agree with the reference semantics ---
 
 
 def _tokens_reference(x: torch.Tensor, num_bins: int, spacing: str, collapse: str) -> torch.Tensor:
@@ -180,44 +212,41 @@ def test_values_on_cut_points_go_to_the_upper_bin_as_in_the_reference():
 
 
 @pytest.mark.parametrize("layout", ["images", "tokens", "middle_channels"])
-def test_all_lookups_agree_exactly(layout):
+def test_all_lookups_agree_exactly(layout, monkeypatch):
     torch.manual_seed(0)
     shape = {"images": (3, 4, 1, 50), "tokens": (3, 20, 5, 1), "middle_channels": (2, 6, 3, 7)}[layout]
-    xv = torch.randn(shape).round(decimals=1)  # many ties
-    b, _, c, _ = xv.shape
-    lo, hi = xv.amin(dim=(1, 3)).view(-1), xv.amax(dim=(1, 3)).view(-1)
+    b, p_, c, q = shape  # [B, P, C, Q]: channel_dim=2 makes the operator see it as it is
+    rows = torch.randn(b * c, p_ * q).round(decimals=1)  # (sample, channel) rows; many ties
+    lo, hi = rows.amin(1), rows.amax(1)
+    torch.manual_seed(1)  # the operator's draws under this seed: cut fractions, then proxy fractions
+    cuts, proxies = _bins(lo, hi, 6, torch.rand(b * c, 5), torch.rand(b * c, 6), guard=False)
+    # one value per row exactly on a cut point, replacing neither extreme: same statistics, same draws
+    middle = rows.argsort(dim=1)[:, rows.shape[1] // 2]
+    rows[torch.arange(b * c), middle] = cuts[:, 2]
+    assert torch.equal(rows.amin(1), lo) and torch.equal(rows.amax(1), hi)
+    xv = rows.view(b, c, p_, q).transpose(1, 2).contiguous()
+    expected = proxies.gather(1, torch.searchsorted(cuts, rows, right=True)).view(b, c, p_, q).transpose(1, 2)
     torch.manual_seed(1)
-    cuts, proxies = _bins(lo, hi, 6, "inside_random", "random", None, bin_major=True)
-    # some values exactly on cut points
-    xv.view(b, -1, c)[:, 0, :] = cuts[2].view(b, c)
-    cuts5, proxies5 = cuts.view(5, b, 1, c, 1), proxies.view(6, b, 1, c, 1)
-    expected = _select_where(xv, cuts5, proxies5)
-    assert torch.equal(_select_lerp(xv, cuts5, proxies5), expected)
-    assert torch.equal(_select_search(xv, cuts.t().contiguous(), proxies.t().contiguous()), expected)
-    rows = xv.transpose(1, 2).reshape(b * c, -1)
-    index = torch.searchsorted(cuts.t().contiguous(), rows, right=True)
-    assert torch.equal(proxies.t().gather(1, index).view(b, c, *xv.shape[1:2], xv.shape[3]).transpose(1, 2), expected)
+    assert torch.equal(randomized_quantization(xv, num_bins=6, channel_dim=2), expected)  # lerp lookup
+    # the careful path (the one torch.compile traces): torch.where lookup
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.manual_seed(1)
+    assert torch.equal(randomized_quantization(xv, num_bins=6, channel_dim=2), expected)
 
 
-def test_bins_row_and_bin_major_layouts_match():
+def test_bins_are_sorted_and_follow_the_reference_arithmetic():
     lo, hi = torch.randn(40), torch.randn(40).abs() + 1
     hi = lo + hi
     for collapse in ["inside_random", "middle"]:
         for spacing in ["random", "uniform"]:
-            torch.manual_seed(3)
-            a = _bins(lo, hi, 7, collapse, spacing, None, bin_major=True)
-            torch.manual_seed(3)
-            b = _bins(lo, hi, 7, collapse, spacing, None, bin_major=False)
-            assert torch.equal(a[0], b[0].t()) and torch.equal(a[1], b[1].t())
-            assert bool((a[0].diff(dim=0) >= 0).all())
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 15, 31])
-def test_sorting_network_sorts_like_torch_sort(n):
-    assert all(a < b for a, b in _merge_sort_pairs(n))
-    values = torch.rand(4096, n)
-    values[::3, : max(1, n // 2)] = 0.5  # ties
-    assert torch.equal(_sorted_columns(values), values.sort(dim=1).values.t())
+            fractions = torch.rand(40, 6) if spacing == "random" else None
+            u = torch.rand(40, 7) if collapse == "inside_random" else None
+            cuts, proxies = _bins(lo, hi, 7, fractions, u, guard=False)
+            assert all(torch.equal(a, b) for a, b in zip((cuts, proxies), _bins(lo, hi, 7, fractions, u, guard=True)))
+            assert cuts.shape == (40, 6) and proxies.shape == (40, 7)
+            assert bool((cuts.diff(dim=1) >= 0).all()) and bool((proxies.diff(dim=1) >= 0).all())
+            if fractions is not None:
+                assert torch.equal(cuts, fractions.sort(dim=1).values * (hi - lo).unsqueeze(1) + lo.unsqueeze(1))
 
 
 def test_huge_ranges_do_not_overflow_into_nan():
@@ -249,33 +278,41 @@ def test_memory_is_linear_for_token_embeddings_too():
 def test_compiled_path_equals_eager():
     x = torch.randn(3, 9, 16)
     x[0, 2, 3] = float("nan")
-    for kwargs in [dict(), dict(spacing="uniform", collapse="middle")]:
-        torch.manual_seed(0)
-        eager = randomized_quantization(x, channel_dim=-1, **kwargs)
-        torch.manual_seed(0)
-        compiled = randomized_quantization(x, channel_dim=-1, compile=True, **kwargs)
-        assert torch.equal(eager.nan_to_num(7.0), compiled.nan_to_num(7.0))
+    for mode in [True, "reduce-overhead"]:
+        for kwargs in [dict(), dict(spacing="uniform", collapse="middle"), dict(p=0.5)]:
+            torch.manual_seed(0)
+            eager = randomized_quantization(x, channel_dim=-1, return_applied=True, **kwargs)
+            torch.manual_seed(0)
+            compiled = randomized_quantization(x, channel_dim=-1, compile=mode, return_applied=True, **kwargs)
+            assert torch.equal(eager[0].nan_to_num(7.0), compiled[0].nan_to_num(7.0))
+            assert torch.equal(eager[1], compiled[1])
+    torch.manual_seed(0)
+    a = randomized_quantization(x, compile="reduce-overhead")
+    torch.manual_seed(0)
+    assert torch.equal(a.nan_to_num(7.0), RandomizedQuantization(compile="reduce-overhead")(x).nan_to_num(7.0))
 
 
 @pytest.mark.parametrize("p", [1.0, 0.5])
 @pytest.mark.parametrize("collapse", ["inside_random", "middle", "all_zeros"])
-def test_sync_free_path_for_cuda_graphs_equals_the_default_path(p, collapse):
-    from dabs_rq.augment import _quantize
-
+def test_careful_path_for_torch_compile_equals_the_default_path(p, collapse, monkeypatch):
     x = torch.randn(6, 7, 5)
     x[0, 2, 3], x[1, 0, 0], x[2, :, 1] = float("nan"), float("inf"), float("-inf")
     for dim in (1, 2):
         torch.manual_seed(4)
         expected = randomized_quantization(x, num_bins=5, channel_dim=dim, collapse=collapse, p=p)
-        torch.manual_seed(4)
-        got = _quantize(x, dim, 5, collapse, "random", p, None, compile=False, sync_free=True)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.compiler, "is_compiling", lambda: True)
+            torch.manual_seed(4)
+            got = randomized_quantization(x, num_bins=5, channel_dim=dim, collapse=collapse, p=p)
         assert torch.equal(expected.nan_to_num(9.0), got.nan_to_num(9.0))
+    clean = torch.randn(6, 7, 5)  # the default path takes the lerp lookup here
+    torch.manual_seed(4)
+    expected = randomized_quantization(clean, num_bins=5, collapse=collapse, p=p)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.manual_seed(4)
+    assert torch.equal(expected, randomized_quantization(clean, num_bins=5, collapse=collapse, p=p))
 
 
-def test_cuda_graph_flag_is_ignored_off_cuda_and_exposed_on_the_module():
-    x = torch.randn(2, 3, 4)
-    torch.manual_seed(0)
-    a = randomized_quantization(x, cuda_graph=True)
-    torch.manual_seed(0)
-    assert torch.equal(a, RandomizedQuantization(cuda_graph=True)(x))
-    assert "cuda_graph=True" in repr(RandomizedQuantization(cuda_graph=True))
+def test_compile_mode_is_exposed_on_the_module():
+    assert "compile='reduce-overhead'" in repr(RandomizedQuantization(compile="reduce-overhead"))
+    assert "compile" not in repr(RandomizedQuantization())

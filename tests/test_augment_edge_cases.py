@@ -1,9 +1,10 @@
-"""Edge cases of the RQ operator (``dabs_rq.augment``): degenerate channels, non-finite values,
-half precision, empty and non-contiguous inputs, argument checking, extreme magnitudes.
+"""Edge cases of the RQ operator (``dabs_rq.ops.randomized_quantization``): degenerate channels,
+non-finite values, half precision, empty and non-contiguous inputs, argument checking, extreme
+magnitudes.
 
 Complements ``tests/test_augment.py`` (which holds the reference-equality and basic property
 tests); every test here fails if the edge-case contract of the module docstring is broken.
-Tests that take a ``device`` also run the accelerator lookup where CUDA is available.
+Tests that take a ``device`` also run on CUDA where it is available.
 """
 
 import itertools
@@ -11,8 +12,7 @@ import itertools
 import pytest
 import torch
 
-import dabs_rq.augment as augment
-from dabs_rq.augment import RandomizedQuantization, randomized_quantization
+from dabs_rq.ops.randomized_quantization import RandomizedQuantization, randomized_quantization
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 QUANTIZING = list(itertools.product(["inside_random", "middle"], ["random", "uniform"]))
@@ -188,7 +188,7 @@ def test_empty_inputs_come_back_empty_with_shape_and_dtype(dtype):
         for collapse, spacing, p in settings:
             for op in (
                 lambda t: randomized_quantization(t, num_bins=4, channel_dim=channel_dim, collapse=collapse,
-                                                  spacing=spacing, p=p, cuda_graph=True),
+                                                  spacing=spacing, p=p, compile="reduce-overhead"),
                 RandomizedQuantization(num_bins=4, channel_dim=channel_dim, collapse=collapse, spacing=spacing, p=p),
             ):
                 q = op(x)
@@ -333,7 +333,7 @@ def _zero_draws(monkeypatch):
     def zeros(*size, generator=None, **kwargs):
         return torch.zeros_like(real_rand(*size, generator=generator, **kwargs))
 
-    monkeypatch.setattr(augment.torch, "rand", zeros)
+    monkeypatch.setattr(torch, "rand", zeros)
 
 
 @pytest.mark.parametrize("collapse", ["inside_random", "middle"])
@@ -369,13 +369,14 @@ def test_huge_magnitudes_are_quantized_like_in_float64_not_collapsed_to_one_valu
 
 @pytest.mark.parametrize("p", [1.0, 0.5])
 @pytest.mark.parametrize("collapse", ["inside_random", "middle", "all_zeros"])
-def test_sync_free_path_equals_the_default_path_on_extreme_magnitudes(p, collapse):
-    # The CUDA-graph path has no data-dependent branch: it always applies the overflow guard. It
-    # must pick the same arithmetic per channel as the default path.
+def test_careful_path_equals_the_default_path_on_extreme_magnitudes(p, collapse, monkeypatch):
+    # The path torch.compile traces has no data-dependent branch: it always takes the careful
+    # statistics and lookup. It must pick the same arithmetic per channel as the default path.
     x = _extreme_input(torch.float32)
     x[0, 0, 2], x[1, 6, 3] = float("nan"), float("-inf")
     torch.manual_seed(3)
     expected = randomized_quantization(x, num_bins=6, collapse=collapse, p=p)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     torch.manual_seed(3)
-    got = augment._quantize(x, 1, 6, collapse, "random", p, None, compile=False, sync_free=True)
+    got = randomized_quantization(x, num_bins=6, collapse=collapse, p=p)
     assert same(expected, got)

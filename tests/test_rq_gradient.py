@@ -10,7 +10,7 @@ import torch
 
 from dabs_rq.algorithms.rq import GRADIENTS, RQContrastive, rq_view
 from dabs_rq.algorithms.rq_emix import RQEMix
-from dabs_rq.augment import RandomizedQuantization
+from dabs_rq.ops import RandomizedQuantization
 from dabs_rq.encoder import DomainAgnosticTransformer, SegmentEmbedding1d
 
 B, T, D = 6, 7, 4
@@ -180,10 +180,10 @@ def test_rq_emix_uses_the_same_view():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_reference_gradient_on_cuda(cuda_graph):
+@pytest.mark.parametrize("compile", [False, "reduce-overhead"])
+def test_reference_gradient_on_cuda(compile):
     x = torch.randn(B, T, D, dtype=torch.float32, device="cuda")
-    rq = quantizer(p=0.5, cuda_graph=cuda_graph)
+    rq = quantizer(p=0.5, compile=compile)
     xg = x.clone().requires_grad_(True)
     torch.manual_seed(0)
     view = rq_view(rq, xg, "reference")
