@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from dabs_rq.algorithms.base import OptimizerFactory, PretrainingAlgorithm
-from dabs_rq.augment import RandomizedQuantization
 from dabs_rq.errors import UserError
+from dabs_rq.ops import RandomizedQuantization
 
 VIEWS = ("clean_vs_rq", "rq_vs_rq")
 #: how the gradient of an RQ view reaches the embeddings (ours; see :func:`rq_view`)

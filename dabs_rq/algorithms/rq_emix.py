@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from dabs_rq.algorithms.base import OptimizerFactory
 from dabs_rq.algorithms.emix import EMix
 from dabs_rq.algorithms.rq import check_gradient, rq_view
-from dabs_rq.augment import RandomizedQuantization
+from dabs_rq.ops import RandomizedQuantization
 
 
 class RQEMix(EMix):
