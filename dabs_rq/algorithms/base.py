@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dabs_rq.distributed import all_gather_with_grad
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -37,6 +36,10 @@ class PretrainingAlgorithm(pl.LightningModule):
     def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
                  gather_negatives: bool = True) -> None:
         super().__init__()
+        # The algorithm's own settings (every subclass's ``__init__`` arguments but the encoder, the optimizer
+        # and modules such as a quantizer, whose settings a subclass adds): logged by every logger and
+        # stored in every record as ``algorithm_settings``.
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "quantizer"])
         self.encoder = encoder
         self.optimizer_factory = optimizer
         self.gather_negatives = gather_negatives
@@ -44,9 +47,10 @@ class PretrainingAlgorithm(pl.LightningModule):
     def all_keys(self, keys: Tensor) -> tuple[Tensor, int]:
         """Contrastive keys of every DDP rank (so N devices x batch B contrast like one batch of N x B,
         with ``gather_negatives``), and where this rank's own keys start among them."""
-        if not self.gather_negatives:
+        if not (self.gather_negatives and torch.distributed.is_available() and torch.distributed.is_initialized()):
             return keys, 0
-        return all_gather_with_grad(keys)
+        gathered = self.all_gather(keys, sync_grads=True)  # [world, batch, dim]; gradients reach every rank's part
+        return gathered.flatten(0, 1), self.global_rank * keys.shape[0]
 
     def contrast(self, queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
         """:func:`info_nce` against the keys of all ranks; each query's positive is its own key."""
@@ -69,5 +73,5 @@ class PretrainingAlgorithm(pl.LightningModule):
         return self.optimizer_factory(self.parameters())
 
     def settings(self) -> dict:
-        """Algorithm settings recorded with every result (override to add more)."""
-        return {"gather_negatives": self.gather_negatives}
+        """Algorithm settings recorded with every result: the saved hyperparameters."""
+        return dict(self.hparams)

@@ -57,5 +57,3 @@ class EMix(PretrainingAlgorithm):
         )
         return per_sample.mean()
 
-    def settings(self) -> dict:
-        return {**super().settings(), "temperature": self.temperature, "alpha": self.alpha}

@@ -54,5 +54,3 @@ class MAE(PretrainingAlgorithm):
             start = stop
         return torch.stack(losses).mean()
 
-    def settings(self) -> dict:
-        return {"corruption_rate": self.corruption_rate}

@@ -10,5 +10,3 @@ class NoPretraining(PretrainingAlgorithm):
 
     requires_pretraining = False
 
-    def settings(self) -> dict:
-        return {}

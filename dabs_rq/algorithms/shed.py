@@ -43,5 +43,3 @@ class ShED(PretrainingAlgorithm):
         logits = self.head(tokens)
         return F.cross_entropy(logits.reshape(-1, 2).float(), labels.reshape(-1))
 
-    def settings(self) -> dict:
-        return {"corruption_rate": self.corruption_rate}
