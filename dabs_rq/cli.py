@@ -194,8 +194,10 @@ def _hydra_main() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def job(cfg: DictConfig) -> None:
         from dabs_rq.checkpointing import Preempted
+        from dabs_rq.noise import silence_known_noise
         from dabs_rq.run import run
 
+        silence_known_noise()
         try:
             run(cfg)
         except Preempted as err:  # checkpoint saved; the exit status tells the scheduler it was a signal

@@ -15,6 +15,7 @@ Lightning's DDP strategy joins them at ``fit``/``test``. The processes come from
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -83,6 +84,13 @@ def is_launch_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
+def rank_zero_info(logger: logging.Logger, message: str, *args: Any) -> None:
+    """Log a progress line for the user from global rank 0 only (the other ranks of a DDP job stay quiet);
+    right before any trainer exists too, whatever launched the processes (see :func:`is_launch_rank_zero`)."""
+    if is_launch_rank_zero():
+        logger.info(message, *args)
+
+
 def check_launch(world_size: int) -> None:
     """A multirun with the basic launcher runs its jobs in one process: it cannot start DDP processes."""
     if world_size <= 1 or cluster_plugins() or "LOCAL_RANK" in os.environ:
@@ -119,19 +127,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def all_gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate ``tensor`` from every rank (gradients flow back to each rank's part).
-
-    Returns (gathered, offset of this rank's rows). Outside a process group: (tensor, 0).
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor, 0
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return tensor, 0
-    from torch.distributed.nn.functional import all_gather
-
-    parts = all_gather(tensor.contiguous())
-    return torch.cat(parts), torch.distributed.get_rank() * tensor.shape[0]

@@ -26,6 +26,11 @@ def default_results_dir() -> Path:
     return Path(os.environ.get(RESULTS_ENV) or LOCAL_RESULTS_DIR).expanduser()
 
 
+def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
+    """``results_dir`` (``~`` expanded), or :func:`default_results_dir` when it is not given."""
+    return Path(results_dir).expanduser() if results_dir else default_results_dir()
+
+
 def results_subdir(sub: str = "") -> str:
     """``<results>/<sub>`` of :func:`default_results_dir`.
 

@@ -3,7 +3,7 @@
 Without this, ``dabs-rq -m domain=good,broken`` would run the first job to the end (hours at full
 scale) before the second failed on a typo. :class:`ValidateJobs` (a Hydra callback) enumerates the
 sweep's jobs as Hydra's basic sweeper does, composes each job's config and runs
-:func:`dabs_rq.run.validate_job` on it: settings, dataset YAMLs and reader schemas, encoder,
+:func:`dabs_rq.checks.validate_job` on it: settings, dataset YAMLs and reader schemas, encoder,
 algorithm, tasks, and that the data is on disk. Any user mistake stops the sweep with one line per
 bad job (exit status 2) before anything is launched or submitted.
 """
@@ -39,7 +39,7 @@ class ValidateJobs(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from dabs_rq.cli import _user_error
-        from dabs_rq.run import validate_job
+        from dabs_rq.checks import validate_job
 
         if not is_launch_rank_zero():
             return

@@ -38,7 +38,10 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
                              f"cache_dir={data_cache}"])
     (one,) = run(single)
 
-    env = {**os.environ, "DABS_RQ_CACHE": str(data_cache)}
+    # A cache built from scratch by the two ranks at once: the first builds each split under a file lock,
+    # the other waits and reads it.
+    fresh_cache = tmp_path / "fresh_cache"
+    env = {**os.environ, "DABS_RQ_CACHE": str(fresh_cache)}
     # The same command but for the device count: batch_scope=job (the protocols' default) splits each batch
     # over the devices, so the effective batch and the negatives stay the protocol's.
     done = _cli(["-m", *DETERMINISTIC, "seed=0", "hydra/launcher=local", "trainer.devices=2", "trainer.strategy=ddp",
@@ -47,6 +50,10 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
     logs = "\n".join(p.read_text() for p in (tmp_path / "sweep").glob(".submitit/*/*_log.*"))
     assert done.returncode == 0, done.stderr[-2000:] + logs[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
+    built = sorted(p.relative_to(fresh_cache) for p in fresh_cache.rglob("*") if p.is_file() and p.suffix != ".lock")
+    assert built and not [p for p in built if ".tmp" in p.name], built  # complete files only, no leftovers
+    assert sorted(p.relative_to(data_cache) for p in data_cache.rglob("*")
+                  if p.is_file() and p.suffix != ".lock" and p.relative_to(data_cache) in built) == built
     record = json.loads((tmp_path / "ddp/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
     assert record["pretraining"]["device_batch_size"] == 32 and record["pretraining"]["batch_scope"] == "job"
@@ -58,7 +65,9 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
     one_encoder = torch.load(tmp_path / "single_out/encoder.pt", weights_only=True)
     for name, tensor in one_encoder.items():
         torch.testing.assert_close(ddp_encoder[name], tensor, atol=2e-4, rtol=1e-3, msg=name)
-    # ... and the same transfer metric, over the whole test split (no sample repeated or lost).
+    # ... and the same transfer metric, over the whole test split (no sample repeated or lost): the cached
+    # features were extracted with the batches split over the two ranks (trainer.predict) and gathered.
+    assert record["protocol"]["transfer_mode"] == "cached_features"
     assert record["protocol"]["n_test"] == one["protocol"]["n_test"]
     assert abs(record["value"] - one["value"]) <= 1.0, (record["value"], one["value"])
 
@@ -225,7 +234,7 @@ def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpo
 
 
 def test_batch_scope_job_splits_the_batch_over_devices_and_refuses_an_uneven_split():
-    from dabs_rq.run import device_batch
+    from dabs_rq.checks import device_batch
 
     job = compose_config(["domain=pamap2"])
     assert job.batch_scope == "job"

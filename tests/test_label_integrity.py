@@ -239,6 +239,22 @@ def test_the_command_stops_with_exit_2_and_one_line_for_unlabelled_recordings(tm
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.parametrize("made, expected", [
+    ({"empty": ("walk_2.npy",)}, "reader.unlabelled: 1 recordings have an empty activity cell"),
+    ({"short": ("run_1.npy",)}, f"reader.short: 1 recordings are shorter than window={WINDOW} steps"),
+])
+def test_the_command_stops_with_exit_2_for_an_empty_label_cell_or_a_short_recording(tmp_path, data_cache, made,
+                                                                                     expected):
+    mine = tmp_path / "mine"
+    _recordings(mine, **made)
+    _domain(mine)
+    done = run_public_command("imu", mine, tmp_path, data_cache)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().startswith(f"dabs-rq: error: {expected}"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
+
+
 def test_the_command_runs_with_the_skip_policies_and_says_what_it_left_out(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine, unlisted=("sit_3.npy",), short=("run_1.npy",))

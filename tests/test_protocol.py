@@ -2,7 +2,6 @@
 (../shared/spec/protocol.md), and experiments (sweeps) combine with either protocol."""
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from dabs_rq.encoder import build_encoder

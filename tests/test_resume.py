@@ -6,6 +6,7 @@ folder or a stored record from another config is never reused or replaced silent
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -116,7 +117,7 @@ def test_a_finished_pretraining_is_not_repeated_and_other_configs_are_refused(tm
     assert json.loads(record.read_text())["pretraining"]["steps"] == 5
 
 
-def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, data_cache, capsys):
+def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, data_cache, caplog):
     from dabs_rq.run import run
     from tests.conftest import compose_config
 
@@ -133,9 +134,10 @@ def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, dat
     state = json.loads(state_path.read_text())
     state["transfer_done"] = {"embedded_mnist": state["transfer_done"]["embedded_mnist"]}
     state_path.write_text(json.dumps(state))
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="dabs_rq")
+    caplog.clear()
     records = run(compose_config(overrides))
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "pretraining already finished" in out and "embedded_mnist rq" not in out
     assert [r["dataset"] for r in records] == ["embedded_mnist", "embedded_uci_digits"]
     assert (results / "embedded_mnist/rq/seed0.json").read_bytes() == mnist  # not redone

@@ -4,6 +4,7 @@ portable, and running the project never rewrites a committed file."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ def _overrides(tmp_path, data_cache, mine, *extra):
 
 
 def test_a_transfer_yaml_edited_after_its_record_is_refused_then_rerun_with_the_new_data(tmp_path, data_cache,
-                                                                                          capsys):
+                                                                                          caplog):
     mine = tmp_path / "mine"
     _recordings(mine)
     _yamls(mine)
@@ -39,18 +40,19 @@ def test_a_transfer_yaml_edited_after_its_record_is_refused_then_rerun_with_the_
                                          r"stride: 20 -> 10\); use another experiment_name, or overwrite=true"):
         run(compose_config(_overrides(tmp_path, data_cache, mine)))
 
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="dabs_rq")
+    caplog.clear()
     (second,) = run(compose_config(_overrides(tmp_path, data_cache, mine, "overwrite=true")))
-    assert "pretraining already finished" in capsys.readouterr().out  # only the transfer is redone
+    assert "pretraining already finished" in caplog.text  # only the transfer is redone
     assert second["protocol"]["n_train"] == 9 * 17 and second["datasets"]["transfer"]["reader"]["stride"] == 10
     assert second["dataset_fingerprint"] != first["dataset_fingerprint"]
     stored = json.loads((tmp_path / "results/records/mine/my_imu_activity/rq/seed0.json").read_text())
     assert stored["protocol"]["n_train"] == 9 * 17
 
     # ... and once redone it is finished again: nothing to do
-    capsys.readouterr()
+    caplog.clear()
     run(compose_config(_overrides(tmp_path, data_cache, mine)))
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in caplog.text
 
 
 def test_a_pretraining_yaml_edited_after_pretraining_refuses_the_job_folder(tmp_path, data_cache):

@@ -10,7 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from dabs_rq.io import write_json_atomic  # noqa: F401 (re-exported for dabs_rq.run until it imports dabs_rq.io)
 from dabs_rq.paths import PROJECT_ROOT
 
 #: 2: protocol name/fingerprint/settings, dataset and algorithm fingerprints, per-epoch test values,
