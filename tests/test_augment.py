@@ -263,6 +263,7 @@ def test_non_contiguous_token_input_and_gradient_input():
     assert torch.equal(q, randomized_quantization(view.contiguous(), channel_dim=-1, spacing="uniform", collapse="middle"))
     x = torch.randn(2, 5, 8, requires_grad=True)
     assert randomized_quantization(x, channel_dim=-1).shape == x.shape
+    assert randomized_quantization(x, channel_dim=-1, p=0.5).shape == x.shape  # the p draw keeps autograd working
 
 
 def test_memory_is_linear_for_token_embeddings_too():

@@ -91,7 +91,8 @@ def _check_input(x: Tensor, channel_dim: object) -> int:
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise UserError(f"input must have rank >= 2 (batch, channels, ...), got rank {x.dim()} (shape {tuple(x.shape)})")
+        raise UserError(f"input must have rank >= 2 (batch, channels, ...), got rank {x.dim()} "
+                        f"(shape {tuple(x.shape)})")
     if not x.is_floating_point():
         raise TypeError(f"input must be a floating point tensor, got {x.dtype}")
     index = _as_int(channel_dim)
@@ -105,14 +106,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _draws(x: Tensor, rows: int, num_bins: int, collapse: str, spacing: str, p: float,
+def _draws(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collapse: str, spacing: str, p: float,
            generator: Optional[torch.Generator]) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """All random draws of one call, in the reference's order (they do not depend on the data).
 
-    Cut fractions [rows, num_bins - 1] (``random`` spacing, also under ``all_zeros``, as the
-    reference), proxy fractions [rows, num_bins] (``inside_random``), then the [batch] mask of
-    the samples to quantize (``p < 1``); None where a setting draws nothing.
+    Cut fractions [N, num_bins - 1] (``random`` spacing, also under ``all_zeros``, as the
+    reference), proxy fractions [N, num_bins] (``inside_random``), then the [batch] mask of the
+    samples to quantize (``p < 1``); None where a setting draws nothing. N = batch x channels.
     """
+    rows = view[0] * view[2]
     draw = dict(device=x.device, dtype=_compute_dtype(x.dtype), generator=generator)
     cut = torch.rand(rows, num_bins - 1, **draw) if spacing == "random" else None
     proxy = torch.rand(rows, num_bins, **draw) if collapse == "inside_random" else None
@@ -152,6 +154,24 @@ def _bins(lo: Tensor, hi: Tensor, num_bins: int, cut_fractions: Optional[Tensor]
     return cuts, proxies.clamp(lo, hi)
 
 
+def _lookup(xv: Tensor, cuts: Tensor, proxies: Tensor, exact: bool) -> Tensor:
+    """Every value of ``xv`` [B, P, C, Q] replaced by proxy k of its (sample, channel), k = #(cuts <= value).
+
+    ``cuts`` [num_bins - 1, B, 1, C, 1] (sorted along dim 0) and ``proxies`` [num_bins, B, 1, C, 1]:
+    walking up the cuts, a value that reaches cut j takes proxy j + 1. ``exact=False``: in place,
+    ``out.lerp_(proxy, x >= cut)`` (weight 0 or 1 returns one end exactly when the proxies'
+    differences are finite); ``exact=True``: ``torch.where``, exact for any proxies.
+    """
+    out = proxies[0].expand_as(xv).clone()
+    weight = None if exact else torch.empty_like(xv)
+    for cut, proxy in zip(cuts, proxies[1:]):
+        if exact:
+            out = torch.where(xv >= cut, proxy, out)
+        else:
+            out.lerp_(proxy, torch.ge(xv, cut, out=weight))
+    return out
+
+
 def _quantize(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collapse: str,
               cut_fractions: Optional[Tensor], proxy_fractions: Optional[Tensor],
               applied: Optional[Tensor]) -> Tensor:
@@ -179,18 +199,12 @@ def _quantize(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collaps
         # (contiguous, so that the passes over the input are vectorised: 5-10x faster on CPU)
         cuts = cuts.t().contiguous().view(num_bins - 1, batch, 1, channels, 1)
         proxies = proxies.t().contiguous().view(num_bins, batch, 1, channels, 1)
-        out = proxies[0].expand_as(xv).clone()  # a value reaching cut j takes proxy j + 1
-        weight = None if careful else torch.empty_like(xv)
-        for cut, proxy in zip(cuts, proxies[1:]):
-            if careful:  # exact for any proxies (the lerp needs finite proxy differences)
-                out = torch.where(xv >= cut, proxy, out)
-            else:
-                out.lerp_(proxy, torch.ge(xv, cut, out=weight))
+        out = _lookup(xv, cuts, proxies, exact=careful)
     if careful:
         out = torch.where(finite, out, xv)
     out = out.reshape(x.shape).to(x.dtype)
-    if applied is not None:  # in place: no third buffer of the input's size
-        out = torch.where(applied.view(batch, *[1] * (x.dim() - 1)), out, x, out=out)
+    if applied is not None:
+        out = torch.where(applied.view(batch, *[1] * (x.dim() - 1)), out, x)
     return out
 
 
@@ -257,7 +271,7 @@ def randomized_quantization(
             view = (shape[0], 1, 1, math.prod(shape[1:]))
         else:
             view = (shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:]))
-        cut_fractions, proxy_fractions, applied = _draws(x, view[0] * view[2], num_bins, collapse, spacing, p, generator)
+        cut_fractions, proxy_fractions, applied = _draws(x, view, num_bins, collapse, spacing, p, generator)
         quantize = _compiled(compile) if compile else _quantize
         out = quantize(x, view, num_bins, collapse, cut_fractions, proxy_fractions, applied)
     if not return_applied:
