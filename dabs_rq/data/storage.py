@@ -317,20 +317,10 @@ def _unsafe_name(name: str) -> bool:
 def _check_tar_member(member: tarfile.TarInfo, dest: str) -> None:
     if _unsafe_name(member.name):
         raise UnsafeArchiveError(f"member {member.name!r} has an absolute path or a '..' component")
-    if hasattr(tarfile, "data_filter"):
-        try:
-            tarfile.data_filter(member, dest)
-        except tarfile.FilterError as err:
-            raise UnsafeArchiveError(_one_line(err)) from err
-        return
-    # Python without extraction filters: the same rules by hand
-    if member.issym() or member.islnk():
-        target = member.linkname
-        base = os.path.dirname(member.name) if member.issym() else ""
-        if os.path.isabs(target) or _unsafe_name(os.path.normpath(os.path.join(base, target))):
-            raise UnsafeArchiveError(f"link {member.name!r} points outside the archive ({target!r})")
-    elif not (member.isreg() or member.isdir()):
-        raise UnsafeArchiveError(f"member {member.name!r} is a special file")
+    try:
+        tarfile.data_filter(member, dest)  # Python >= 3.11.4 (pyproject's requires-python)
+    except tarfile.FilterError as err:
+        raise UnsafeArchiveError(_one_line(err)) from err
 
 
 def extract_archive(archive: str | os.PathLike, to_path: str | os.PathLike | None = None,
@@ -359,10 +349,7 @@ def extract_archive(archive: str | os.PathLike, to_path: str | os.PathLike | Non
                 for member in members:
                     _check_tar_member(member, os.path.realpath(dest))
                 dest.mkdir(parents=True, exist_ok=True)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(dest, members=members, filter="data")
-                else:  # pragma: no cover - Python without extraction filters (checked above by hand)
-                    tar.extractall(dest, members=members)
+                tar.extractall(dest, members=members, filter="data")
         else:
             raise CorruptDataError(archive, "not a tar or zip archive (or a truncated one)")
     except UnsafeArchiveError as err:
