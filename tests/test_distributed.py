@@ -84,7 +84,7 @@ def test_sharded_batches_partition_one_big_batch_order(world):
 
 
 def test_evaluation_shards_cover_every_sample_exactly_once():
-    shards = [list(ShardedBatchSampler(11, 2, shuffle=False, drop_last=False, rank=r, world_size=3, even=False))
+    shards = [list(ShardedBatchSampler(11, 2, shuffle=False, drop_last=False, rank=r, world_size=3, same_count=False))
               for r in range(3)]
     seen = sorted(i for shard in shards for batch in shard for i in batch)
     assert seen == list(range(11))

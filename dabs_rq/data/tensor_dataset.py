@@ -42,8 +42,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
     batches dealt round-robin, so global step k of N ranks sees exactly the samples of step k
     of one process with an N times larger batch.
 
-    ``even`` (training) gives every rank the same number of batches (DDP needs it; at most
-    ``world_size - 1`` batches of an epoch are left out); evaluation (``even=False``) keeps every
+    ``same_count`` (training) gives every rank the same number of batches (DDP needs it; at most
+    ``world_size - 1`` batches of an epoch are left out); evaluation (``same_count=False``) keeps every
     sample exactly once, never padding with repeats. Lightning calls :meth:`set_epoch`, which
     reshuffles reproducibly (order = seed + epoch).
 
@@ -58,13 +58,13 @@ class ShardedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, even: bool = True, with_keys: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, same_count: bool = True, with_keys: bool = False) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size, self.even = seed, rank, world_size, even
+        self.seed, self.rank, self.world_size, self.same_count = seed, rank, world_size, same_count
         self.with_keys = with_keys
         self.epoch = 0
         self.consumed = 0   # batches of this epoch training has used (set by the trainer side)
@@ -92,7 +92,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         total = self._num_batches()
-        if self.even:
+        if self.same_count:
             return total // self.world_size
         return len(range(self.rank, total, self.world_size))
 
@@ -102,7 +102,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.n)
-        stop = self.world_size * len(self) if self.even else self._num_batches()
+        stop = self.world_size * len(self) if self.same_count else self._num_batches()
         for b in range(self.rank + start * self.world_size, stop, self.world_size):
             indices = order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
             yield (fetch_seed(self.seed, self.epoch, b), indices) if self.with_keys else indices
@@ -168,10 +168,11 @@ class ResumableLoader(DataLoader):
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool, num_workers: int = 0,
                 pin_memory: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                even: bool | None = None) -> DataLoader:
+                same_count: bool | None = None) -> DataLoader:
     """A DataLoader over this rank's share; in-memory datasets are sliced a batch at a time.
 
-    ``even`` defaults to ``shuffle`` (training loaders); see :class:`ShardedBatchSampler`.
+    ``same_count`` (every rank gets as many batches) defaults to ``shuffle`` (training loaders); see
+    :class:`ShardedBatchSampler`.
     Map-style datasets get a :class:`ResumableLoader` (a killed run resumes mid-epoch at the
     exact batch), fetched through :class:`SeededBatches`, with a generator of its own for the
     workers' base seeds: making an iterator or fetching a batch never draws from the global
@@ -181,7 +182,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: boo
     if isinstance(dataset, IterableDataset):  # streams (mC4) order and shard themselves
         return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **workers)
     sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size,
-                                  shuffle if even is None else even, with_keys=True)
+                                  shuffle if same_count is None else same_count, with_keys=True)
     return ResumableLoader(SeededBatches(dataset), sampler=sampler, batch_size=None,
                            generator=torch.Generator().manual_seed(seed), **workers)
 
