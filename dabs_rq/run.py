@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from dabs_rq.checkpointing import AtomicCheckpointIO, Preempted, ResumableCheckpoint, RunState
 from dabs_rq.checks import (build_task, check_inputs, check_records_free, check_settings, check_task_labels,
@@ -55,8 +55,12 @@ def make_trainer(cfg: DictConfig, logger: Any = None, progress: bool = True, **s
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     settings["precision"] = resolve_precision(settings.get("precision", "32-true"), str(settings.get("accelerator")))
     settings["enable_progress_bar"] = bool(settings.get("enable_progress_bar", True) and progress)
+    callbacks = list(stage.get("callbacks", []))
     if not settings["enable_progress_bar"]:
-        stage["callbacks"] = [c for c in stage.get("callbacks", []) if not isinstance(c, ProgressBar)]
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    elif not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(TQDMProgressBar())  # one bar style for every stage (Lightning would pick Rich's if installed)
+    stage["callbacks"] = callbacks
     settings.update(stage)
     trainer = instantiate(settings, logger=logger if logger is not None else False,
                           plugins=[*cluster_plugins(), AtomicCheckpointIO()], use_distributed_sampler=False)

@@ -113,7 +113,7 @@ def test_gtsrb_split_shuffles_sorted_files_or_the_filesystem_order(image_root, d
 
     for sort in (True, False):
         cfg = domains.load("traffic_sign")
-        cfg.quirks.gtsrb_sorted_files = sort
+        cfg.reader_options.gtsrb_sorted_files = sort
         listing = [glob.glob(str(images / f"{c:05d}" / "*.ppm")) for c in range(3)]
         groups = [[(c, instance(p)) for p in (sorted(files) if sort else files)] for c, files in enumerate(listing)]
         for split in ("train", "test"):
@@ -128,10 +128,10 @@ def test_aircraft_labels_follow_sorted_variants_and_the_bbox_crop_is_a_quirk(ima
     assert [names[y] for y in labels.tolist()] == [v for v in fx.AIRCRAFT_VARIANTS for _ in range(2)]
     assert float(images.std(dim=(2, 3)).max()) < 0.02, "cropped to the box: one solid colour"
     cfg = domains.load("aircraft")
-    cfg.quirks.aircraft_bbox_crop = False
+    cfg.reader_options.aircraft_bbox_crop = False
     whole, _ = everything(load_split("aircraft", "train", root, data_cache, cfg))
     assert float(whole.std(dim=(1, 2, 3)).min()) > 0.1, "uncropped: the black surround is kept"
-    cfg.quirks.aircraft_head_outputs = 100
+    cfg.reader_options.aircraft_head_outputs = 100
     assert instantiate(cfg.task).num_outputs == 100  # the head follows the quirk value
 
 
@@ -193,4 +193,4 @@ def test_tiny_imagenet_pretraining_then_transfer_to_every_image_set(image_root, 
         assert stored["protocol"]["task"]["num_outputs"] == HEADS[name]
         assert 0 <= stored["value"] <= 100
     aircraft = json.loads((tmp_path / "results/records/default/aircraft/rq/seed0.json").read_text())
-    assert aircraft["quirks"] == {"aircraft_bbox_crop": True, "aircraft_head_outputs": 102}
+    assert aircraft["reader_options"] == {"aircraft_bbox_crop": True, "aircraft_head_outputs": 102}

@@ -95,7 +95,7 @@ def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path, monkeyp
                                                       algorithm="emix", batch_size=16)))
     assert record["dataset"] == "pamap2_transfer" and record["paper_name"] == "PAMAP2"
     assert record["domain"] == "Sensor" and record["metric"] == "accuracy" and 0 <= record["value"] <= 100
-    assert record["quirks"] == {"windows": "seeded", "window_seed": 0}
+    assert record["reader_options"] == {"windows": "seeded", "window_seed": 0}
     assert (record["protocol"]["n_train"], record["protocol"]["n_test"]) == (512, 256)
     assert record["protocol"]["task"]["num_outputs"] == 12
     assert record["pretraining"]["steps"] == 2

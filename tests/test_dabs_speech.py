@@ -37,7 +37,7 @@ def speech_data(tmp_path_factory) -> tuple[Path, dict]:
 def _module(name: str, root: Path, cache: Path, **quirks) -> DomainDataModule:
     cfg = domains.load(name)
     if quirks:
-        cfg.quirks = OmegaConf.merge(cfg.quirks, quirks)
+        cfg.reader_options = OmegaConf.merge(cfg.reader_options, quirks)
     return DomainDataModule(cfg, cache_dir=cache, data_root=root)
 
 
@@ -192,4 +192,4 @@ def test_pretrain_on_librispeech_and_transfer_to_every_speech_set(speech_data, d
         assert stored["pretraining"]["steps"] == 2 and 0 <= stored["value"] <= 100
         assert (stored["protocol"]["n_train"], stored["protocol"]["n_test"]) == sizes[record["dataset"]]
         assert stored["paper_name"] == PAPER_NAMES[record["dataset"]]
-    assert records[TRANSFER.index("google_speech")]["quirks"]["gsc_train_includes_test"] is True
+    assert records[TRANSFER.index("google_speech")]["reader_options"]["gsc_train_includes_test"] is True

@@ -149,7 +149,7 @@ def test_paws_x_pairs_drop_unlabelled_rows_and_keep_empty_sentences(name, text_r
     assert ids[:, 0].eq(bos).all() and ((ids == eos).sum(dim=1) == 3).all() and ids[0, -1] == pad  # <s>a</s></s>b</s>
     assert len(load_split(name, text_root, tmp_path, "test")) == fx.PAWS_EVAL
     assert cfg.domain == "Multilingual Text" and cfg.inputs[0].vocab_size == 250002
-    dropping = OmegaConf.merge(cfg, {"quirks": {"drop_empty": True}})
+    dropping = OmegaConf.merge(cfg, {"reader_options": {"drop_empty": True}})
     assert len(load_split(dropping, text_root, tmp_path, "train")) == fx.PAWS_TRAIN - 2
 
 
@@ -190,7 +190,7 @@ def test_mc4_shuffle_buffer_and_loader_workers(text_root, tmp_path):
     tok = load_tokenizer("xlm-roberta-base", text_root)
     every_doc = {tuple(row) for row in encode(tok, round_robin(fx.C4_SHARDS * fx.C4_DOCS_PER_SHARD)).tolist()}
     in_order = documents(load_split(cfg, text_root, tmp_path, "train"))
-    shuffled = documents(load_split(OmegaConf.merge(cfg, {"quirks": {"shuffle_buffer": 5}}), text_root, tmp_path,
+    shuffled = documents(load_split(OmegaConf.merge(cfg, {"reader_options": {"shuffle_buffer": 5}}), text_root, tmp_path,
                                     "train"))
     assert shuffled != in_order and len(set(shuffled)) == len(shuffled) and set(shuffled) <= every_doc
     by_workers = documents(load_split(cfg, text_root, tmp_path, "train"), num_workers=2)
@@ -323,5 +323,5 @@ def test_mc4_pretraining_then_every_paws_x_transfer_writes_a_record(text_root, t
     assert [r["dataset"] for r in records] == PAWS
     for record in records:
         assert record["metric"] == "accuracy" and 0 <= record["value"] <= 100
-        assert record["quirks"] == {"drop_empty": False} and record["pretraining"]["steps"] == 2
+        assert record["reader_options"] == {"drop_empty": False} and record["pretraining"]["steps"] == 2
 

@@ -120,5 +120,5 @@ def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
                                                       algorithm="emix", batch_size=8)))
     assert record["dataset"] == "vqa" and record["paper_name"] == "VQA" and record["domain"] == "Vision/Language"
     assert record["metric"] == "accuracy" and 0 <= record["value"] <= 100
-    assert record["protocol"]["task"]["num_outputs"] == 1 and record["quirks"] == {"answer_seed": 0}
+    assert record["protocol"]["task"]["num_outputs"] == 1 and record["reader_options"] == {"answer_seed": 0}
     assert (record["protocol"]["n_train"], record["protocol"]["n_test"]) == (16, 8)

@@ -108,5 +108,5 @@ def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
     for record, labels in zip(records, (5, 8)):
         assert record["domain"] == "Chest X-Rays" and record["metric"] == "auroc" and 0 <= record["value"] <= 100
         assert record["protocol"]["task"]["num_outputs"] == labels
-    assert records[1]["quirks"] == {"sort_files": True}
+    assert records[1]["reader_options"] == {"sort_files": True}
     assert (records[1]["protocol"]["n_train"], records[1]["protocol"]["n_test"]) == (36, 4)

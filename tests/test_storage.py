@@ -56,7 +56,7 @@ def test_datamodule_checks_before_reading_and_passes_root_and_quirks(tmp_path):
         "name": "toy", "domain": "Images", "role": "transfer", "batch_size": 2,
         "reader": {"_target_": "tests.test_storage.recording_reader", "size": 3},
         "data": {"check": ["files"], "download": "manual", "source": "somewhere"},
-        "quirks": {"keep_bug": True},
+        "reader_options": {"keep_bug": True},
     })
     with pytest.raises(storage.DatasetMissingError):
         DomainDataModule(cfg, tmp_path / "cache", data_root=tmp_path).split("train")

@@ -50,12 +50,12 @@ class DomainDataModule(pl.LightningDataModule):
         self._splits: dict[str, Dataset] = splits if splits is not None else {}
 
     def reader_kwargs(self) -> dict:
-        """What the reader gets besides its YAML arguments: cache, data folder, quirk choices."""
+        """What the reader gets besides its YAML arguments: cache, data folder, ``reader_options``."""
         kwargs: dict = {"cache_dir": self.cache_dir}
         if "data" in self.cfg:
             kwargs["root"] = storage.require(self.cfg, self.data_root, self.download)
             kwargs["download"] = self.download
-        kwargs.update(self.cfg.get("quirks") or {})
+        kwargs.update(self.cfg.get("reader_options") or {})
         if _accepts(self.cfg.reader._target_, "on_corrupt"):  # readers of files; generated data has none
             kwargs["on_corrupt"] = self.on_corrupt
         return kwargs
@@ -92,8 +92,3 @@ class DomainDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, drop_last=False)
-
-    def full_dataloader(self, split: str) -> DataLoader:
-        """A whole split in order, the same on every rank (feature extraction)."""
-        return make_loader(self.split(split), self.batch_size, False, False, self.num_workers,
-                           pin_memory=torch.cuda.is_available())

@@ -9,7 +9,8 @@ and ``batch_size``. A ``pretrain`` file also lists its ``transfer`` datasets; a
 ``transfer`` file has a ``task`` (``_target_`` of :mod:`dabs_rq.tasks`). Optional:
 ``display_name``, ``paper_name`` (row of the paper's table), ``synthetic``,
 ``num_workers``, ``description``, ``data`` (where the files live; see
-:mod:`dabs_rq.data.storage`) and ``quirks`` (DABS quirk choices, recorded with results).
+:mod:`dabs_rq.data.storage`) and ``reader_options`` (extra reader arguments that choose a DABS
+behaviour: a quirk of DABS reproduced or fixed; recorded with results).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dabs_rq.paths import DOMAINS_DIR
 ROLES = ("pretrain", "transfer")
 REQUIRED = ("name", "domain", "role", "inputs", "reader", "batch_size")
 OPTIONAL = ("display_name", "paper_name", "synthetic", "num_workers", "description", "transfer", "task", "data",
-            "quirks")
+            "reader_options")
 EXTRA_DIRS_ENV = "DABS_RQ_DOMAINS"
 
 

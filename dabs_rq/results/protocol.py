@@ -8,7 +8,7 @@ things:
   optimizer, and the transfer mode, epochs, batch, optimizer, ``drop_last`` and correlation
   aggregate: settings shared by every dataset and algorithm of a run;
 * the **datasets** (:func:`dataset_settings`): the resolved pretraining and transfer YAMLs (reader
-  settings, task, batch size, quirks), with absolute paths made portable;
+  settings, task, batch size, reader_options), with absolute paths made portable;
 * the **algorithm**: its ``settings()``.
 
 Settings that change speed or location but not numbers (attention kernel, ``compile``, workers,

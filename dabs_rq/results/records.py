@@ -85,7 +85,7 @@ def build_record(cfg: Any, config: dict, domain: Any, dataset_cfg: Any, algorith
         "display_name": dataset_cfg.get("display_name", dataset_cfg.name),
         "paper_name": dataset_cfg.get("paper_name"),
         "synthetic": bool(dataset_cfg.get("synthetic", False)),
-        "quirks": plain(dataset_cfg.get("quirks")),
+        "reader_options": plain(dataset_cfg.get("reader_options")),
         "domain": dataset_cfg.domain,
         "pretrain_dataset": domain.name,
         "algorithm": cfg.algorithm.name,
@@ -109,7 +109,7 @@ def build_record(cfg: Any, config: dict, domain: Any, dataset_cfg: Any, algorith
         },
         "pretraining": {
             **pretraining,
-            "quirks": plain(domain.get("quirks")),
+            "reader_options": plain(domain.get("reader_options")),
             "seconds": round(pretraining["seconds"], 3),
             "effective_batch_size": pretraining["device_batch_size"] * pretraining["world_size"]
             * int(cfg.trainer.get("accumulate_grad_batches", 1)),
