@@ -7,6 +7,7 @@ import sys
 
 from dabs_rq.run import run
 from dabs_rq.results.table import build_table
+from tests.markdown_helpers import unpadded
 from tests.conftest import compose_config
 
 
@@ -45,7 +46,7 @@ def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_ca
     assert "Results table:" in done.stdout
     for algorithm in ("none", "emix"):
         assert (results / f"records/embedded/embedded_watch_exercise/{algorithm}/seed0.json").exists()
-    md = (results / "table.md").read_text()
+    md = unpadded(results / "table.md")
     header = next(line for line in md.splitlines() if line.startswith("| Domain |"))
     assert "| none | emix |" in header.replace("Metric | ", "")
     record = json.loads((results / "records/embedded/embedded_watch_exercise/none/seed0.json").read_text())
