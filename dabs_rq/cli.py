@@ -92,7 +92,8 @@ def data_main(argv: list[str]) -> int:
                         help="status: every dataset, its state, path and size; table: Markdown list of sources")
     parser.add_argument("--data-root", default=None, help=f"data root (default: ${storage.DATA_ENV} or ./DATASETS)")
     parser.add_argument("--readme", type=Path, default=None,
-                        help="with 'table': put it between the DATASETS START/END markers of this file")
+                        help="with 'table': put it between the DATASETS START/END markers of this file "
+                             "(the project's list: docs/datasets.md); without it the list is printed")
     args = parser.parse_args(argv)
     if args.action == "table":
         from dabs_rq.readme import inject_block

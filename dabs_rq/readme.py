@@ -1,4 +1,6 @@
-"""Keep generated Markdown blocks of the README (results table, dataset list) in sync with their source."""
+"""Keep generated Markdown blocks in sync with their source: the results table in README.md
+(``dabs-rq table --readme``), the dataset list in docs/datasets.md (``dabs-rq data table --readme``)
+and the benchmark summary in docs/performance.md (``dabs-rq bench --readme``)."""
 
 from __future__ import annotations
 
