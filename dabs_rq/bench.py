@@ -77,7 +77,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
     parser.add_argument("--readme", type=Path, default=None,
-                        help="also put the summary between the BENCH START/END markers of this file")
+                        help="also put the summary between the BENCH START/END markers of this file "
+                             "(the project's: docs/performance.md)")
     args = parser.parse_args(argv)
     if not args.summary_only:
         for name in args.only or list(BENCHMARKS):
