@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from unittest import mock
 
 import pytest
 import torch
@@ -90,34 +89,44 @@ def test_evaluation_shards_cover_every_sample_exactly_once():
     assert seen == list(range(11))
 
 
-def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path):
-    from submitit import AutoExecutor
-    from submitit.slurm.slurm import SlurmExecutor
+def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path, monkeypatch):
+    """hydra-submitit-launcher's own SlurmLauncher.launch maps our conf/hydra/launcher/slurm.yaml to submitit's
+    SLURM executor, which writes the sbatch file and pickles the jobs; only the cluster is fake: ``srun`` and
+    ``sbatch`` on PATH (sbatch keeps the file it is given and answers a job id) and the wait for results."""
+    from submitit.core.utils import DelayedSubmission
+    from submitit.slurm.slurm import SlurmJob
 
+    bin_dir, submitted = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {submitted}\necho "Submitted batch job 4242"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(SlurmJob, "results", lambda job: [f"result of {job.job_id}"])
+
+    sweep = tmp_path / "sweep"
     cfg = compose_config(["domain=embedded_sensor", "hydra/launcher=slurm", "trainer.devices=4",
                           "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
                           "hydra.launcher.mem_gb=128", "hydra.launcher.cpus_per_task=8",
-                          "hydra.launcher.array_parallelism=16", f"hydra.sweep.dir={tmp_path}"],
+                          "hydra.launcher.array_parallelism=16", f"hydra.sweep.dir={sweep}"],
                          return_hydra_config=True)
     launcher = instantiate(cfg.hydra.launcher)
-    params = dict(launcher.params)
-    # The launcher's own mapping (SlurmLauncher.launch) of its config to executor parameters.
-    init_keys = {"submitit_folder", "max_num_timeout"}
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
+    assert type(launcher).__module__ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
+    launcher.setup(hydra_context=None, task_function=print, config=cfg)  # the jobs are never run here
+    sweep_jobs = [[f"seed={seed}"] for seed in range(20)]
+    returns = launcher.launch(sweep_jobs, initial_job_idx=0)
 
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    with mock.patch.object(SlurmExecutor, "affinity", return_value=1):
-        executor = AutoExecutor(folder=tmp_path, cluster="slurm", slurm_max_num_timeout=params["max_num_timeout"])
-        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
-                                      if k not in init_keys})
-    sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    assert returns == [f"result of 4242_{i}" for i in range(20)]  # one array job, one task per sweep job
+    sbatch = submitted.read_text()
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --nodes=2", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=128GB", "#SBATCH --time=600",
-                 "#SBATCH --signal=USR2@120"):
+                 "#SBATCH --signal=USR2@120", "#SBATCH --array=0-19%16"):
         assert line in sbatch, (line, sbatch)
-    assert executor._executor.parameters["array_parallelism"] == 16
-    assert executor._executor.max_num_timeout == 20  # requeued (and resumed) after preemption/timeout
+    assert f"-m submitit.core._submit {sweep}/.submitit/%j" in sbatch
+    jobs = [DelayedSubmission.load(sweep / ".submitit" / f"4242_{i}" / f"4242_{i}_submitted.pkl") for i in range(20)]
+    assert [job.args[0] for job in jobs] == sweep_jobs and [job.args[2] for job in jobs] == list(range(20))
+    assert {job._timeout_countdown for job in jobs} == {20}  # requeued (and resumed) after preemption/timeout
 
 
 def test_local_launcher_runs_one_task_per_device():
