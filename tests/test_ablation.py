@@ -35,6 +35,7 @@ def test_each_ablation_sweeps_its_setting_on_the_embedded_default(name):
     assert f"{setting}=" in subdir  # one job folder per value
 
 
+@pytest.mark.integration
 def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path, data_cache):
     results = tmp_path / "results"
     env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
@@ -58,6 +59,7 @@ def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path,
     assert summary.read_bytes() == before and (results / "ablations" / "ablation_statistics.png").exists()
 
 
+@pytest.mark.integration
 def test_the_ablation_command_names_the_valid_ablations(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_colour"],
                           env={**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}, capture_output=True, text=True)

@@ -38,6 +38,7 @@ def rq(views):
                                                views=views, gradient=gradient)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make, gradient",
     [pytest.param(lambda enc, gradient: EMix(enc), None, id="emix")]
@@ -111,6 +112,7 @@ from dabs_rq.algorithms.shed import ShED  # noqa: E402
 from dabs_rq.encoder import PatchEmbedding2d, TokenEmbedding  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [lambda enc: ShED(enc), lambda enc: MAE(enc), lambda enc: RQEMix(enc),
                                   lambda enc: RQEMix(enc, gradient="reference"),
                                   lambda enc: RQEMix(enc, gradient="none")],

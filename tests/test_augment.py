@@ -274,6 +274,7 @@ def test_memory_is_linear_for_token_embeddings_too():
     assert ours <= 2 * input_bytes, f"largest allocation {ours} B for a {input_bytes} B input"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("os").environ.get("DABS_RQ_TEST_COMPILE"),
                     reason="torch.compile takes 20 s to minutes on a small CPU; set DABS_RQ_TEST_COMPILE=1")
 def test_compiled_path_equals_eager():

@@ -14,7 +14,7 @@ import torch
 
 from dabs_rq.ops.randomized_quantization import RandomizedQuantization, randomized_quantization
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.gpu)] if torch.cuda.is_available() else [])
 QUANTIZING = list(itertools.product(["inside_random", "middle"], ["random", "uniform"]))
 HALF = [torch.float16, torch.bfloat16]
 

@@ -8,7 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.slow  # two spawned processes, each importing torch
 
 READER = textwrap.dedent('''
     import time

@@ -181,6 +181,7 @@ def test_missing_downloadable_dataset_points_to_download_true(tmp_path, data_cac
         _module("google_speech", tmp_path / "empty", data_cache).split("train")
 
 
+@pytest.mark.slow
 def test_pretrain_on_librispeech_and_transfer_to_every_speech_set(speech_data, data_cache, tmp_path):
     root, sizes = speech_data
     records = run(compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="librispeech",

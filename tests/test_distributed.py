@@ -31,6 +31,7 @@ def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.Completed
                           timeout=timeout)
 
 
+@pytest.mark.integration
 def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, data_cache):
     single = compose_config([*DETERMINISTIC, "pretrain.batch_size=64", "transfer.batch_size=256",
                              f"results_dir={tmp_path / 'single'}", f"output_dir={tmp_path / 'single_out'}",
@@ -136,6 +137,7 @@ def test_local_launcher_runs_one_task_per_device():
     assert cfg.hydra.launcher._target_.endswith("LocalLauncher")
 
 
+@pytest.mark.integration
 def test_ddp_in_a_multirun_with_the_basic_launcher_is_refused_with_the_fix(tmp_path):
     done = _cli(["-m", "domain=embedded_sensor", "trainer.devices=2", "trainer.accelerator=cpu", "model=tiny",
                  f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], dict(os.environ))
@@ -168,6 +170,7 @@ def test_precision_auto_is_bf16_mixed_on_a_gpu_and_float32_elsewhere(monkeypatch
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"
 
 
+@pytest.mark.integration
 def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, data_cache):
     """What srun gives each task of a 2-GPU job (submitit launches exactly this): Lightning's
     SLURM environment turns the variables into ranks; only rank 0 writes the record."""
@@ -196,6 +199,7 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     assert record["protocol"]["settings"]["batch_scope"] == "device" and record["protocol"]["settings"]["world_size"] == 2
 
 
+@pytest.mark.integration
 def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpoint(tmp_path, data_cache):
     """SLURM signals every task; the ranks agree to stop at the same step, rank 0 saves, both exit
     with 128 + signal, and the re-submitted job resumes from that checkpoint on both ranks."""

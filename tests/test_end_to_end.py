@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from dabs_rq.run import run
 from dabs_rq.results.table import build_table
 from tests.markdown_helpers import unpadded
@@ -35,6 +37,7 @@ def test_online_transfer_mode_runs_the_encoder_in_the_loop(tiny_run_overrides, t
     assert record["protocol"]["transfer_mode"] == "online" and record["pretraining"]["steps"] == 0
 
 
+@pytest.mark.integration
 def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_cache):
     results = tmp_path / "results"
     env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
@@ -55,6 +58,7 @@ def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_ca
     assert "Produced by:\n- `dabs-rq -m experiment=embedded" in md
 
 
+@pytest.mark.integration
 def test_bad_domain_on_the_command_line_is_one_clear_line(tmp_path):
     env = {**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "domain=nope", f"hydra.run.dir={tmp_path}"],
@@ -66,6 +70,7 @@ def test_bad_domain_on_the_command_line_is_one_clear_line(tmp_path):
 import pytest  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm, domain", [("shed", "embedded_sensor"), ("mae", "embedded_text"),
                                                ("rq_emix", "embedded_sensor"), ("mae", "embedded_image")])
 def test_beyond_the_paper_algorithms_smoke_run(tiny_run_overrides, tmp_path, algorithm, domain):

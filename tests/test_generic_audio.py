@@ -64,6 +64,7 @@ def _tone_order_follows_labels(x: torch.Tensor, y: torch.Tensor, classes: list[s
     return bool(low and mid and high) and max(low) < min(mid) and max(mid) < min(high)
 
 
+@pytest.mark.integration
 def test_a_new_audio_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _clips(mine)

@@ -73,6 +73,7 @@ def _image_of(x):
     return int(round(float(x[dim].mean()) * 255 / 10)) - 1, COLOURS[bright]
 
 
+@pytest.mark.integration
 def test_a_new_image_text_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _pairs(mine)

@@ -75,6 +75,7 @@ def _all(dataset):
     return x, y
 
 
+@pytest.mark.integration
 def test_a_new_image_folder_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _tree(mine / "photos")
@@ -178,6 +179,7 @@ def _table_yamls(folder, **changes):
                         task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
 
 
+@pytest.mark.integration
 def test_a_new_image_table_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _write_csv(mine / "photos.csv", _table_data(mine))

@@ -38,6 +38,7 @@ def _yamls(folder, **reader_changes):
                         batch_size=8, task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
 
 
+@pytest.mark.integration
 def test_a_new_sensor_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)
@@ -127,6 +128,7 @@ def test_inputs_that_cannot_take_the_readers_windows_are_named(tmp_path):
                               "make them equal")
 
 
+@pytest.mark.integration
 def test_a_task_with_too_few_classes_for_the_labels_fails_before_pretraining(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)

@@ -64,6 +64,7 @@ def _split(name, folder, tmp_path, split, cache="cache"):
 # --------------------------------------------------------------------------- the public command
 
 
+@pytest.mark.integration
 def test_a_new_text_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _reviews(mine)

@@ -11,7 +11,7 @@ from dabs_rq.encoder.transformer import Attention
 from dabs_rq.run import run
 from tests.conftest import compose_config
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.mark.parametrize("tokens", [65, 197])

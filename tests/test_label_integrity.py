@@ -227,6 +227,7 @@ def _domain(folder, shared=None, **reader_changes):
                  task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("changes", [{}, {"split_by": "column", "split_column": "part"}])
 def test_the_command_stops_with_exit_2_and_one_line_for_unlabelled_recordings(tmp_path, data_cache, changes):
     mine = tmp_path / "mine"
@@ -239,6 +240,7 @@ def test_the_command_stops_with_exit_2_and_one_line_for_unlabelled_recordings(tm
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("made, expected", [
     ({"empty": ("walk_2.npy",)}, "reader.unlabelled: 1 recordings have an empty activity cell"),
     ({"short": ("run_1.npy",)}, f"reader.short: 1 recordings are shorter than window={WINDOW} steps"),
@@ -255,6 +257,7 @@ def test_the_command_stops_with_exit_2_for_an_empty_label_cell_or_a_short_record
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
 
 
+@pytest.mark.integration
 def test_the_command_runs_with_the_skip_policies_and_says_what_it_left_out(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine, unlisted=("sit_3.npy",), short=("run_1.npy",))

@@ -137,6 +137,7 @@ def test_transfer_keeps_every_epochs_test_metric_and_reports_the_last(tmp_path, 
     assert "host" not in record and not record["job_dir"].startswith("/")
 
 
+@pytest.mark.slow
 def test_transfer_drop_last_drops_the_partial_batch_and_refuses_a_batch_larger_than_the_set(tmp_path, data_cache,
                                                                                             monkeypatch):
     import dabs_rq.run as runner

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dabs_rq.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration  # runs the walkthrough's commands in a shell
 
 
 def walkthrough() -> str:

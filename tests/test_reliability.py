@@ -23,6 +23,7 @@ from tests.conftest import compose_config
 # ------------------------------------------------------------------ names: one line, exit 2, the valid ones
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override, message", [
     ("algorithm=foo", "unknown algorithm 'foo'; valid: emix, mae, none, rq, rq_emix, shed"),
     ("model=huge", "unknown model 'huge'; valid: dabs, small, tiny"),
@@ -142,6 +143,7 @@ def test_concurrent_writers_lose_no_record_and_never_leave_a_torn_one(tmp_path):
 # ------------------------------------------------------------------ reproducibility
 
 
+@pytest.mark.slow
 def test_same_seed_same_machine_gives_identical_transfer_metrics(tmp_path, data_cache):
     results = []
     for attempt in ("a", "b"):

@@ -61,6 +61,7 @@ def _rerun(tmp_path: Path, data_cache: Path, *extra: str) -> subprocess.Complete
                           timeout=600)
 
 
+@pytest.mark.integration
 def test_sigkill_mid_pretraining_resumes_from_last_checkpoint_then_finished_job_is_skipped(tmp_path, data_cache):
     proc, step = _start_and_signal(tmp_path, data_cache, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL and 0 < step < 60
@@ -79,6 +80,7 @@ def test_sigkill_mid_pretraining_resumes_from_last_checkpoint_then_finished_job_
     assert (tmp_path / "results" / RECORD).read_bytes() == before
 
 
+@pytest.mark.integration
 def test_preemption_signal_saves_a_checkpoint_and_exits_then_resumes(tmp_path, data_cache):
     proc, _ = _start_and_signal(tmp_path, data_cache, signal.SIGUSR1)
     stderr = proc.stderr.read()
@@ -93,6 +95,7 @@ def test_preemption_signal_saves_a_checkpoint_and_exits_then_resumes(tmp_path, d
     assert json.loads((tmp_path / "results" / RECORD).read_text())["pretraining"]["steps"] == 60
 
 
+@pytest.mark.integration
 def test_a_finished_pretraining_is_not_repeated_and_other_configs_are_refused(tmp_path, data_cache):
     first = _rerun(tmp_path, data_cache, "pretrain.max_steps=4")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -157,6 +160,7 @@ def _exact_command(tmp_path: Path, job: str, algorithm: str) -> list[str]:
             f"results_dir={tmp_path / job / 'results'}", f"hydra.run.dir={tmp_path / job}"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("algorithm", ["rq", "emix"])
 def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_encoder_of_an_uninterrupted_run(tmp_path, data_cache,
                                                                                             algorithm):

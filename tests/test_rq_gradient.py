@@ -179,6 +179,7 @@ def test_rq_emix_uses_the_same_view():
     assert torch.equal(mixed, lam_e * view + (1 - lam_e) * view[perm].detach())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compile", [False, "reduce-overhead"])
 def test_reference_gradient_on_cuda(compile):

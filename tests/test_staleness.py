@@ -67,6 +67,7 @@ def test_a_pretraining_yaml_edited_after_pretraining_refuses_the_job_folder(tmp_
         run(compose_config(_overrides(tmp_path, data_cache, mine)))
 
 
+@pytest.mark.slow
 def test_records_hold_portable_paths_and_no_host_unless_asked(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)
@@ -101,6 +102,7 @@ def test_user_runs_write_to_an_untracked_results_folder(monkeypatch):
     assert ablation.results_dir == str(LOCAL_RESULTS_DIR / "ablations")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_one_embedded_job_from_a_fresh_clone_leaves_git_status_clean(tmp_path, data_cache):
     """README command one's kind of run, in a fresh clone of the committed tree: records, the table, job

@@ -70,6 +70,7 @@ def recording_reader(split, cache_dir, root, download, size, keep_bug):
     return {"split": split, "root": str(root), "size": size, "keep_bug": keep_bug, "download": download}
 
 
+@pytest.mark.integration
 def test_data_status_command_lists_every_dataset():
     done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "data", "status"], capture_output=True, text=True,
                           timeout=120)
@@ -98,6 +99,7 @@ def test_a_reader_error_reaches_the_user_as_itself_not_wrapped_by_hydra(tmp_path
         DomainDataModule(cfg, tmp_path).split("test")
 
 
+@pytest.mark.integration
 def test_running_a_domain_whose_data_is_missing_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "dabs_rq.cli", "domain=imagenet", f"data_root={tmp_path}", "algorithm=rq",

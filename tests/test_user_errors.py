@@ -23,6 +23,7 @@ def _one_line_before_training(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.integration
 def test_sensor_inputs_whose_channels_do_not_match_the_data_are_one_line_before_training(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)  # 3 channels
@@ -35,6 +36,7 @@ def test_sensor_inputs_whose_channels_do_not_match_the_data_are_one_line_before_
     assert "fix 'inputs' in its YAML" in line
 
 
+@pytest.mark.integration
 def test_a_binary_task_on_three_classes_is_one_line_before_training(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)
@@ -46,6 +48,7 @@ def test_a_binary_task_on_three_classes_is_one_line_before_training(tmp_path, da
     assert "MulticlassTask with num_classes: 3" in line and "fix 'task' in its YAML" in line
 
 
+@pytest.mark.integration
 def test_a_bug_inside_a_job_keeps_its_traceback(tmp_path, data_cache):
     """A plain ValueError raised by code (here a user's own reader with a bug) is not reduced to a line."""
     (tmp_path / "buggy_reader.py").write_text(textwrap.dedent("""
@@ -97,6 +100,7 @@ def test_config_error_types_are_user_errors(module, name):
     assert issubclass(getattr(importlib.import_module(module), name), UserError)
 
 
+@pytest.mark.integration
 def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache):
     """-m domain=good,broken used to run the good job to the end before the broken one failed."""
     import os
@@ -121,6 +125,7 @@ def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.integration
 def test_a_corrupt_recording_names_the_fix_and_a_skip_is_said_once_per_dataset(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)
@@ -139,6 +144,7 @@ def test_a_corrupt_recording_names_the_fix_and_a_skip_is_said_once_per_dataset(t
     assert sum("left out of" in line for line in said) == 2, said
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("content,expected", [
     ("", "is empty (0 bytes); write a header row naming its columns"),
     ("file,activity\n", "has a header (file, activity) but no rows; add one row per example"),
@@ -153,6 +159,7 @@ def test_an_empty_or_header_only_labels_table_is_named_with_its_yaml(tmp_path, d
     assert f"{mine / 'my_imu.yaml'}: reader.labels_csv: {mine / 'labels.csv'} {expected}" in line
 
 
+@pytest.mark.integration
 def test_a_typo_in_the_transfer_list_names_the_pretraining_yaml(tmp_path, data_cache):
     mine = tmp_path / "mine"
     _recordings(mine)
@@ -164,6 +171,7 @@ def test_a_typo_in_the_transfer_list_names_the_pretraining_yaml(tmp_path, data_c
     assert "my_imu_activity" in line  # among the valid ones
 
 
+@pytest.mark.integration
 def test_a_user_yaml_shadowing_a_built_in_one_and_a_missing_extra_folder_are_refused(tmp_path, data_cache):
     from dabs_rq.paths import DOMAINS_DIR
 
