@@ -18,8 +18,9 @@ folders, precision of the same run on another device) are left out; they are rec
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dabs_rq.hashing import digest
 

@@ -127,7 +127,7 @@ def build_record(cfg: Any, config: dict, domain: Any, dataset_cfg: Any, algorith
         "versions": package_versions(),
         "git_commit": git_commit(),
         "timings": {"pretrain_s": round(pretraining["seconds"], 3), "transfer_s": round(transfer_seconds, 3)},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if cfg.get("record", {}).get("host", False):
         record["host"] = os.uname().nodename
