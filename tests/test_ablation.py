@@ -80,8 +80,8 @@ def test_an_ablation_summary_keeps_protocols_apart(tmp_path):
                 "protocol": {"name": protocol, "fingerprint": fingerprint}})
     md = unpadded(build_ablation(tmp_path, "ablation_bins", "num_bins")["md"])
     assert "Protocol `dabs` (fingerprint `bbbb2222`)" in md and "Protocol `smoke` (fingerprint `aaaa1111`)" in md
-    assert "| Images | MNIST | accuracy | 60.50 ± 0.71 (2) |" in md
-    assert "| Images | MNIST | accuracy | 80.50 ± 0.71 (2) |" in md
+    assert "| Images | MNIST | accuracy | 60.50 ± 0.71 [54.15, 66.85] (2) |" in md  # mean ± std [95 % CI] (seeds)
+    assert "| Images | MNIST | accuracy | 80.50 ± 0.71 [74.15, 86.85] (2) |" in md
 
 
 def test_an_ablation_summary_reports_records_without_the_setting_and_unreadable_ones(tmp_path, capsys):

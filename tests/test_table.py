@@ -37,9 +37,10 @@ def test_aggregates_mean_std_seeds_paper_and_delta(results):
     assert rq["mean"] == pytest.approx(47.0) and rq["std"] == pytest.approx(2.0) and rq["n"] == 3
     assert rq["paper"] == pytest.approx(47.70) and rq["delta"] == pytest.approx(-0.70)
     md = unpadded(paths["md"])
-    # ours (mean ± std (seeds)) for none / emix / rq, empty shed, then the paper's None / e-Mix / RQ and deltas
-    assert ("| Images | CIFAR-10 | accuracy | 22.00 ± 2.00 (3) | 42.00 ± 2.00 (3) | 47.00 ± 2.00 (3) |  "
-            "| 24.20 | 39.43 | 47.70 | -2.20 | +2.57 | -0.70 |") in md
+    # ours (mean ± std [95 % t-interval] (seeds), then the marks: better / worse than none (n) or emix (e) after
+    # Holm's correction) for none / emix / rq, empty shed, then the paper's None / e-Mix / RQ and deltas
+    assert ("| Images | CIFAR-10 | accuracy | 22.00 ± 2.00 [17.03, 26.97] (3) ▼e | 42.00 ± 2.00 [37.03, 46.97] (3) ▲n "
+            "| 47.00 ± 2.00 [42.03, 51.97] (3) ▲n▲e |  | 24.20 | 39.43 | 47.70 | -2.20 | +2.57 | -0.70 |") in md
     header = next(line for line in md.splitlines() if line.startswith("| Domain |"))
     assert "shed" in header  # any algorithm in the records becomes a column
     assert "toy_speech (synthetic)" in md
@@ -56,7 +57,7 @@ def test_tables_are_aligned_markdown(results):
 
 def test_domain_mean_is_the_mean_over_datasets(results):
     md = unpadded(build_table([results])["md"])
-    images_mean = [l for l in md.splitlines() if l.startswith("| **Images**")][0]
+    images_mean = [line for line in md.splitlines() if line.startswith("| **Images**")][0]
     assert "**28.50**" in images_mean  # rq: mean of 47.0 (cifar10) and 10.0 (dtd)
 
 

@@ -67,8 +67,8 @@ def test_two_protocols_of_one_dataset_and_algorithm_are_never_averaged(tmp_path)
     dabs, smoke = section(md, "protocol `dabs`"), section(md, "protocol `smoke`")
     assert f"fingerprint `{fingerprint(DABS)}`" in dabs.splitlines()[0] and "Experiment `exp`" in dabs.splitlines()[0]
     assert "Settings: model.dim=256, model.depth=12, pretrain.max_steps=100000" in dabs
-    assert "| English Text | cola | accuracy | 41.00 ± 1.41 (2) |" in dabs and "11.00" not in dabs
-    assert "| English Text | cola | accuracy | 11.00 ± 1.41 (2) |" in smoke and "41.00" not in smoke
+    assert "| English Text | cola | accuracy | 41.00 ± 1.41 [28.29, 53.71] (2) |" in dabs and "11.00" not in dabs
+    assert "| English Text | cola | accuracy | 11.00 ± 1.41 [-1.71, 23.71] (2) |" in smoke and "41.00" not in smoke
     assert "26.00" not in md  # the mixed mean
     tidy = pd.read_csv(paths["csv"])
     assert set(tidy["protocol"]) == {"dabs", "smoke"} and list(tidy["n"]) == [2, 2]
@@ -105,7 +105,7 @@ def test_same_protocol_other_algorithm_settings_are_separate_columns_with_a_note
     short = fingerprint(more_bins)[:4]
     header = next(line for line in table_lines(md) if line.startswith("| Domain"))
     assert f"| rq | rq [{short}] |" in header
-    assert "| English Text | cola | accuracy | 41.00 ± 1.00 (3) | 10.00 (1) |" in md
+    assert "| English Text | cola | accuracy | 41.00 ± 1.00 [38.52, 43.48] (3) | 10.00 (1) |" in md
     assert f"`rq [{short}]`: algorithm fingerprint `{fingerprint(more_bins)}`" in md
     assert "differs in num_bins=32 (rq: 16)." in md
 
@@ -121,7 +121,7 @@ def test_same_dataset_with_other_dataset_settings_is_a_separate_row_with_a_note(
         "datasets": smaller, "dataset_fingerprint": fingerprint(smaller)})
     md = unpadded(build_table([results])["md"])
     short = fingerprint(smaller)[:4]
-    assert "| English Text | CoLA | accuracy | 5.00 (1) | 41.00 ± 1.41 (2) |" in md
+    assert "| English Text | CoLA | accuracy | 5.00 (1) | 41.00 ± 1.41 [28.29, 53.71] (2) |" in md  # n = 1: no test
     assert f"| English Text | CoLA [ds {short}] | accuracy |  | 20.00 (1) |" in md
     assert f"`CoLA [ds {short}]`: dataset fingerprint `{fingerprint(smaller)}`" in md
     assert "differs in transfer.batch_size=64 (CoLA: 128)." in md
@@ -182,7 +182,7 @@ def test_reference_lists_all_34_paper_rows_with_our_cells_of_the_paper_protocol(
     assert len(rows) == 34 == len(paper)
     names = [r.split(" | ")[1] for r in rows]
     assert all(shown == name or shown.startswith(f"{name} (not comparable") for shown, name in zip(names, paper["dataset"]))
-    assert "| Images | CIFAR-10 | Accuracy | 24.20 | 39.43 | 47.70 |  |  | 41.00 ± 1.41 (2) |  |" in text
+    assert "| Images | CIFAR-10 | Accuracy | 24.20 | 39.43 | 47.70 |  |  | 41.00 ± 1.41 [28.29, 53.71] (2) |  |" in text
     assert "| Images | Birds | Accuracy | 1.62 | 3.86 | 4.16 |  |  |  |  | 1.62 | 3.86 | 2.95 |" in text
     assert "| English Text | MRPC | Accuracy | 68.40 | 66.20 | 68.90 |  |  |  |  |  |  |  |" in text  # not in it
     assert ("| Vision/Language | VQA (not comparable: paper used the pre-fix DABS captioned-images code) | Accuracy "
@@ -198,7 +198,7 @@ def test_reference_without_paper_protocol_records_is_the_bare_paper_table(tmp_pa
     write(results, "cifar10", "rq", 0, 90.0, domain="Images", paper_name="CIFAR-10", protocol="smoke", settings=SMOKE)
     text = unpadded(build_table([results], reference=True)["reference"])
     assert "## No records of protocol `dabs` yet" in text
-    assert len([l for l in table_lines(text) if not l.startswith(("| Domain", "|---", "| **"))]) == 34
+    assert len([line for line in table_lines(text) if not line.startswith(("| Domain", "|---", "| **"))]) == 34
     assert "90.00" not in text
 
 
@@ -225,7 +225,7 @@ def test_legacy_records_load_as_protocol_unrecorded(tmp_path):
     headings = [line for line in md.splitlines() if line.startswith("### ")]
     assert len(headings) == 3 and all("protocol `unrecorded`" in h for h in headings)
     assert any("Experiment `nocfg`" in h and "fingerprint `legacy`" in h for h in headings)
-    assert "| Images | MNIST | accuracy | 81.00 ± 1.41 (2) |" in md  # seeds of one config are one cell
+    assert "| Images | MNIST | accuracy | 81.00 ± 1.41 [68.29, 93.71] (2) |" in md  # seeds of one config are one cell
     assert "in: model.dim=128." in md and "in: model.dim=64." in md
     tidy = pd.read_csv(paths["csv"])
     assert set(tidy["algorithm_fingerprint"]) == {"unrecorded"} and set(tidy["dataset_fingerprint"]) == {"unrecorded"}

@@ -3,8 +3,9 @@
 An ablation experiment (``conf/experiment/ablation_*.yaml``) writes its records under
 ``<results>/ablations/records/<name>/<setting>=<value>/...``; each record's
 ``algorithm_settings`` holds the setting's value. :func:`build_ablation` turns them into
-``<results>/ablations/<name>.md`` (dataset x value, mean ± std over seeds, one table per protocol),
-``.csv`` (tidy) and ``.png`` (metric vs setting, one line per dataset, error bars = std over seeds).
+``<results>/ablations/<name>.md`` (dataset x value, mean ± std [95 % t-interval] over seeds, one table per
+protocol), ``.csv`` (tidy, with the interval's bounds) and ``.png`` (metric vs setting, one line per dataset,
+error bars = the 95 % t-interval of the mean over seeds, none for one seed).
 Records are read, reduced and drawn by the helpers the results table uses (:mod:`dabs_rq.results.frame`).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from dabs_rq.io import write_text_atomic
-from dabs_rq.results.frame import aggregate, cell, figure, load_records, markdown_table
+from dabs_rq.results.frame import CELL_LEGEND, aggregate, cell, figure, load_records, markdown_table
 
 
 def _sort_key(value: object) -> tuple:
@@ -42,7 +43,8 @@ def load_ablation(results_dir: Path, name: str, setting: str) -> tuple[pd.DataFr
 
 
 def summarize_ablation(records: pd.DataFrame, setting: str) -> pd.DataFrame:
-    """Mean, std and seeds per (protocol, dataset, metric, algorithm, setting value), values in sweep order."""
+    """Mean, std, seeds and the 95 % t-interval per (protocol, dataset, metric, algorithm, setting value),
+    values in sweep order."""
     summary = aggregate(records, ["protocol", "domain", "dataset", "display_name", "metric", "algorithm", setting])
     order = {v: i for i, v in enumerate(sorted(summary[setting].unique(), key=_sort_key))}
     return (summary.assign(_order=summary[setting].map(order))
@@ -66,18 +68,19 @@ def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
         parts.append(f"Protocol `{label}`" + (f" (fingerprint `{fingerprint}`)" if fingerprint else "") + ":\n\n"
                      + markdown_table(header, rows))
     return (f"### {name}: transfer metric vs `{setting}`\n\n" + "\n\n".join(parts)
-            + "\n\nCells: mean ± std over seeds (number of seeds); every other setting as in the experiment.\n")
+            + f"\n\nCells: {CELL_LEGEND}; every other setting as in the experiment.\n")
 
 
 def plot_ablation(summary: pd.DataFrame, name: str, setting: str, path: Path) -> None:
-    """Metric vs setting value, one line per (dataset, metric) and protocol, error bars = std over seeds."""
+    """Metric vs setting value, one line per (dataset, metric) and protocol, error bars = the 95 % t-interval of
+    the mean over seeds (none for one seed)."""
     values = sorted(summary[setting].unique(), key=_sort_key)
     xs = {v: i for i, v in enumerate(values)}
     several = summary["protocol"].nunique() > 1
     with figure(path, 1, figsize=(6, 3.6), dpi=120) as (_, (ax,)):
         for (protocol, display, metric), rows in summary.groupby(["protocol", "display_name", "metric"], sort=True):
-            ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["std"].fillna(0), marker="o",
-                        capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
+            ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["ci_high"] - rows["mean"],
+                        marker="o", capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
         ax.set_xticks(range(len(values)), [str(v) for v in values])
         ax.set_xlabel(setting)
         ax.set_ylabel("transfer metric")

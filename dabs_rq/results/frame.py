@@ -2,7 +2,7 @@
 
 Both summaries read the records the same way (:func:`load_records`: one row per readable record,
 its protocol made explicit, unreadable records reported rather than fatal), reduce seeds the same
-way (:func:`aggregate`, :func:`cell`: mean ± std (seeds)), print Markdown tables the same way
+way (:func:`aggregate`, :func:`cell`: mean ± std [95 % t-interval] (seeds)), print Markdown tables the same way
 (:func:`markdown_table`) and draw their plots through :func:`figure` (written atomically, with no
 software version in the PNG, so rebuilding from the same records gives byte-identical files).
 """
@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 
 from dabs_rq.hashing import digest
 from dabs_rq.io import atomic_path
 from dabs_rq.results.protocol import flatten
+from dabs_rq.results.statistics import t_half_width
 
 #: Fields every record must have to be summarised.
 RECORD_FIELDS = ("dataset", "domain", "algorithm", "seed", "metric", "value")
@@ -114,20 +116,33 @@ def load_records(results_dirs: Iterable[Path | str], under: str = "") -> tuple[p
 
 def aggregate(records: pd.DataFrame, keys: Sequence[str], **extra: tuple[str, str]) -> pd.DataFrame:
     """One row per ``keys`` group (sorted; NaN keys kept): ``mean``, ``std`` (NaN for one seed) and ``n`` of
-    ``value``, plus ``extra`` named aggregations (``column=(source, function)``)."""
+    ``value``, plus ``extra`` named aggregations (``column=(source, function)``), then ``ci_low`` / ``ci_high``:
+    the 95 % t-interval of the mean over seeds (NaN for one seed)."""
     summary = (records.groupby(list(keys), dropna=False, sort=True)
                .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), **extra)
                .reset_index())
     summary["n"] = summary["n"].astype(int)
+    half = [t_half_width(s, n) for s, n in zip(summary["std"], summary["n"])]
+    summary["ci_low"] = [m - h for m, h in zip(summary["mean"], half)]
+    summary["ci_high"] = [m + h for m, h in zip(summary["mean"], half)]
     return summary
 
 
+#: What a :func:`cell` shows, for the notes under a table.
+CELL_LEGEND = ("mean ± std [95 % CI] (seeds): mean and sample std over seeds, the 95 % t-interval of the mean "
+               "(mean ± t(0.975; n−1)·std/√n; none for one seed) and the number of seeds")
+
+
 def cell(mean: float, std: float, n: float) -> str:
-    """A summary cell: ``mean ± std (seeds)``, ``mean (seeds)`` for one seed, empty when nothing was run."""
+    """A summary cell: ``mean ± std [low, high] (seeds)`` with the 95 % t-interval of the mean, ``mean (seeds)``
+    for one seed (no spread, no interval), empty when nothing was run."""
     if pd.isna(mean):
         return ""
     n = int(n)
-    return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 and not pd.isna(std) else f"{mean:.2f} ({n})"
+    if n < 2 or pd.isna(std):
+        return f"{mean:.2f} ({n})"
+    half = t_half_width(std, n)
+    return f"{mean:.2f} ± {std:.2f} [{mean - half:.2f}, {mean + half:.2f}] ({n})"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -10,10 +10,14 @@ footnotes that say which settings differ. Records written before protocols were 
 form protocol ``unrecorded`` with a fingerprint derived from their stored ``config`` (``legacy``
 when they have none).
 
-Per cell: mean, std over seeds and the number of seeds; per domain: the mean over its datasets;
-for DABS datasets (``paper_name`` in the record) the paper's None / e-Mix / RQ numbers and our
-delta to them, and the DABS 2.0 README numbers where they are known. ``--reference`` adds
-``table_reference.md``: the paper's whole Table 1 with our cells of the paper protocol (``dabs``).
+Per cell: mean, std over seeds, the 95 % t-interval of the mean and the number of seeds, and marks
+where the cell is significantly better or worse than ``none`` / ``emix`` on the same dataset
+(Welch's t-test over seeds, Holm-adjusted over every test of the section; see
+:mod:`dabs_rq.results.statistics`); per domain: the mean over its datasets and each column's mean
+rank (and the mean rank over all the section's datasets); for DABS datasets (``paper_name`` in the
+record) the paper's None / e-Mix / RQ numbers and our delta to them, and the DABS 2.0 README
+numbers where they are known. ``--reference`` adds ``table_reference.md``: the paper's whole Table 1
+with our cells of the paper protocol (``dabs``).
 
 Output is a pure function of the records found, so rebuilding with no new records gives
 byte-identical files.
@@ -24,15 +28,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
 from dabs_rq.io import write_text_atomic
 from dabs_rq.paths import RESULTS_DIR, default_results_dir
-from dabs_rq.results.frame import (SECTION_KEYS, aggregate, canonical, cell, figure, load_records,
-                                   markdown_table)
+from dabs_rq.results.frame import (
+    CELL_LEGEND,
+    SECTION_KEYS,
+    aggregate,
+    canonical,
+    cell,
+    figure,
+    load_records,
+    markdown_table,
+)
+from dabs_rq.results.statistics import ALPHA, TEST_NAME, descending_ranks, direction, holm, welch
 
 #: The paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code): dataset,domain,metric,none,emix,rq.
 PAPER_TABLE = RESULTS_DIR / "reference" / "paper_table1.csv"
@@ -48,6 +62,12 @@ KNOWN_ORDER = ("none", "emix", "rq", "shed", "mae", "rq_emix")
 REFERENCE_PROTOCOL = "dabs"
 #: Paper rows whose numbers are not comparable with ours (shown, but no delta), and why.
 NOT_COMPARABLE = {"VQA": "paper used the pre-fix DABS captioned-images code"}
+#: The columns every other column of a row is tested against (the primary column of each, not its variants).
+BASELINES = ("none", "emix")
+#: Marks of a significant difference against each baseline: (better, worse).
+MARKS = {"none": ("▲n", "▼n"), "emix": ("▲e", "▼e")}
+#: The keys of one table row (a dataset variant) within a section.
+ROW_KEYS = ["domain", "dataset", "metric", "dataset_fingerprint"]
 #: Settings named in a section's one-line summary, when the protocol has them.
 MAIN_SETTINGS = ("model.dim", "model.depth", "pretrain.max_steps", "pretrain.batch_size",
                  "pretrain.effective_batch_size", "transfer.mode", "transfer.epochs", "transfer.drop_last",
@@ -60,10 +80,13 @@ LEGEND = (
     "averaged together. Records from before protocols were recorded form protocol `unrecorded` (fingerprint from "
     "their stored config, `legacy` when they have none). In a section, a column `algorithm [xxxx]` holds records "
     "of that algorithm with other algorithm settings and a row `Dataset [ds xxxx]` records of that dataset with "
-    "other dataset settings (the notes say what differs); domain means are over the unmarked rows. "
-    "Cells: mean ± std over seeds (number of seeds). Paper: Wu et al. 2023, supplement Table 1 (DABS 1.0 code). "
-    "Δ = ours − paper. DABS 2.0 README: numbers from the DABS README (v2.0, after the captioned-images fix of "
-    "2023-01-02; results/reference/dabs2_readme.csv), shown only where known. A row marked \"not comparable\" "
+    "other dataset settings (the notes say what differs); domain means and mean ranks are over the unmarked rows. "
+    f"Cells: {CELL_LEGEND}; ▲n / ▼n: significantly better / worse than `none` on that row, ▲e / ▼e: than `emix` "
+    f"(Welch's t-test over seeds, Holm-adjusted over the section's tests, α = {ALPHA}; each section's notes say "
+    "how many tests). Mean rank: 1 = the best mean of the row (every metric is higher-is-better). "
+    "Paper: Wu et al. 2023, supplement Table 1 (DABS 1.0 code). Δ = ours − paper. DABS 2.0 README: numbers from "
+    "the DABS README (v2.0, after the captioned-images fix of 2023-01-02; results/reference/dabs2_readme.csv), "
+    "shown only where known. A row marked \"not comparable\" "
     "shows the paper's numbers but no Δ. Synthetic = generated data (not real recordings)."
 )
 
@@ -129,10 +152,11 @@ def _ranks(records: pd.DataFrame, group: list[str], variant: str) -> dict[tuple,
 def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
               dabs2: pd.DataFrame | None = None) -> pd.DataFrame:
     """Tidy table: one row per (section, domain, dataset variant, metric, algorithm variant) with mean, std,
-    n, the paper's number and our delta to it, the DABS 2.0 README number, and the row / column labels."""
+    n, the 95 % t-interval, the paper's number and our delta to it, the DABS 2.0 README number, the row / column
+    labels, and the cell's rank and tests against the baselines (:func:`add_statistics`)."""
     keys = [*SECTION_KEYS, "domain", "dataset", "dataset_fingerprint", "metric", "algorithm", "algorithm_fingerprint"]
     summary = aggregate(records, keys, display_name=("display_name", "first"), paper_name=("paper_name", "first"),
-                        synthetic=("synthetic", "max"))
+                        synthetic=("synthetic", "max"), seed_values=("value", list))
     columns = _ranks(records, [*SECTION_KEYS, "algorithm"], "algorithm_fingerprint")
     rows = _ranks(records, [*SECTION_KEYS, "domain", "dataset", "metric"], "dataset_fingerprint")
     col_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "algorithm", "algorithm_fingerprint"]].itertuples(index=False)]
@@ -153,7 +177,56 @@ def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
     order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
     summary["_algo"] = summary["algorithm"].map(order)
     summary = summary.sort_values([*SECTION_KEYS, "domain", "dataset", "metric", "row_rank", "_algo", "column_rank"])
-    return summary.drop(columns="_algo").reset_index(drop=True)
+    return add_statistics(summary.drop(columns="_algo").reset_index(drop=True))
+
+
+def add_statistics(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` (with each cell's ``seed_values``) plus, per cell: ``rank`` among the columns of its row
+    (1 = best mean, ties averaged), and for each baseline ``b`` of :data:`BASELINES` present in the row (its
+    primary column): ``p_vs_b`` (Welch's t-test of the cell's seeds against the baseline's), ``p_vs_b_holm``
+    (Holm-adjusted over every distinct test of the section) and ``sig_vs_b`` (better / worse / n.s.; empty when
+    not tested), and ``test`` (the test's name where one was run). ``none`` against ``emix`` is one test, shown
+    on both cells (mirrored), so the family counts it once."""
+    out = summary.copy()
+    out["rank"] = float("nan")
+    out["test"] = ""
+    for baseline in BASELINES:
+        out[f"p_vs_{baseline}"] = float("nan")
+        out[f"p_vs_{baseline}_holm"] = float("nan")
+        out[f"sig_vs_{baseline}"] = ""
+    for _, part in out.groupby(SECTION_KEYS, dropna=False, sort=True):
+        pairs: dict[tuple[int, int], float] = {}  # (cell, cell) index pair, smaller first -> raw p
+        for _, row in part.groupby(ROW_KEYS, dropna=False, sort=True):
+            out.loc[row.index, "rank"] = descending_ranks(list(row["mean"]))
+            by_column = dict(zip(row["column"], row.index))
+            for baseline in BASELINES:
+                if baseline in by_column:
+                    b = by_column[baseline]
+                    for i in row.index:
+                        if i != b and (min(i, b), max(i, b)) not in pairs:
+                            pairs[(min(i, b), max(i, b))] = welch(out.at[i, "seed_values"], out.at[b, "seed_values"]).p
+        adjusted = holm(list(pairs.values()))
+        for (i, j), p, q in zip(pairs, pairs.values(), adjusted):
+            for me, other in ((i, j), (j, i)):
+                baseline = out.at[other, "column"]
+                if baseline in BASELINES and not pd.isna(p):
+                    out.at[me, f"p_vs_{baseline}"], out.at[me, f"p_vs_{baseline}_holm"] = p, q
+                    out.at[me, f"sig_vs_{baseline}"] = direction(out.at[me, "mean"] - out.at[other, "mean"], q)
+                    out.at[me, "test"] = TEST_NAME
+    return out
+
+
+def marks(row: Any) -> str:
+    """The significance marks of a summary row (``▲n▼e`` ...; empty when it differs from no baseline)."""
+    return "".join(MARKS[b][0] if getattr(row, f"sig_vs_{b}") == "better" else
+                   MARKS[b][1] if getattr(row, f"sig_vs_{b}") == "worse" else "" for b in BASELINES)
+
+
+def marked_cell(row: Any) -> str:
+    """A summary row's :func:`~dabs_rq.results.frame.cell`, followed by its significance marks."""
+    text = cell(row.mean, row.std, row.n)
+    found = marks(row)
+    return f"{text} {found}" if found else text
 
 
 # --------------------------------------------------------------------------------------------- Markdown
@@ -321,8 +394,10 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
               *[f"Δ {a}" for a in delta_cols], *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
     table: list[list[str]] = []
     cells = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint, r.column): r for r in part.itertuples(index=False)}
+    all_ranks: dict[str, list[float]] = {c[0]: [] for c in columns}
     for domain in sorted({r[0] for r in rows}):
         primary_means: dict[str, list[float]] = {c[0]: [] for c in columns}
+        primary_ranks: dict[str, list[float]] = {c[0]: [] for c in columns}
         paper_means: dict[str, list[float]] = {a: [] for a in paper_cols}
         for d, dataset, metric, rank, fingerprint, label in rows:
             if d != domain:
@@ -332,7 +407,7 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
             note = NOT_COMPARABLE.get(name) if name else None
             synthetic = any(r.synthetic for r in found.values() if r is not None)
             shown = f"{label}{' (synthetic)' if synthetic else ''}{f' (not comparable: {note})' if note else ''}"
-            ours = [cell(r.mean, r.std, r.n) if r is not None else "" for r in found.values()]
+            ours = [marked_cell(r) if r is not None else "" for r in found.values()]
             papers = [_num(paper.get((name, a), float("nan"))) for a in paper_cols]
             deltas = ["" if note or found.get(a) is None else _num(found[a].mean - paper.get((name, a), float("nan")),
                                                                    signed=True) for a in delta_cols]
@@ -342,6 +417,8 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
                 for label_, r in found.items():
                     if r is not None:
                         primary_means[label_].append(r.mean)
+                        primary_ranks[label_].append(r.rank)
+                        all_ranks[label_].append(r.rank)
                 for a in paper_cols:
                     if found.get(a) is not None and not note:
                         paper_means[a].append(paper.get((name, a), float("nan")))
@@ -351,8 +428,45 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
             *[_num(_mean(paper_means[a])) for a in paper_cols],
             *["" for _ in delta_cols], *["" for _ in dabs2_cols],
         ])
+        table.append(_rank_row(f"**{domain}**", primary_ranks, len(header)))
+    table.append(_rank_row("**all domains**", all_ranks, len(header)))
     return [*_heading(section, settings, "###"), "", markdown_table(header, table),
-            "", "Notes:", *[f"- {n}" for n in _notes(part, recs)], *_commands(recs)]
+            "", "Notes:", *[f"- {n}" for n in [*_statistics_notes(part), *_notes(part, recs)]], *_commands(recs)]
+
+
+def _rank_row(label: str, ranks: dict[str, list[float]], width: int) -> list[str]:
+    """A ``mean rank`` row: each column's mean rank over the rows it was run on, blank for the other columns."""
+    row = [label, "**mean rank**", "", *[_num(_mean(v)) if v else "" for v in ranks.values()]]
+    return row + [""] * (width - len(row))
+
+
+def _statistics_notes(part: pd.DataFrame) -> list[str]:
+    """The notes that say how a section's marks and mean ranks were computed, and how many tests were significant."""
+    tests: dict[frozenset, bool] = {}  # one per unordered pair of cells (none vs emix is shown on both) -> significant
+    for r in part.itertuples(index=False):
+        for baseline in BASELINES:
+            if getattr(r, f"sig_vs_{baseline}"):
+                row = (r.dataset, r.dataset_fingerprint, r.metric)
+                tests[frozenset({(*row, r.column), (*row, baseline)})] = getattr(r, f"sig_vs_{baseline}") != "n.s."
+    significant = sum(tests.values())
+    present = [b for b in BASELINES if b in set(part["column"])]
+    if not present:
+        tested = "no `none` or `emix` column in this section, so nothing was tested."
+    elif not tests:
+        tested = "no test could be run (a test needs at least 2 seeds on both sides and some spread on one)."
+    else:
+        tested = (f"{significant} of the {len(tests)} tests of this section "
+                  f"{'is' if significant == 1 else 'are'} significant after Holm's adjustment.")
+    return [
+        "Marks: ▲n / ▼n = significantly better / worse than `none` on that row, ▲e / ▼e = than `emix`. Test: "
+        f"Welch's t-test (`{TEST_NAME}`, two-sided, unequal variances) of each column's seeds against the "
+        "baseline's on the same row; the p-values of every test of this section are adjusted together with "
+        f"Holm's method and a mark needs an adjusted p < {ALPHA}. No mark: not significant, or not tested (fewer "
+        "than 2 seeds on a side, or no spread on either). " + tested,
+        "Mean rank: on each row the columns run are ranked by mean (1 = best; every metric is higher-is-better; "
+        "ties share the average rank); a domain's mean rank is over its unmarked rows, `all domains` over every "
+        "unmarked row of the section.",
+    ]
 
 
 def to_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame | None = None,
@@ -380,7 +494,9 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
         f"Which records fill it: those whose protocol name is `{REFERENCE_PROTOCOL}` (the paper's DABS protocol), "
         "one section per (experiment, protocol fingerprint); records of other protocols are only in table.md. "
         "All 34 rows of the paper's Table 1 (Wu et al. 2023, supplement; DABS 1.0 code) are listed by domain; "
-        "empty cells of ours were not run. Ours: mean ± std over seeds (number of seeds). Paper domain mean: the "
+        f"empty cells of ours were not run. Ours: {CELL_LEGEND}; significance marks (▲n / ▼n against `none`, "
+        "▲e / ▼e against `emix`) as in table.md (Welch's t-test over seeds, Holm-adjusted over the section). "
+        "Paper domain mean: the "
         "mean of the rows above (results/reference/paper_table1.csv; the published DABS means differ in places); "
         "ours: the mean when every row of the domain was run, else how many were. DABS 2.0 README: post-fix "
         "numbers from the DABS README (v2.0; results/reference/dabs2_readme.csv), where known. "
@@ -436,8 +552,7 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
                 if any(r.synthetic for r in found.values()):
                     shown += " (synthetic)"
                 papers = [_num(prow[a]) if rank == 0 else "" for a in PAPER_ALGORITHMS]
-                ours = [cell(found[c[0]].mean, found[c[0]].std, found[c[0]].n) if c[0] in found else ""
-                        for c in columns]
+                ours = [marked_cell(found[c[0]]) if c[0] in found else "" for c in columns]
                 refs = [_num(dabs2.get((name, a), float("nan"))) if rank == 0 else "" for a in dabs2_cols]
                 table.append([domain, shown, str(prow["metric"]), *papers, *ours, *refs])
                 if rank == 0:
@@ -458,8 +573,9 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:
-    """One panel per (section, domain): bars per dataset and column (std as error bars), paper values as markers.
-    Each panel's title names its experiment, protocol and fingerprint, so no panel mixes protocols."""
+    """One panel per (section, domain): bars per dataset and column (error bars: the 95 % t-interval of the mean
+    over seeds; none for one seed), paper values as markers. Each panel's title names its experiment, protocol
+    and fingerprint, so no panel mixes protocols."""
     from matplotlib import colormaps
 
     panels = [(section, domain) for section in _sections(summary)
@@ -477,8 +593,13 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
             for i, column in enumerate(columns):
                 values = block[block["column"] == column].drop_duplicates("row").set_index("row").reindex(rows)
                 xs = [d + (i - (len(columns) - 1) / 2) * width for d in range(len(rows))]
-                ax.bar(xs, values["mean"].fillna(0), width, yerr=values["std"].fillna(0), color=colors[column],
-                       label=column, capsize=2)
+                ax.bar(xs, values["mean"].fillna(0), width, color=colors[column], label=column)
+                half = values["ci_high"] - values["mean"]
+                with_interval = [(x, m, h) for x, m, h in zip(xs, values["mean"], half) if not pd.isna(h)]
+                if with_interval:
+                    ax.errorbar([x for x, _, _ in with_interval], [m for _, m, _ in with_interval],
+                                yerr=[h for _, _, h in with_interval], fmt="none", ecolor="black", elinewidth=0.8,
+                                capsize=2)
                 if column in PAPER_ALGORITHMS and values["paper"].notna().any():
                     ax.scatter(xs, values["paper"], marker="_", s=200, color="black", zorder=3, label=paper_label)
                     paper_label = None
@@ -488,8 +609,8 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
             ax.set_ylabel(", ".join(sorted(block["metric"].unique())), fontsize=8)
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.suptitle("Linear-probe transfer after pretraining (mean ± std over seeds), one panel per protocol and "
-                     "domain", fontsize=11, x=0.01, ha="left")
+        fig.suptitle("Linear-probe transfer after pretraining (mean over seeds, error bars: 95 % t-interval; none "
+                     "for one seed), one panel per protocol and domain", fontsize=11, x=0.01, ha="left")
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -497,7 +618,22 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
 
 CSV_COLUMNS = [*SECTION_KEYS, "domain", "dataset", "display_name", "row", "dataset_fingerprint", "metric", "algorithm",
                "column", "algorithm_fingerprint", "mean", "std", "n", "synthetic", "paper", "delta", "paper_note",
-               "dabs2_readme"]
+               "dabs2_readme", "ci_low", "ci_high", "rank", "test", "p_vs_none", "p_vs_none_holm", "sig_vs_none",
+               "p_vs_emix", "p_vs_emix_holm", "sig_vs_emix"]
+#: CSV columns written with 6 significant digits (p-values can be far below the other columns' 4 decimals).
+P_COLUMNS = ["p_vs_none", "p_vs_none_holm", "p_vs_emix", "p_vs_emix_holm"]
+
+
+def to_csv(summary: pd.DataFrame) -> str:
+    """The tidy CSV: one line per cell, :data:`CSV_COLUMNS` (``ci_low`` / ``ci_high``: 95 % t-interval; ``rank``:
+    within the row; ``test``: the test's name where one was run; ``p_vs_*``: raw and Holm-adjusted p-values
+    against each baseline; ``sig_vs_*``: better / worse / n.s., empty when not tested). Mean ranks and domain
+    means are not stored: they are the means of ``rank`` / ``mean`` over a domain's unmarked rows (``row``
+    without a ``[ds ...]`` suffix)."""
+    frame = summary[CSV_COLUMNS].copy()
+    for column in P_COLUMNS:
+        frame[column] = [("" if pd.isna(p) else f"{p:.6g}") for p in frame[column]]
+    return frame.to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None, paper_table: Path = PAPER_TABLE,
@@ -518,7 +654,7 @@ def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None, paper
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "png": out_dir / "table.png"}
     write_text_atomic(paths["md"], to_markdown(summary, records, paper, dabs2))
-    write_text_atomic(paths["csv"], summary[CSV_COLUMNS].to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    write_text_atomic(paths["csv"], to_csv(summary))
     plot(summary, paths["png"])
     if reference:
         if paper is None:
