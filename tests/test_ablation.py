@@ -39,10 +39,27 @@ def test_each_ablation_sweeps_its_setting_on_the_embedded_default(name):
 def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path, data_cache):
     results = tmp_path / "results"
     env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=ablation_statistics", "domain=embedded_sensor", "model=tiny",
-                           "logger=none", "pretrain.max_steps=3", "transfer.epochs=2", "seed=0",
-                           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dabs_rq.cli",
+            "-m",
+            "experiment=ablation_statistics",
+            "domain=embedded_sensor",
+            "model=tiny",
+            "logger=none",
+            "pretrain.max_steps=3",
+            "transfer.epochs=2",
+            "seed=0",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = results / "ablations" / "ablation_statistics.md"
     assert "Ablation summary:" in done.stdout and summary.exists()
@@ -53,16 +70,25 @@ def test_an_ablation_runs_through_the_public_command_and_is_summarised(tmp_path,
     assert "Watch exercise" in lines[header + 2] and lines[header + 2].count("(1)") == 2
     assert not (results / "table.md").exists()  # the main table is not mixed with ablation runs
     before = summary.read_bytes()
-    again = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_statistics"], env=env,
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_statistics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert summary.read_bytes() == before and (results / "ablations" / "ablation_statistics.png").exists()
 
 
 @pytest.mark.integration
 def test_the_ablation_command_names_the_valid_ablations(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_colour"],
-                          env={**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", "ablation", "ablation_colour"],
+        env={**os.environ, "DABS_RQ_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert "unknown ablation 'ablation_colour'; valid: ablation_bins, ablation_collapse, ablation_p" in done.stderr
 
@@ -74,10 +100,20 @@ def test_an_ablation_summary_keeps_protocols_apart(tmp_path):
 
     for protocol, fingerprint, value in (("smoke", "aaaa1111", 80.0), ("dabs", "bbbb2222", 60.0)):
         for seed in (0, 1):
-            write_json_atomic(tmp_path / "records/ablation_bins" / protocol / f"seed{seed}.json", {
-                "domain": "Images", "dataset": "mnist", "display_name": "MNIST", "metric": "accuracy",
-                "algorithm": "rq", "algorithm_settings": {"num_bins": 8}, "seed": seed, "value": value + seed,
-                "protocol": {"name": protocol, "fingerprint": fingerprint}})
+            write_json_atomic(
+                tmp_path / "records/ablation_bins" / protocol / f"seed{seed}.json",
+                {
+                    "domain": "Images",
+                    "dataset": "mnist",
+                    "display_name": "MNIST",
+                    "metric": "accuracy",
+                    "algorithm": "rq",
+                    "algorithm_settings": {"num_bins": 8},
+                    "seed": seed,
+                    "value": value + seed,
+                    "protocol": {"name": protocol, "fingerprint": fingerprint},
+                },
+            )
     md = unpadded(build_ablation(tmp_path, "ablation_bins", "num_bins")["md"])
     assert "Protocol `dabs` (fingerprint `bbbb2222`)" in md and "Protocol `smoke` (fingerprint `aaaa1111`)" in md
     assert "| Images | MNIST | accuracy | 60.50 ± 0.71 [54.15, 66.85] (2) |" in md  # mean ± std [95 % CI] (seeds)

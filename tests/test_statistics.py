@@ -24,7 +24,9 @@ def test_t_interval_of_one_two_three():
     """[1, 2, 3]: mean 2, s = 1, t_{0.975, 2} = 4.302652729..., half-width 4.3027 / √3 = 2.4841."""
     t = 4.302652729911275
     low, high = t_interval([1.0, 2.0, 3.0])
-    assert low == pytest.approx(2 - t / math.sqrt(3), abs=1e-9) and high == pytest.approx(2 + t / math.sqrt(3), abs=1e-9)
+    assert low == pytest.approx(2 - t / math.sqrt(3), abs=1e-9) and high == pytest.approx(
+        2 + t / math.sqrt(3), abs=1e-9
+    )
     assert high - 2 == pytest.approx(2.4841, abs=1e-4)
     assert t_half_width(1.0, 3) == pytest.approx(2.4841377, abs=1e-6)
     # two seeds: t_{0.975, 1} = 12.706, so the interval is ±12.706·s/√2 (wide: 2 seeds say little)
@@ -86,8 +88,13 @@ def test_direction_needs_an_adjusted_p_below_alpha():
 # ------------------------------------------------------------------------------------------ in the table
 
 SEEDS = {  # Images / a: every column; Images / b: none with one seed; Text / c: one seed each
-    ("Images", "a"): {"none": [10.0, 11.0, 12.0], "emix": [20.0, 21.0, 22.0], "rq": [30.0, 31.0, 33.0],
-                      "shed": [10.5, 11.5], "mae": [12.5, 13.5, 14.5]},
+    ("Images", "a"): {
+        "none": [10.0, 11.0, 12.0],
+        "emix": [20.0, 21.0, 22.0],
+        "rq": [30.0, 31.0, 33.0],
+        "shed": [10.5, 11.5],
+        "mae": [12.5, 13.5, 14.5],
+    },
     ("Images", "b"): {"none": [50.0], "rq": [60.0, 61.0]},
     ("Text", "c"): {"none": [1.0], "rq": [2.0]},
 }
@@ -99,9 +106,17 @@ def table(tmp_path):
     for (domain, dataset), columns in SEEDS.items():
         for algorithm, values in columns.items():
             for seed, value in enumerate(values):
-                write_json_atomic(record_path(results, "exp", dataset, algorithm, seed), {
-                    "dataset": dataset, "domain": domain, "algorithm": algorithm, "seed": seed,
-                    "metric": "accuracy", "value": value})
+                write_json_atomic(
+                    record_path(results, "exp", dataset, algorithm, seed),
+                    {
+                        "dataset": dataset,
+                        "domain": domain,
+                        "algorithm": algorithm,
+                        "seed": seed,
+                        "metric": "accuracy",
+                        "value": value,
+                    },
+                )
     return build_table([results])
 
 
@@ -121,9 +136,28 @@ def expected_tests() -> dict[tuple[str, str], tuple[float, float]]:
 def test_csv_keeps_the_test_raw_and_holm_p_values(table):
     tidy = pd.read_csv(table["csv"])
     assert list(tidy.columns) == CSV_COLUMNS
-    assert CSV_COLUMNS[:20] == ["experiment", "protocol", "protocol_fingerprint", "domain", "dataset", "display_name",
-                                "row", "dataset_fingerprint", "metric", "algorithm", "column", "algorithm_fingerprint",
-                                "mean", "std", "n", "synthetic", "paper", "delta", "paper_note", "dabs2_readme"]
+    assert CSV_COLUMNS[:20] == [
+        "experiment",
+        "protocol",
+        "protocol_fingerprint",
+        "domain",
+        "dataset",
+        "display_name",
+        "row",
+        "dataset_fingerprint",
+        "metric",
+        "algorithm",
+        "column",
+        "algorithm_fingerprint",
+        "mean",
+        "std",
+        "n",
+        "synthetic",
+        "paper",
+        "delta",
+        "paper_note",
+        "dabs2_readme",
+    ]
     cells = tidy.set_index(["dataset", "column"])
     for (column, baseline), (p, q) in expected_tests().items():
         assert cells.loc[("a", column), f"p_vs_{baseline}"] == pytest.approx(p, rel=1e-5)
@@ -149,9 +183,11 @@ def test_markdown_marks_significant_cells_after_holm(table):
     md = unpadded(table["md"])
     header = next(line for line in md.splitlines() if line.startswith("| Domain"))
     assert header == "| Domain | Dataset | Metric | none | emix | rq | shed | mae |"
-    assert ("| Images | a | accuracy | 11.00 ± 1.00 [8.52, 13.48] (3) ▼e | 21.00 ± 1.00 [18.52, 23.48] (3) ▲n "
-            "| 31.33 ± 1.53 [27.54, 35.13] (3) ▲n▲e | 11.00 ± 0.71 [4.65, 17.35] (2) ▼e "
-            "| 13.50 ± 1.00 [11.02, 15.98] (3) ▼e |") in md
+    assert (
+        "| Images | a | accuracy | 11.00 ± 1.00 [8.52, 13.48] (3) ▼e | 21.00 ± 1.00 [18.52, 23.48] (3) ▲n "
+        "| 31.33 ± 1.53 [27.54, 35.13] (3) ▲n▲e | 11.00 ± 0.71 [4.65, 17.35] (2) ▼e "
+        "| 13.50 ± 1.00 [11.02, 15.98] (3) ▼e |"
+    ) in md
     assert "| Images | b | accuracy | 50.00 (1) |  | 60.50 ± 0.71 [54.15, 66.85] (2) |  |  |" in md  # n = 1: no test
     assert "5 of the 7 tests of this section are significant after Holm's adjustment." in md
     assert "Welch's t-test (`welch_t`" in md and "Holm" in md and "▲n / ▼n" in md
@@ -160,7 +196,9 @@ def test_markdown_marks_significant_cells_after_holm(table):
 def test_mean_rank_rows_per_domain_and_overall(table):
     md = unpadded(table["md"])
     lines = md.splitlines()
-    images = lines.index("| **Images** | **domain mean** |  | **30.50** | **21.00** | **45.92** | **11.00** | **13.50** |")
+    images = lines.index(
+        "| **Images** | **domain mean** |  | **30.50** | **21.00** | **45.92** | **11.00** | **13.50** |"
+    )
     assert lines[images + 1] == "| **Images** | **mean rank** |  | 3.25 | 2.00 | 1.00 | 4.50 | 3.00 |"
     assert "| **Text** | **mean rank** |  | 2.00 |  | 1.00 |  |  |" in lines
     # over all rows: none (4.5 + 2 + 2) / 3, rq (1 + 1 + 1) / 3
@@ -172,15 +210,25 @@ def test_plot_error_bars_are_the_interval_half_widths(tmp_path, monkeypatch):
 
     drawn = []
     original = Axes.errorbar
-    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, yerr=None, **kw: (
-        drawn.append((list(y), list(yerr))), original(self, x, y, yerr=yerr, **kw))[1])
+    monkeypatch.setattr(
+        Axes,
+        "errorbar",
+        lambda self, x, y, yerr=None, **kw: (
+            drawn.append((list(y), list(yerr))),
+            original(self, x, y, yerr=yerr, **kw),
+        )[1],
+    )
     results = tmp_path / "results"
     for seed, value in enumerate([1.0, 2.0, 3.0]):
-        write_json_atomic(record_path(results, "exp", "a", "rq", seed), {
-            "dataset": "a", "domain": "D", "algorithm": "rq", "seed": seed, "metric": "accuracy", "value": value})
-    write_json_atomic(record_path(results, "exp", "a", "none", 0), {
-        "dataset": "a", "domain": "D", "algorithm": "none", "seed": 0, "metric": "accuracy", "value": 1.0})
+        write_json_atomic(
+            record_path(results, "exp", "a", "rq", seed),
+            {"dataset": "a", "domain": "D", "algorithm": "rq", "seed": seed, "metric": "accuracy", "value": value},
+        )
+    write_json_atomic(
+        record_path(results, "exp", "a", "none", 0),
+        {"dataset": "a", "domain": "D", "algorithm": "none", "seed": 0, "metric": "accuracy", "value": 1.0},
+    )
     build_table([results])
     assert len(drawn) == 1  # none has one seed: no bar
-    (means, halves), = drawn
+    ((means, halves),) = drawn
     assert means == [2.0] and halves == [pytest.approx(2.4841377, abs=1e-6)]

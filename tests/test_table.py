@@ -13,8 +13,17 @@ from tests.markdown_helpers import unpadded
 
 
 def write(results, dataset, algorithm, seed, value, domain="Images", paper_name=None, display=None, synthetic=False):
-    record = {"dataset": dataset, "display_name": display or dataset, "domain": domain, "algorithm": algorithm,
-              "seed": seed, "metric": "accuracy", "value": value, "paper_name": paper_name, "synthetic": synthetic}
+    record = {
+        "dataset": dataset,
+        "display_name": display or dataset,
+        "domain": domain,
+        "algorithm": algorithm,
+        "seed": seed,
+        "metric": "accuracy",
+        "value": value,
+        "paper_name": paper_name,
+        "synthetic": synthetic,
+    }
     write_json_atomic(record_path(results, "exp", dataset, algorithm, seed), record)
 
 
@@ -39,8 +48,10 @@ def test_aggregates_mean_std_seeds_paper_and_delta(results):
     md = unpadded(paths["md"])
     # ours (mean ± std [95 % t-interval] (seeds), then the marks: better / worse than none (n) or emix (e) after
     # Holm's correction) for none / emix / rq, empty shed, then the paper's None / e-Mix / RQ and deltas
-    assert ("| Images | CIFAR-10 | accuracy | 22.00 ± 2.00 [17.03, 26.97] (3) ▼e | 42.00 ± 2.00 [37.03, 46.97] (3) ▲n "
-            "| 47.00 ± 2.00 [42.03, 51.97] (3) ▲n▲e |  | 24.20 | 39.43 | 47.70 | -2.20 | +2.57 | -0.70 |") in md
+    assert (
+        "| Images | CIFAR-10 | accuracy | 22.00 ± 2.00 [17.03, 26.97] (3) ▼e | 42.00 ± 2.00 [37.03, 46.97] (3) ▲n "
+        "| 47.00 ± 2.00 [42.03, 51.97] (3) ▲n▲e |  | 24.20 | 39.43 | 47.70 | -2.20 | +2.57 | -0.70 |"
+    ) in md
     header = next(line for line in md.splitlines() if line.startswith("| Domain |"))
     assert "shed" in header  # any algorithm in the records becomes a column
     assert "toy_speech (synthetic)" in md

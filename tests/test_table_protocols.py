@@ -14,8 +14,15 @@ from dabs_rq.results.records import record_path
 from dabs_rq.results.table import build_table
 from tests.markdown_helpers import unpadded
 
-DABS = {"model.dim": 256, "model.depth": 12, "pretrain.max_steps": 100000, "pretrain.batch_size": 64,
-        "transfer.mode": "online", "transfer.epochs": 100, "transfer.drop_last": True}
+DABS = {
+    "model.dim": 256,
+    "model.depth": 12,
+    "pretrain.max_steps": 100000,
+    "pretrain.batch_size": 64,
+    "transfer.mode": "online",
+    "transfer.epochs": 100,
+    "transfer.drop_last": True,
+}
 SMOKE = {**DABS, "model.dim": 64, "model.depth": 2, "pretrain.max_steps": 300, "transfer.mode": "cached_features"}
 RQ = {"num_bins": 16, "p": 0.5}
 COLA = {"pretrain": {"name": "wikitext103", "batch_size": 128}, "transfer": {"name": "glue_cola", "batch_size": 128}}
@@ -26,18 +33,50 @@ def fingerprint(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def write(results, dataset, algorithm, seed, value, *, experiment="exp", protocol="dabs", settings=DABS,
-          algorithm_settings=RQ, datasets=COLA, domain="English Text", display=None, paper_name=None,
-          metric="accuracy", commit=COMMIT):
+def write(
+    results,
+    dataset,
+    algorithm,
+    seed,
+    value,
+    *,
+    experiment="exp",
+    protocol="dabs",
+    settings=DABS,
+    algorithm_settings=RQ,
+    datasets=COLA,
+    domain="English Text",
+    display=None,
+    paper_name=None,
+    metric="accuracy",
+    commit=COMMIT,
+):
     """A schema-2 record as the runner writes it (the fingerprints hash the settings, as the runner's do)."""
     record = {
-        "schema": 2, "experiment": experiment, "dataset": dataset, "display_name": display or dataset,
-        "paper_name": paper_name, "domain": domain, "algorithm": algorithm, "seed": seed, "metric": metric,
-        "value": value, "synthetic": False, "command": f"dabs-rq experiment={experiment}", "git_commit": commit,
-        "protocol": {"name": protocol, "fingerprint": fingerprint(settings), "settings": settings,
-                     "n_train": 100, "n_test": 50 + seed},  # per-run details: not part of the key
-        "algorithm_settings": algorithm_settings, "algorithm_fingerprint": fingerprint(algorithm_settings),
-        "datasets": datasets, "dataset_fingerprint": fingerprint(datasets),
+        "schema": 2,
+        "experiment": experiment,
+        "dataset": dataset,
+        "display_name": display or dataset,
+        "paper_name": paper_name,
+        "domain": domain,
+        "algorithm": algorithm,
+        "seed": seed,
+        "metric": metric,
+        "value": value,
+        "synthetic": False,
+        "command": f"dabs-rq experiment={experiment}",
+        "git_commit": commit,
+        "protocol": {
+            "name": protocol,
+            "fingerprint": fingerprint(settings),
+            "settings": settings,
+            "n_train": 100,
+            "n_test": 50 + seed,
+        },  # per-run details: not part of the key
+        "algorithm_settings": algorithm_settings,
+        "algorithm_fingerprint": fingerprint(algorithm_settings),
+        "datasets": datasets,
+        "dataset_fingerprint": fingerprint(datasets),
     }
     path = record_path(results, experiment, dataset, algorithm, seed)
     if protocol != "dabs" or settings is not DABS:  # keep different protocols' records apart on disk
@@ -72,8 +111,9 @@ def test_two_protocols_of_one_dataset_and_algorithm_are_never_averaged(tmp_path)
     assert "26.00" not in md  # the mixed mean
     tidy = pd.read_csv(paths["csv"])
     assert set(tidy["protocol"]) == {"dabs", "smoke"} and list(tidy["n"]) == [2, 2]
-    assert {"experiment", "protocol", "protocol_fingerprint", "algorithm_fingerprint",
-            "dataset_fingerprint"} <= set(tidy.columns)
+    assert {"experiment", "protocol", "protocol_fingerprint", "algorithm_fingerprint", "dataset_fingerprint"} <= set(
+        tidy.columns
+    )
     assert set(tidy["protocol_fingerprint"]) == {fingerprint(DABS), fingerprint(SMOKE)}
 
 
@@ -98,9 +138,15 @@ def test_same_protocol_other_algorithm_settings_are_separate_columns_with_a_note
     for seed in range(3):
         write(results, "cola", "rq", seed, 40.0 + seed)
     path = record_path(results, "exp", "cola", "rq", 0)
-    write_json_atomic(path.with_name("bins32.json"), {
-        **json.loads(path.read_text()), "value": 10.0, "algorithm_settings": more_bins,
-        "algorithm_fingerprint": fingerprint(more_bins)})
+    write_json_atomic(
+        path.with_name("bins32.json"),
+        {
+            **json.loads(path.read_text()),
+            "value": 10.0,
+            "algorithm_settings": more_bins,
+            "algorithm_fingerprint": fingerprint(more_bins),
+        },
+    )
     md = unpadded(build_table([results])["md"])
     short = fingerprint(more_bins)[:4]
     header = next(line for line in table_lines(md) if line.startswith("| Domain"))
@@ -116,9 +162,16 @@ def test_same_dataset_with_other_dataset_settings_is_a_separate_row_with_a_note(
     for seed in range(2):
         write(results, "cola", "rq", seed, 40.0 + 2 * seed, display="CoLA")
     write(results, "cola", "none", 0, 5.0, display="CoLA")
-    write_json_atomic(record_path(results, "exp", "cola", "rq", 7).with_name("bs64.json"), {
-        **json.loads(record_path(results, "exp", "cola", "rq", 0).read_text()), "seed": 7, "value": 20.0,
-        "datasets": smaller, "dataset_fingerprint": fingerprint(smaller)})
+    write_json_atomic(
+        record_path(results, "exp", "cola", "rq", 7).with_name("bs64.json"),
+        {
+            **json.loads(record_path(results, "exp", "cola", "rq", 0).read_text()),
+            "seed": 7,
+            "value": 20.0,
+            "datasets": smaller,
+            "dataset_fingerprint": fingerprint(smaller),
+        },
+    )
     md = unpadded(build_table([results])["md"])
     short = fingerprint(smaller)[:4]
     assert "| English Text | CoLA | accuracy | 5.00 (1) | 41.00 ± 1.41 [28.29, 53.71] (2) |" in md  # n = 1: no test
@@ -150,13 +203,19 @@ def test_vqa_is_marked_not_comparable_without_delta_and_shows_the_dabs2_readme_n
     paths = build_table([results])
     md = unpadded(paths["md"])
     header = next(line for line in table_lines(md) if line.startswith("| Domain"))
-    assert header.endswith("| paper none | paper emix | paper rq | Δ none | Δ emix | Δ rq | DABS 2.0 README none "
-                           "| DABS 2.0 README emix | DABS 2.0 README shed |")
-    assert ("| Vision/Language | VQA (not comparable: paper used the pre-fix DABS captioned-images code) | accuracy "
-            "| 50.00 (1) | 55.00 (1) | 56.00 (1) | 57.50 | 48.90 | 54.40 |  |  |  | 53.38 | 58.77 | 54.25 |") in md
+    assert header.endswith(
+        "| paper none | paper emix | paper rq | Δ none | Δ emix | Δ rq | DABS 2.0 README none "
+        "| DABS 2.0 README emix | DABS 2.0 README shed |"
+    )
+    assert (
+        "| Vision/Language | VQA (not comparable: paper used the pre-fix DABS captioned-images code) | accuracy "
+        "| 50.00 (1) | 55.00 (1) | 56.00 (1) | 57.50 | 48.90 | 54.40 |  |  |  | 53.38 | 58.77 | 54.25 |"
+    ) in md
     # an ordinary DABS row keeps its delta; the DABS 2.0 README numbers (1.0 protocol, with ShED) sit beside it
-    assert "| Images | CIFAR-10 | accuracy | 40.00 (1) | 45.00 (1) | 46.00 (1) | 24.20 | 39.43 | 47.70 | +15.80 " \
-           "| +5.57 | -1.70 | 24.20 | 39.43 | 39.63 |" in md
+    assert (
+        "| Images | CIFAR-10 | accuracy | 40.00 (1) | 45.00 (1) | 46.00 (1) | 24.20 | 39.43 | 47.70 | +15.80 "
+        "| +5.57 | -1.70 | 24.20 | 39.43 | 39.63 |" in md
+    )
     assert "DABS README (v2.0" in md
     tidy = pd.read_csv(paths["csv"]).set_index(["dataset", "algorithm"])
     assert pd.isna(tidy.loc[("vqa", "rq"), "delta"]) and tidy.loc[("vqa", "rq"), "paper_note"].startswith("not comp")
@@ -168,25 +227,41 @@ def test_reference_lists_all_34_paper_rows_with_our_cells_of_the_paper_protocol(
     results = tmp_path / "results"
     for seed, value in enumerate([40.0, 42.0]):
         write(results, "cifar10", "rq", seed, value, domain="Images", display="CIFAR-10", paper_name="CIFAR-10")
-        write(results, "cifar10", "rq", seed, 90.0, domain="Images", display="CIFAR-10", paper_name="CIFAR-10",
-              protocol="smoke", settings=SMOKE)
+        write(
+            results,
+            "cifar10",
+            "rq",
+            seed,
+            90.0,
+            domain="Images",
+            display="CIFAR-10",
+            paper_name="CIFAR-10",
+            protocol="smoke",
+            settings=SMOKE,
+        )
     write(results, "vqa", "shed", 0, 51.0, domain="Vision/Language", display="VQA", paper_name="VQA")
     assert table_main([str(results), "--reference"]) == 0
     assert f"Paper Table 1 with our cells: {results / 'table_reference.md'}" in capsys.readouterr().out
     text = unpadded(results / "table_reference.md")
     header = next(line for line in table_lines(text) if line.startswith("| Domain"))
-    assert header == ("| Domain | Dataset | Metric | paper none | paper emix | paper rq | ours none | ours emix | "
-                      "ours rq | ours shed | DABS 2.0 README none | DABS 2.0 README emix | DABS 2.0 README shed |")
+    assert header == (
+        "| Domain | Dataset | Metric | paper none | paper emix | paper rq | ours none | ours emix | "
+        "ours rq | ours shed | DABS 2.0 README none | DABS 2.0 README emix | DABS 2.0 README shed |"
+    )
     rows = [line for line in table_lines(text) if not line.startswith(("| Domain", "|---", "| **"))]
     paper = pd.read_csv("results/reference/paper_table1.csv")
     assert len(rows) == 34 == len(paper)
     names = [r.split(" | ")[1] for r in rows]
-    assert all(shown == name or shown.startswith(f"{name} (not comparable") for shown, name in zip(names, paper["dataset"]))
+    assert all(
+        shown == name or shown.startswith(f"{name} (not comparable") for shown, name in zip(names, paper["dataset"])
+    )
     assert "| Images | CIFAR-10 | Accuracy | 24.20 | 39.43 | 47.70 |  |  | 41.00 ± 1.41 [28.29, 53.71] (2) |  |" in text
     assert "| Images | Birds | Accuracy | 1.62 | 3.86 | 4.16 |  |  |  |  | 1.62 | 3.86 | 2.95 |" in text
     assert "| English Text | MRPC | Accuracy | 68.40 | 66.20 | 68.90 |  |  |  |  |  |  |  |" in text  # not in it
-    assert ("| Vision/Language | VQA (not comparable: paper used the pre-fix DABS captioned-images code) | Accuracy "
-            "| 57.50 | 48.90 | 54.40 |  |  |  | 51.00 (1) | 53.38 | 58.77 | 54.25 |") in text
+    assert (
+        "| Vision/Language | VQA (not comparable: paper used the pre-fix DABS captioned-images code) | Accuracy "
+        "| 57.50 | 48.90 | 54.40 |  |  |  | 51.00 (1) | 53.38 | 58.77 | 54.25 |"
+    ) in text
     assert "| **Images** | **domain mean** |  | **9.88** | **25.55** | **32.06** |  |  | 1/6 run |  |" in text
     assert "90.00" not in text  # the smoke protocol's records are not in the paper-protocol table
     assert "protocol `smoke`" in (results / "table.md").read_text()
@@ -204,22 +279,51 @@ def test_reference_without_paper_protocol_records_is_the_bare_paper_table(tmp_pa
 
 def test_legacy_records_load_as_protocol_unrecorded(tmp_path):
     results = tmp_path / "results"
-    base = {"dataset": "mnist", "display_name": "MNIST", "domain": "Images", "metric": "accuracy", "seed": 0,
-            "paper_name": None, "synthetic": False, "schema": 1, "experiment": "embedded",
-            "protocol": {"transfer_mode": "cached_features", "n_train": 10}, "algorithm_settings": {"p": 0.5},
-            "git_commit": COMMIT + "-dirty"}
-    config = {"model": {"dim": 64}, "pretrain": {"max_steps": 300, "num_workers": 2}, "seed": 0,
-              "output_dir": "/somewhere/rq/seed0"}
-    write_json_atomic(record_path(results, "embedded", "mnist", "rq", 0),
-                      {**base, "algorithm": "rq", "value": 80.0, "config": config})
-    write_json_atomic(record_path(results, "embedded", "mnist", "rq", 1),  # other seed, output dir, workers
-                      {**base, "algorithm": "rq", "seed": 1, "value": 82.0,
-                       "config": {**config, "seed": 1, "output_dir": "/elsewhere/rq/seed1",
-                                  "pretrain": {"max_steps": 300, "num_workers": 8}}})
-    write_json_atomic(record_path(results, "embedded", "mnist", "none", 0),  # a bigger model: another section
-                      {**base, "algorithm": "none", "value": 50.0, "config": {**config, "model": {"dim": 128}}})
-    write_json_atomic(record_path(results, "nocfg", "mnist", "rq", 0), {**base, "algorithm": "rq", "value": 1.0,
-                                                                         "experiment": None})
+    base = {
+        "dataset": "mnist",
+        "display_name": "MNIST",
+        "domain": "Images",
+        "metric": "accuracy",
+        "seed": 0,
+        "paper_name": None,
+        "synthetic": False,
+        "schema": 1,
+        "experiment": "embedded",
+        "protocol": {"transfer_mode": "cached_features", "n_train": 10},
+        "algorithm_settings": {"p": 0.5},
+        "git_commit": COMMIT + "-dirty",
+    }
+    config = {
+        "model": {"dim": 64},
+        "pretrain": {"max_steps": 300, "num_workers": 2},
+        "seed": 0,
+        "output_dir": "/somewhere/rq/seed0",
+    }
+    write_json_atomic(
+        record_path(results, "embedded", "mnist", "rq", 0), {**base, "algorithm": "rq", "value": 80.0, "config": config}
+    )
+    write_json_atomic(
+        record_path(results, "embedded", "mnist", "rq", 1),  # other seed, output dir, workers
+        {
+            **base,
+            "algorithm": "rq",
+            "seed": 1,
+            "value": 82.0,
+            "config": {
+                **config,
+                "seed": 1,
+                "output_dir": "/elsewhere/rq/seed1",
+                "pretrain": {"max_steps": 300, "num_workers": 8},
+            },
+        },
+    )
+    write_json_atomic(
+        record_path(results, "embedded", "mnist", "none", 0),  # a bigger model: another section
+        {**base, "algorithm": "none", "value": 50.0, "config": {**config, "model": {"dim": 128}}},
+    )
+    write_json_atomic(
+        record_path(results, "nocfg", "mnist", "rq", 0), {**base, "algorithm": "rq", "value": 1.0, "experiment": None}
+    )
     paths = build_table([results], reference=True)
     md = unpadded(paths["md"])
     headings = [line for line in md.splitlines() if line.startswith("### ")]

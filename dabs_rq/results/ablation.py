@@ -35,11 +35,14 @@ def load_ablation(results_dir: Path, name: str, setting: str) -> tuple[pd.DataFr
     records, problems = load_records([results_dir], under=name)
     settings = [json.loads(s) for s in records["algorithm_settings"]]
     has = [setting in s for s in settings]
-    problems += [f"{path}: its algorithm_settings have no {setting!r}"
-                 for path, ok in zip(records["path"], has) if not ok]
+    problems += [
+        f"{path}: its algorithm_settings have no {setting!r}" for path, ok in zip(records["path"], has) if not ok
+    ]
     kept = records.loc[has].reset_index(drop=True)
-    return kept.assign(protocol=kept["protocol"] + " " + kept["protocol_fingerprint"],
-                       **{setting: [s[setting] for s in settings if setting in s]}), problems
+    return kept.assign(
+        protocol=kept["protocol"] + " " + kept["protocol_fingerprint"],
+        **{setting: [s[setting] for s in settings if setting in s]},
+    ), problems
 
 
 def summarize_ablation(records: pd.DataFrame, setting: str) -> pd.DataFrame:
@@ -47,8 +50,12 @@ def summarize_ablation(records: pd.DataFrame, setting: str) -> pd.DataFrame:
     values in sweep order."""
     summary = aggregate(records, ["protocol", "domain", "dataset", "display_name", "metric", "algorithm", setting])
     order = {v: i for i, v in enumerate(sorted(summary[setting].unique(), key=_sort_key))}
-    return (summary.assign(_order=summary[setting].map(order))
-            .sort_values(["protocol", "domain", "dataset", "_order"]).drop(columns="_order").reset_index(drop=True))
+    return (
+        summary.assign(_order=summary[setting].map(order))
+        .sort_values(["protocol", "domain", "dataset", "_order"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
@@ -59,16 +66,32 @@ def to_markdown(summary: pd.DataFrame, name: str, setting: str) -> str:
     for protocol, block in summary.groupby("protocol", sort=True):
         label, _, fingerprint = str(protocol).partition(" ")
         rows = []
-        for (domain, _, display, metric), group in block.groupby(["domain", "dataset", "display_name", "metric"],
-                                                                 sort=True):
+        for (domain, _, display, metric), group in block.groupby(
+            ["domain", "dataset", "display_name", "metric"], sort=True
+        ):
             by_value = {row[setting]: row for _, row in group.iterrows()}
-            rows.append([str(domain), str(display), str(metric),
-                         *[cell(by_value[v]["mean"], by_value[v]["std"], by_value[v]["n"]) if v in by_value else ""
-                           for v in values]])
-        parts.append(f"Protocol `{label}`" + (f" (fingerprint `{fingerprint}`)" if fingerprint else "") + ":\n\n"
-                     + markdown_table(header, rows))
-    return (f"### {name}: transfer metric vs `{setting}`\n\n" + "\n\n".join(parts)
-            + f"\n\nCells: {CELL_LEGEND}; every other setting as in the experiment.\n")
+            rows.append(
+                [
+                    str(domain),
+                    str(display),
+                    str(metric),
+                    *[
+                        cell(by_value[v]["mean"], by_value[v]["std"], by_value[v]["n"]) if v in by_value else ""
+                        for v in values
+                    ],
+                ]
+            )
+        parts.append(
+            f"Protocol `{label}`"
+            + (f" (fingerprint `{fingerprint}`)" if fingerprint else "")
+            + ":\n\n"
+            + markdown_table(header, rows)
+        )
+    return (
+        f"### {name}: transfer metric vs `{setting}`\n\n"
+        + "\n\n".join(parts)
+        + f"\n\nCells: {CELL_LEGEND}; every other setting as in the experiment.\n"
+    )
 
 
 def plot_ablation(summary: pd.DataFrame, name: str, setting: str, path: Path) -> None:
@@ -79,8 +102,14 @@ def plot_ablation(summary: pd.DataFrame, name: str, setting: str, path: Path) ->
     several = summary["protocol"].nunique() > 1
     with figure(path, 1, figsize=(6, 3.6), dpi=120) as (_, (ax,)):
         for (protocol, display, metric), rows in summary.groupby(["protocol", "display_name", "metric"], sort=True):
-            ax.errorbar([xs[v] for v in rows[setting]], rows["mean"], yerr=rows["ci_high"] - rows["mean"],
-                        marker="o", capsize=3, label=f"{display} ({metric})" + (f", {protocol}" if several else ""))
+            ax.errorbar(
+                [xs[v] for v in rows[setting]],
+                rows["mean"],
+                yerr=rows["ci_high"] - rows["mean"],
+                marker="o",
+                capsize=3,
+                label=f"{display} ({metric})" + (f", {protocol}" if several else ""),
+            )
         ax.set_xticks(range(len(values)), [str(v) for v in values])
         ax.set_xlabel(setting)
         ax.set_ylabel("transfer metric")

@@ -30,16 +30,39 @@ SECTION_KEYS = ["experiment", "protocol", "protocol_fingerprint"]
 UNRECORDED = "unrecorded"
 #: Legacy records: the config groups that make up their protocol settings, less what cannot change numbers.
 LEGACY_CONFIG_GROUPS = ("model", "pretrain", "transfer", "trainer", "dataset_overrides")
-LEGACY_IGNORED = frozenset({
-    "pretrain.num_workers", "pretrain.checkpoint_every_n_steps", "pretrain.checkpoint_every_minutes",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.log_every_n_steps",
-})
+LEGACY_IGNORED = frozenset(
+    {
+        "pretrain.num_workers",
+        "pretrain.checkpoint_every_n_steps",
+        "pretrain.checkpoint_every_minutes",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.enable_checkpointing",
+        "trainer.log_every_n_steps",
+    }
+)
 #: The columns of :func:`load_records`' frame; the ``*_settings`` columns hold canonical JSON of flat settings,
 #: ``path`` the record's file.
-RECORD_COLUMNS = ["dataset", "display_name", "domain", "algorithm", "seed", "metric", "value", "paper_name",
-                  "synthetic", "command", "git_commit", *SECTION_KEYS, "protocol_settings", "algorithm_fingerprint",
-                  "algorithm_settings", "dataset_fingerprint", "dataset_settings", "path"]
+RECORD_COLUMNS = [
+    "dataset",
+    "display_name",
+    "domain",
+    "algorithm",
+    "seed",
+    "metric",
+    "value",
+    "paper_name",
+    "synthetic",
+    "command",
+    "git_commit",
+    *SECTION_KEYS,
+    "protocol_settings",
+    "algorithm_fingerprint",
+    "algorithm_settings",
+    "dataset_fingerprint",
+    "dataset_settings",
+    "path",
+]
 
 
 def canonical(obj: Any) -> str:
@@ -53,8 +76,11 @@ def _protocol(record: dict) -> tuple[str, str, dict]:
     protocol = record.get("protocol")
     if isinstance(protocol, dict) and protocol.get("name") and protocol.get("fingerprint"):
         settings = protocol.get("settings")
-        return (str(protocol["name"]), str(protocol["fingerprint"]),
-                flatten(settings if isinstance(settings, dict) else {}))
+        return (
+            str(protocol["name"]),
+            str(protocol["fingerprint"]),
+            flatten(settings if isinstance(settings, dict) else {}),
+        )
     config = record.get("config")
     if isinstance(config, dict):
         groups = {k: config[k] for k in LEGACY_CONFIG_GROUPS if k in config}
@@ -85,17 +111,26 @@ def _row(record: Any, path: Path, records_dir: Path) -> dict[str, Any]:
         raise ValueError(f"missing fields {', '.join(missing)}")
     name, fingerprint, settings = _protocol(record)
     return {
-        "dataset": str(record["dataset"]), "display_name": str(record.get("display_name", record["dataset"])),
-        "domain": str(record["domain"]), "algorithm": str(record["algorithm"]), "seed": record["seed"],
-        "metric": str(record["metric"]), "value": float(record["value"]),
-        "paper_name": record.get("paper_name"), "synthetic": bool(record.get("synthetic")),
-        "command": record.get("command"), "git_commit": record.get("git_commit"),
-        "experiment": _experiment(record, path, records_dir), "protocol": name,
-        "protocol_fingerprint": fingerprint, "protocol_settings": canonical(settings),
+        "dataset": str(record["dataset"]),
+        "display_name": str(record.get("display_name", record["dataset"])),
+        "domain": str(record["domain"]),
+        "algorithm": str(record["algorithm"]),
+        "seed": record["seed"],
+        "metric": str(record["metric"]),
+        "value": float(record["value"]),
+        "paper_name": record.get("paper_name"),
+        "synthetic": bool(record.get("synthetic")),
+        "command": record.get("command"),
+        "git_commit": record.get("git_commit"),
+        "experiment": _experiment(record, path, records_dir),
+        "protocol": name,
+        "protocol_fingerprint": fingerprint,
+        "protocol_settings": canonical(settings),
         "algorithm_fingerprint": str(record.get("algorithm_fingerprint") or UNRECORDED),
         "algorithm_settings": _flat_json(record.get("algorithm_settings")),
         "dataset_fingerprint": str(record.get("dataset_fingerprint") or UNRECORDED),
-        "dataset_settings": _flat_json(record.get("datasets")), "path": str(path),
+        "dataset_settings": _flat_json(record.get("datasets")),
+        "path": str(path),
     }
 
 
@@ -118,9 +153,11 @@ def aggregate(records: pd.DataFrame, keys: Sequence[str], **extra: tuple[str, st
     """One row per ``keys`` group (sorted; NaN keys kept): ``mean``, ``std`` (NaN for one seed) and ``n`` of
     ``value``, plus ``extra`` named aggregations (``column=(source, function)``), then ``ci_low`` / ``ci_high``:
     the 95 % t-interval of the mean over seeds (NaN for one seed)."""
-    summary = (records.groupby(list(keys), dropna=False, sort=True)
-               .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), **extra)
-               .reset_index())
+    summary = (
+        records.groupby(list(keys), dropna=False, sort=True)
+        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), **extra)
+        .reset_index()
+    )
     summary["n"] = summary["n"].astype(int)
     half = [t_half_width(s, n) for s, n in zip(summary["std"], summary["n"])]
     summary["ci_low"] = [m - h for m, h in zip(summary["mean"], half)]
@@ -129,8 +166,10 @@ def aggregate(records: pd.DataFrame, keys: Sequence[str], **extra: tuple[str, st
 
 
 #: What a :func:`cell` shows, for the notes under a table.
-CELL_LEGEND = ("mean ± std [95 % CI] (seeds): mean and sample std over seeds, the 95 % t-interval of the mean "
-               "(mean ± t(0.975; n−1)·std/√n; none for one seed) and the number of seeds")
+CELL_LEGEND = (
+    "mean ± std [95 % CI] (seeds): mean and sample std over seeds, the 95 % t-interval of the mean "
+    "(mean ± t(0.975; n−1)·std/√n; none for one seed) and the number of seeds"
+)
 
 
 def cell(mean: float, std: float, n: float) -> str:

@@ -54,12 +54,17 @@ def protocol_settings(config: Mapping[str, Any], world_size: int = 1) -> dict[st
     pretrain, transfer = config["pretrain"], config["transfer"]
     settings = {
         "model": model,
-        "pretrain": {"max_steps": pretrain["max_steps"], "batch_size": pretrain.get("batch_size"),
-                     "optimizer": pretrain["optimizer"], "lr_scaling": pretrain.get("lr_scaling", "none")},
+        "pretrain": {
+            "max_steps": pretrain["max_steps"],
+            "batch_size": pretrain.get("batch_size"),
+            "optimizer": pretrain["optimizer"],
+            "lr_scaling": pretrain.get("lr_scaling", "none"),
+        },
         "batch_scope": config.get("batch_scope", "job"),
         "trainer": {"accumulate_grad_batches": config.get("trainer", {}).get("accumulate_grad_batches", 1)},
-        "transfer": {key: transfer.get(key) for key in
-                     ("mode", "epochs", "batch_size", "optimizer", "drop_last", "correlation")},
+        "transfer": {
+            key: transfer.get(key) for key in ("mode", "epochs", "batch_size", "optimizer", "drop_last", "correlation")
+        },
     }
     if settings["batch_scope"] == "device" or settings["pretrain"]["lr_scaling"] == "linear":
         settings["world_size"] = int(world_size)
@@ -72,8 +77,9 @@ def portable(node: Any, roots: Mapping[str, str | os.PathLike | None]) -> Any:
     Keeps a user's folder layout (and user name) out of records and fingerprints: the same data
     read from another copy gives the same dataset settings.
     """
-    prefixes = sorted(((str(Path(p).expanduser().resolve()), name) for name, p in roots.items() if p),
-                      key=lambda item: -len(item[0]))
+    prefixes = sorted(
+        ((str(Path(p).expanduser().resolve()), name) for name, p in roots.items() if p), key=lambda item: -len(item[0])
+    )
 
     def convert(value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -83,13 +89,14 @@ def portable(node: Any, roots: Mapping[str, str | os.PathLike | None]) -> Any:
         if isinstance(value, str) and os.path.isabs(value):
             for prefix, name in prefixes:
                 if value == prefix or value.startswith(prefix + os.sep):
-                    return f"<{name}>" + value[len(prefix):]
+                    return f"<{name}>" + value[len(prefix) :]
         return value
 
     return convert(node)
 
 
-def dataset_settings(pretrain: Mapping[str, Any], transfer: Mapping[str, Any],
-                     roots: Mapping[str, str | os.PathLike | None]) -> dict[str, Any]:
+def dataset_settings(
+    pretrain: Mapping[str, Any], transfer: Mapping[str, Any], roots: Mapping[str, str | os.PathLike | None]
+) -> dict[str, Any]:
     """The resolved pretraining and transfer dataset YAMLs as stored in a record (portable paths)."""
     return portable({"pretrain": dict(pretrain), "transfer": dict(transfer)}, roots)

@@ -59,9 +59,20 @@ def _relative(path: Path, *bases: Path) -> str:
     return path.name
 
 
-def build_record(cfg: Any, config: dict, domain: Any, dataset_cfg: Any, algorithm: Any, value: float,
-                 details: dict, pretraining: dict, datasets: dict, transfer_seconds: float, job_dir: Path,
-                 launch: dict) -> dict:
+def build_record(
+    cfg: Any,
+    config: dict,
+    domain: Any,
+    dataset_cfg: Any,
+    algorithm: Any,
+    value: float,
+    details: dict,
+    pretraining: dict,
+    datasets: dict,
+    transfer_seconds: float,
+    job_dir: Path,
+    launch: dict,
+) -> dict:
     """The JSON record of one transfer evaluation: what the number is, and everything that decided it.
 
     ``protocol`` names the protocol and fingerprints its number-affecting settings
@@ -111,7 +122,8 @@ def build_record(cfg: Any, config: dict, domain: Any, dataset_cfg: Any, algorith
             **pretraining,
             "reader_options": plain(domain.get("reader_options")),
             "seconds": round(pretraining["seconds"], 3),
-            "effective_batch_size": pretraining["device_batch_size"] * pretraining["world_size"]
+            "effective_batch_size": pretraining["device_batch_size"]
+            * pretraining["world_size"]
             * int(cfg.trainer.get("accumulate_grad_batches", 1)),
             "batch_scope": cfg.batch_scope,
             "lr_scaling": cfg.pretrain.get("lr_scaling", "none"),

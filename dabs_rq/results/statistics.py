@@ -78,7 +78,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     if va + vb == 0:
         return Welch(NAN, NAN, NAN)
     t = (mean_a - mean_b) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     return Welch(t, df, float(2 * stats.t.sf(abs(t), df)))
 
 

@@ -69,9 +69,17 @@ MARKS = {"none": ("▲n", "▼n"), "emix": ("▲e", "▼e")}
 #: The keys of one table row (a dataset variant) within a section.
 ROW_KEYS = ["domain", "dataset", "metric", "dataset_fingerprint"]
 #: Settings named in a section's one-line summary, when the protocol has them.
-MAIN_SETTINGS = ("model.dim", "model.depth", "pretrain.max_steps", "pretrain.batch_size",
-                 "pretrain.effective_batch_size", "transfer.mode", "transfer.epochs", "transfer.drop_last",
-                 "trainer.precision")
+MAIN_SETTINGS = (
+    "model.dim",
+    "model.depth",
+    "pretrain.max_steps",
+    "pretrain.batch_size",
+    "pretrain.effective_batch_size",
+    "transfer.mode",
+    "transfer.epochs",
+    "transfer.drop_last",
+    "trainer.precision",
+)
 MAX_LISTED_SETTINGS = 20
 LEGEND = (
     "How to read: one section per (experiment, protocol fingerprint): its heading names the experiment, the "
@@ -86,7 +94,7 @@ LEGEND = (
     "how many tests). Mean rank: 1 = the best mean of the row (every metric is higher-is-better). "
     "Paper: Wu et al. 2023, supplement Table 1 (DABS 1.0 code). Δ = ours − paper. DABS 2.0 README: numbers from "
     "the DABS README (v2.0, after the captioned-images fix of 2023-01-02; results/reference/dabs2_readme.csv), "
-    "shown only where known. A row marked \"not comparable\" "
+    'shown only where known. A row marked "not comparable" '
     "shows the paper's numbers but no Δ. Synthetic = generated data (not real recordings)."
 )
 
@@ -119,8 +127,12 @@ def _lookup(table: pd.DataFrame | None, algorithms: Sequence[str]) -> dict[tuple
     """``(dataset, algorithm) -> number`` of a reference table, without its blank cells."""
     if table is None:
         return {}
-    return {(str(row["dataset"]), a): float(row[a]) for _, row in table.iterrows() for a in algorithms
-            if not pd.isna(row[a])}
+    return {
+        (str(row["dataset"]), a): float(row[a])
+        for _, row in table.iterrows()
+        for a in algorithms
+        if not pd.isna(row[a])
+    }
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -149,19 +161,30 @@ def _ranks(records: pd.DataFrame, group: list[str], variant: str) -> dict[tuple,
     return out
 
 
-def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
-              dabs2: pd.DataFrame | None = None) -> pd.DataFrame:
+def summarize(
+    records: pd.DataFrame, paper: pd.DataFrame | None = None, dabs2: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Tidy table: one row per (section, domain, dataset variant, metric, algorithm variant) with mean, std,
     n, the 95 % t-interval, the paper's number and our delta to it, the DABS 2.0 README number, the row / column
     labels, and the cell's rank and tests against the baselines (:func:`add_statistics`)."""
     keys = [*SECTION_KEYS, "domain", "dataset", "dataset_fingerprint", "metric", "algorithm", "algorithm_fingerprint"]
-    summary = aggregate(records, keys, display_name=("display_name", "first"), paper_name=("paper_name", "first"),
-                        synthetic=("synthetic", "max"), seed_values=("value", list))
+    summary = aggregate(
+        records,
+        keys,
+        display_name=("display_name", "first"),
+        paper_name=("paper_name", "first"),
+        synthetic=("synthetic", "max"),
+        seed_values=("value", list),
+    )
     columns = _ranks(records, [*SECTION_KEYS, "algorithm"], "algorithm_fingerprint")
     rows = _ranks(records, [*SECTION_KEYS, "domain", "dataset", "metric"], "dataset_fingerprint")
-    col_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "algorithm", "algorithm_fingerprint"]].itertuples(index=False)]
-    row_keys = [tuple(r) for r in summary[[*SECTION_KEYS, "domain", "dataset", "metric", "dataset_fingerprint"]]
-                .itertuples(index=False)]
+    col_keys = [
+        tuple(r) for r in summary[[*SECTION_KEYS, "algorithm", "algorithm_fingerprint"]].itertuples(index=False)
+    ]
+    row_keys = [
+        tuple(r)
+        for r in summary[[*SECTION_KEYS, "domain", "dataset", "metric", "dataset_fingerprint"]].itertuples(index=False)
+    ]
     summary["column_rank"] = [columns[k][0] for k in col_keys]
     summary["column"] = [k[-2] if columns[k][0] == 0 else f"{k[-2]} [{columns[k][1]}]" for k in col_keys]
     summary["row_rank"] = [rows[k][0] for k in row_keys]
@@ -171,8 +194,9 @@ def summarize(records: pd.DataFrame, paper: pd.DataFrame | None = None,
     names = [str(p) if isinstance(p, str) else None for p in summary["paper_name"]]
     summary["paper"] = [paper_numbers.get((p, a), float("nan")) for p, a in zip(names, summary["algorithm"])]
     summary["paper_note"] = [f"not comparable: {NOT_COMPARABLE[p]}" if p in NOT_COMPARABLE else "" for p in names]
-    summary["delta"] = [float("nan") if note else m - p
-                        for m, p, note in zip(summary["mean"], summary["paper"], summary["paper_note"])]
+    summary["delta"] = [
+        float("nan") if note else m - p for m, p, note in zip(summary["mean"], summary["paper"], summary["paper_note"])
+    ]
     summary["dabs2_readme"] = [dabs2_numbers.get((p, a), float("nan")) for p, a in zip(names, summary["algorithm"])]
     order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
     summary["_algo"] = summary["algorithm"].map(order)
@@ -218,8 +242,14 @@ def add_statistics(summary: pd.DataFrame) -> pd.DataFrame:
 
 def marks(row: Any) -> str:
     """The significance marks of a summary row (``▲n▼e`` ...; empty when it differs from no baseline)."""
-    return "".join(MARKS[b][0] if getattr(row, f"sig_vs_{b}") == "better" else
-                   MARKS[b][1] if getattr(row, f"sig_vs_{b}") == "worse" else "" for b in BASELINES)
+    return "".join(
+        MARKS[b][0]
+        if getattr(row, f"sig_vs_{b}") == "better"
+        else MARKS[b][1]
+        if getattr(row, f"sig_vs_{b}") == "worse"
+        else ""
+        for b in BASELINES
+    )
 
 
 def marked_cell(row: Any) -> str:
@@ -255,22 +285,29 @@ def _sections(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def _part(frame: pd.DataFrame, section: tuple[str, str, str]) -> pd.DataFrame:
     """The rows of ``frame`` (records or summary) that belong to ``section``."""
-    mask = (frame["experiment"] == section[0]) & (frame["protocol"] == section[1]) & (
-        frame["protocol_fingerprint"] == section[2])
+    mask = (
+        (frame["experiment"] == section[0])
+        & (frame["protocol"] == section[1])
+        & (frame["protocol_fingerprint"] == section[2])
+    )
     return frame[mask]
 
 
 def _section_columns(part: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(label, algorithm, algorithm_fingerprint) of a section's columns, in display order."""
     order = {a: i for i, a in enumerate(algorithm_order(part["algorithm"]))}
-    cols = {(order[r.algorithm], r.column_rank, r.column, r.algorithm, r.algorithm_fingerprint)
-            for r in part.itertuples(index=False)}
+    cols = {
+        (order[r.algorithm], r.column_rank, r.column, r.algorithm, r.algorithm_fingerprint)
+        for r in part.itertuples(index=False)
+    }
     return [c[2:] for c in sorted(cols)]
 
 
 def _section_rows(part: pd.DataFrame) -> list[tuple]:
     """(domain, dataset, metric, row_rank, dataset_fingerprint, label) of a section's rows, in display order."""
-    rows = {(r.domain, r.dataset, r.metric, r.row_rank, r.dataset_fingerprint, r.row) for r in part.itertuples(index=False)}
+    rows = {
+        (r.domain, r.dataset, r.metric, r.row_rank, r.dataset_fingerprint, r.row) for r in part.itertuples(index=False)
+    }
     return sorted(rows)
 
 
@@ -280,8 +317,12 @@ def _settings_line(settings: dict) -> str:
         return "Settings: none recorded (legacy records without a config)."
     main = [k for k in MAIN_SETTINGS if k in settings] or sorted(settings)[:6]
     rest = len(settings) - len(main)
-    return ("Settings: " + ", ".join(f"{k}={_value(settings[k])}" for k in main)
-            + (f" (+{rest} more)" if rest else "") + ".")
+    return (
+        "Settings: "
+        + ", ".join(f"{k}={_value(settings[k])}" for k in main)
+        + (f" (+{rest} more)" if rest else "")
+        + "."
+    )
 
 
 def _differing(mine: dict, others: Sequence[dict]) -> list[str]:
@@ -305,9 +346,12 @@ def _pair_diff(variant: dict, primary: dict, primary_label: str) -> str:
     """What a variant's settings change against the primary's: ``key=value (primary: value)``."""
     missing = "(unset)"
     keys = sorted(set(variant) | set(primary))
-    diffs = [f"{k}={_value(variant[k]) if k in variant else missing} ({primary_label}: "
-             f"{_value(primary[k]) if k in primary else missing})"
-             for k in keys if canonical(variant.get(k)) != canonical(primary.get(k)) or (k in variant) != (k in primary)]
+    diffs = [
+        f"{k}={_value(variant[k]) if k in variant else missing} ({primary_label}: "
+        f"{_value(primary[k]) if k in primary else missing})"
+        for k in keys
+        if canonical(variant.get(k)) != canonical(primary.get(k)) or (k in variant) != (k in primary)
+    ]
     return _listed(diffs) if diffs else "no difference in the stored settings"
 
 
@@ -320,15 +364,25 @@ def _protocol_settings(records: pd.DataFrame) -> dict[tuple[str, str, str], dict
 def _heading(section: tuple[str, str, str], settings: dict[tuple, dict], level: str) -> list[str]:
     """A section's heading, its settings line and how it differs from the other fingerprints of its protocol."""
     experiment, name, fingerprint = section
-    lines = [f"{level} Experiment `{experiment}` · protocol `{name}` · fingerprint `{fingerprint}`", "",
-             _settings_line(settings[section])]
-    siblings = sorted({s[2]: settings[s] for s in settings  # sections without recorded settings: nothing to compare
-                       if s[1] == name and s[2] != fingerprint and settings[s]}.items())
+    lines = [
+        f"{level} Experiment `{experiment}` · protocol `{name}` · fingerprint `{fingerprint}`",
+        "",
+        _settings_line(settings[section]),
+    ]
+    siblings = sorted(
+        {
+            s[2]: settings[s]
+            for s in settings  # sections without recorded settings: nothing to compare
+            if s[1] == name and s[2] != fingerprint and settings[s]
+        }.items()
+    )
     if siblings and settings[section]:
         others = ", ".join(f"`{fp}`" for fp, _ in siblings)
         diffs = _differing(settings[section], [s for _, s in siblings])
-        lines.append(f"Differs from the other `{name}` protocol fingerprint(s) ({others}) in: "
-                     f"{_listed(diffs) if diffs else 'no recorded setting'}.")
+        lines.append(
+            f"Differs from the other `{name}` protocol fingerprint(s) ({others}) in: "
+            f"{_listed(diffs) if diffs else 'no recorded setting'}."
+        )
     return lines
 
 
@@ -336,26 +390,38 @@ def _notes(part: pd.DataFrame, recs: pd.DataFrame) -> list[str]:
     """Footnotes of a section: algorithm and dataset variants, the commits, the commands."""
     notes = []
     columns = _section_columns(part)
-    algo_settings = {(r.algorithm, r.algorithm_fingerprint): json.loads(r.algorithm_settings)
-                     for r in recs.drop_duplicates(["algorithm", "algorithm_fingerprint"]).itertuples(index=False)}
+    algo_settings = {
+        (r.algorithm, r.algorithm_fingerprint): json.loads(r.algorithm_settings)
+        for r in recs.drop_duplicates(["algorithm", "algorithm_fingerprint"]).itertuples(index=False)
+    }
     for label, algorithm, fingerprint in columns:
         if label != algorithm:
             primary = next(fp for lbl, a, fp in columns if a == algorithm and lbl == algorithm)
-            notes.append(f"`{label}`: algorithm fingerprint `{fingerprint}` (`{algorithm}`: `{primary}`); differs in "
-                         + _pair_diff(algo_settings[(algorithm, fingerprint)], algo_settings[(algorithm, primary)],
-                                      algorithm) + ".")
+            notes.append(
+                f"`{label}`: algorithm fingerprint `{fingerprint}` (`{algorithm}`: `{primary}`); differs in "
+                + _pair_diff(algo_settings[(algorithm, fingerprint)], algo_settings[(algorithm, primary)], algorithm)
+                + "."
+            )
     rows = _section_rows(part)
-    ds_settings = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint): json.loads(r.dataset_settings)
-                   for r in recs.drop_duplicates(["domain", "dataset", "metric", "dataset_fingerprint"])
-                   .itertuples(index=False)}
+    ds_settings = {
+        (r.domain, r.dataset, r.metric, r.dataset_fingerprint): json.loads(r.dataset_settings)
+        for r in recs.drop_duplicates(["domain", "dataset", "metric", "dataset_fingerprint"]).itertuples(index=False)
+    }
     for domain, dataset, metric, rank, fingerprint, label in rows:
         if rank:
-            primary_fp, primary_label = next((fp, lbl) for d, ds, m, rk, fp, lbl in rows
-                                             if (d, ds, m, rk) == (domain, dataset, metric, 0))
-            notes.append(f"`{label}`: dataset fingerprint `{fingerprint}` (`{primary_label}`: `{primary_fp}`); "
-                         "differs in " + _pair_diff(ds_settings[(domain, dataset, metric, fingerprint)],
-                                                    ds_settings[(domain, dataset, metric, primary_fp)],
-                                                    primary_label) + ".")
+            primary_fp, primary_label = next(
+                (fp, lbl) for d, ds, m, rk, fp, lbl in rows if (d, ds, m, rk) == (domain, dataset, metric, 0)
+            )
+            notes.append(
+                f"`{label}`: dataset fingerprint `{fingerprint}` (`{primary_label}`: `{primary_fp}`); "
+                "differs in "
+                + _pair_diff(
+                    ds_settings[(domain, dataset, metric, fingerprint)],
+                    ds_settings[(domain, dataset, metric, primary_fp)],
+                    primary_label,
+                )
+                + "."
+            )
     commits = recs["git_commit"].map(lambda c: str(c) if isinstance(c, str) and c else "").value_counts()
     listed = []
     for commit in sorted(commits.index):
@@ -377,21 +443,38 @@ def _commands(recs: pd.DataFrame) -> list[str]:
     return ["", "Produced by:", *[f"- `{c}`" for c in commands]] if commands else []
 
 
-def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, records: pd.DataFrame,
-                      settings: dict[tuple, dict], paper: dict, dabs2: dict) -> list[str]:
+def _section_markdown(
+    section: tuple[str, str, str],
+    summary: pd.DataFrame,
+    records: pd.DataFrame,
+    settings: dict[tuple, dict],
+    paper: dict,
+    dabs2: dict,
+) -> list[str]:
     """A section of table.md: heading, table (ours, paper, Δ, DABS 2.0 README; domain means), notes, commands."""
     part, recs = _part(summary, section), _part(records, section)
     columns = _section_columns(part)
     rows = _section_rows(part)
-    row_paper = {(d, ds, m): part[(part.domain == d) & (part.dataset == ds) & (part.metric == m)]["paper_name"].iloc[0]
-                 for d, ds, m, *_ in rows}
+    row_paper = {
+        (d, ds, m): part[(part.domain == d) & (part.dataset == ds) & (part.metric == m)]["paper_name"].iloc[0]
+        for d, ds, m, *_ in rows
+    }
     names = {k: (v if isinstance(v, str) else None) for k, v in row_paper.items()}
     with_paper = any((n, a) in paper for n in names.values() for a in PAPER_ALGORITHMS)
     paper_cols = list(PAPER_ALGORITHMS) if with_paper else []
     delta_cols = [a for a in paper_cols if any(label == a for label, _, _ in columns)]
-    dabs2_cols = list(DABS2_ALGORITHMS) if any((n, a) in dabs2 for n in names.values() for a in DABS2_ALGORITHMS) else []
-    header = ["Domain", "Dataset", "Metric", *[c[0] for c in columns], *[f"paper {a}" for a in paper_cols],
-              *[f"Δ {a}" for a in delta_cols], *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
+    dabs2_cols = (
+        list(DABS2_ALGORITHMS) if any((n, a) in dabs2 for n in names.values() for a in DABS2_ALGORITHMS) else []
+    )
+    header = [
+        "Domain",
+        "Dataset",
+        "Metric",
+        *[c[0] for c in columns],
+        *[f"paper {a}" for a in paper_cols],
+        *[f"Δ {a}" for a in delta_cols],
+        *[f"DABS 2.0 README {a}" for a in dabs2_cols],
+    ]
     table: list[list[str]] = []
     cells = {(r.domain, r.dataset, r.metric, r.dataset_fingerprint, r.column): r for r in part.itertuples(index=False)}
     all_ranks: dict[str, list[float]] = {c[0]: [] for c in columns}
@@ -409,8 +492,12 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
             shown = f"{label}{' (synthetic)' if synthetic else ''}{f' (not comparable: {note})' if note else ''}"
             ours = [marked_cell(r) if r is not None else "" for r in found.values()]
             papers = [_num(paper.get((name, a), float("nan"))) for a in paper_cols]
-            deltas = ["" if note or found.get(a) is None else _num(found[a].mean - paper.get((name, a), float("nan")),
-                                                                   signed=True) for a in delta_cols]
+            deltas = [
+                ""
+                if note or found.get(a) is None
+                else _num(found[a].mean - paper.get((name, a), float("nan")), signed=True)
+                for a in delta_cols
+            ]
             refs = [_num(dabs2.get((name, a), float("nan"))) for a in dabs2_cols]
             table.append([domain, shown, metric, *ours, *papers, *deltas, *refs])
             if rank == 0:
@@ -422,16 +509,28 @@ def _section_markdown(section: tuple[str, str, str], summary: pd.DataFrame, reco
                 for a in paper_cols:
                     if found.get(a) is not None and not note:
                         paper_means[a].append(paper.get((name, a), float("nan")))
-        table.append([
-            f"**{domain}**", "**domain mean**", "",
-            *[f"**{_num(_mean(v))}**" if v else "" for v in primary_means.values()],
-            *[_num(_mean(paper_means[a])) for a in paper_cols],
-            *["" for _ in delta_cols], *["" for _ in dabs2_cols],
-        ])
+        table.append(
+            [
+                f"**{domain}**",
+                "**domain mean**",
+                "",
+                *[f"**{_num(_mean(v))}**" if v else "" for v in primary_means.values()],
+                *[_num(_mean(paper_means[a])) for a in paper_cols],
+                *["" for _ in delta_cols],
+                *["" for _ in dabs2_cols],
+            ]
+        )
         table.append(_rank_row(f"**{domain}**", primary_ranks, len(header)))
     table.append(_rank_row("**all domains**", all_ranks, len(header)))
-    return [*_heading(section, settings, "###"), "", markdown_table(header, table),
-            "", "Notes:", *[f"- {n}" for n in [*_statistics_notes(part), *_notes(part, recs)]], *_commands(recs)]
+    return [
+        *_heading(section, settings, "###"),
+        "",
+        markdown_table(header, table),
+        "",
+        "Notes:",
+        *[f"- {n}" for n in [*_statistics_notes(part), *_notes(part, recs)]],
+        *_commands(recs),
+    ]
 
 
 def _rank_row(label: str, ranks: dict[str, list[float]], width: int) -> list[str]:
@@ -455,8 +554,10 @@ def _statistics_notes(part: pd.DataFrame) -> list[str]:
     elif not tests:
         tested = "no test could be run (a test needs at least 2 seeds on both sides and some spread on one)."
     else:
-        tested = (f"{significant} of the {len(tests)} tests of this section "
-                  f"{'is' if significant == 1 else 'are'} significant after Holm's adjustment.")
+        tested = (
+            f"{significant} of the {len(tests)} tests of this section "
+            f"{'is' if significant == 1 else 'are'} significant after Holm's adjustment."
+        )
     return [
         "Marks: ▲n / ▼n = significantly better / worse than `none` on that row, ▲e / ▼e = than `emix`. Test: "
         f"Welch's t-test (`{TEST_NAME}`, two-sided, unequal variances) of each column's seeds against the "
@@ -469,8 +570,9 @@ def _statistics_notes(part: pd.DataFrame) -> list[str]:
     ]
 
 
-def to_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame | None = None,
-                dabs2: pd.DataFrame | None = None) -> str:
+def to_markdown(
+    summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame | None = None, dabs2: pd.DataFrame | None = None
+) -> str:
     """Human view: a section per (experiment, protocol fingerprint); in each a row per dataset (variant), ours
     (mean ± std (seeds)) per algorithm (variant), the paper's numbers and delta, the DABS 2.0 README numbers."""
     settings = _protocol_settings(records)
@@ -481,8 +583,9 @@ def to_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFram
     return "\n".join(lines) + "\n" + LEGEND + "\n"
 
 
-def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame,
-                          dabs2: pd.DataFrame | None = None) -> str:
+def to_reference_markdown(
+    summary: pd.DataFrame, records: pd.DataFrame, paper: pd.DataFrame, dabs2: pd.DataFrame | None = None
+) -> str:
     """The paper's whole Table 1 (by domain, with its domain means) beside our cells of the paper protocol:
     one section per (experiment, fingerprint) of protocol ``dabs``; empty cells were not run."""
     settings = _protocol_settings(records)
@@ -500,25 +603,34 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
         "mean of the rows above (results/reference/paper_table1.csv; the published DABS means differ in places); "
         "ours: the mean when every row of the domain was run, else how many were. DABS 2.0 README: post-fix "
         "numbers from the DABS README (v2.0; results/reference/dabs2_readme.csv), where known. "
-        "A row marked \"not comparable\" has paper numbers from a pipeline that differs from ours.",
+        'A row marked "not comparable" has paper numbers from a pipeline that differs from ours.',
         "",
     ]
     if not sections:
         lines += [f"## No records of protocol `{REFERENCE_PROTOCOL}` yet", ""]
-        lines.append(_reference_table(paper, pd.DataFrame(columns=summary.columns),
-                                      [(a, a, "") for a in PAPER_ALGORITHMS], dabs2_numbers))
+        lines.append(
+            _reference_table(
+                paper, pd.DataFrame(columns=summary.columns), [(a, a, "") for a in PAPER_ALGORITHMS], dabs2_numbers
+            )
+        )
         return "\n".join(lines) + "\n"
     for section in sections:
         part, recs = _part(summary, section), _part(records, section)
         present = _section_columns(part)
         labels = {c[0] for c in present}
-        columns = sorted([*present, *[(a, a, "") for a in PAPER_ALGORITHMS if a not in labels]],
-                         key=lambda c: (algorithm_order([*part["algorithm"], *PAPER_ALGORITHMS]).index(c[1]),
-                                        c[0] != c[1], c[0]))
+        columns = sorted(
+            [*present, *[(a, a, "") for a in PAPER_ALGORITHMS if a not in labels]],
+            key=lambda c: (algorithm_order([*part["algorithm"], *PAPER_ALGORITHMS]).index(c[1]), c[0] != c[1], c[0]),
+        )
         lines += [*_heading(section, settings, "##"), ""]
         lines.append(_reference_table(paper, part, columns, dabs2_numbers))
-        others = sorted({r.row for r in part.itertuples(index=False)
-                         if not (isinstance(r.paper_name, str) and r.paper_name in set(paper["dataset"]))})
+        others = sorted(
+            {
+                r.row
+                for r in part.itertuples(index=False)
+                if not (isinstance(r.paper_name, str) and r.paper_name in set(paper["dataset"]))
+            }
+        )
         notes = _notes(part, recs)
         if others:
             notes.append("Also in these records, not in the paper's Table 1 (see table.md): " + ", ".join(others) + ".")
@@ -526,12 +638,17 @@ def to_reference_markdown(summary: pd.DataFrame, records: pd.DataFrame, paper: p
     return "\n".join(lines)
 
 
-def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tuple[str, str, str]],
-                     dabs2: dict) -> str:
+def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tuple[str, str, str]], dabs2: dict) -> str:
     """The paper's Table 1 rows by domain (with its domain means) beside ``part``'s cells in ``columns``."""
     dabs2_cols = list(DABS2_ALGORITHMS) if dabs2 else []
-    header = ["Domain", "Dataset", "Metric", *[f"paper {a}" for a in PAPER_ALGORITHMS], *[f"ours {c[0]}" for c in columns],
-              *[f"DABS 2.0 README {a}" for a in dabs2_cols]]
+    header = [
+        "Domain",
+        "Dataset",
+        "Metric",
+        *[f"paper {a}" for a in PAPER_ALGORITHMS],
+        *[f"ours {c[0]}" for c in columns],
+        *[f"DABS 2.0 README {a}" for a in dabs2_cols],
+    ]
     table: list[list[str]] = []
     by_row: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
     for r in part.itertuples(index=False):
@@ -560,12 +677,26 @@ def _reference_table(paper: pd.DataFrame, part: pd.DataFrame, columns: list[tupl
                         if c[0] in found:
                             ours_means[c[0]].append(found[c[0]].mean)
         total = len(block)
-        ours = [f"**{_num(_mean(v))}**" if len(v) == total else (f"{len(v)}/{total} run" if v else "")
-                for v in ours_means.values()]
-        refs = [_num(_mean([dabs2.get((str(n), a), float("nan")) for n in block["dataset"]]))
-                if all((str(n), a) in dabs2 for n in block["dataset"]) else "" for a in dabs2_cols]
-        table.append([f"**{domain}**", "**domain mean**", "",
-                      *[f"**{_num(block[a].mean())}**" for a in PAPER_ALGORITHMS], *ours, *refs])
+        ours = [
+            f"**{_num(_mean(v))}**" if len(v) == total else (f"{len(v)}/{total} run" if v else "")
+            for v in ours_means.values()
+        ]
+        refs = [
+            _num(_mean([dabs2.get((str(n), a), float("nan")) for n in block["dataset"]]))
+            if all((str(n), a) in dabs2 for n in block["dataset"])
+            else ""
+            for a in dabs2_cols
+        ]
+        table.append(
+            [
+                f"**{domain}**",
+                "**domain mean**",
+                "",
+                *[f"**{_num(block[a].mean())}**" for a in PAPER_ALGORITHMS],
+                *ours,
+                *refs,
+            ]
+        )
     return markdown_table(header, table)
 
 
@@ -578,9 +709,14 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
     and fingerprint, so no panel mixes protocols."""
     from matplotlib import colormaps
 
-    panels = [(section, domain) for section in _sections(summary)
-              for domain in sorted(_part(summary, section)["domain"].unique())]
-    labels = sorted(set(summary["column"]), key=lambda c: (algorithm_order(summary["algorithm"]).index(c.split(" [")[0]), c))
+    panels = [
+        (section, domain)
+        for section in _sections(summary)
+        for domain in sorted(_part(summary, section)["domain"].unique())
+    ]
+    labels = sorted(
+        set(summary["column"]), key=lambda c: (algorithm_order(summary["algorithm"]).index(c.split(" [")[0]), c)
+    )
     colors = {c: colormaps["tab10"](i % 10) for i, c in enumerate(labels)}
     with figure(path, len(panels), figsize=(12, 2.9 * max(len(panels), 1)), dpi=100) as (fig, axes):
         for ax, (section, domain) in zip(axes, panels):
@@ -597,29 +733,71 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
                 half = values["ci_high"] - values["mean"]
                 with_interval = [(x, m, h) for x, m, h in zip(xs, values["mean"], half) if not pd.isna(h)]
                 if with_interval:
-                    ax.errorbar([x for x, _, _ in with_interval], [m for _, m, _ in with_interval],
-                                yerr=[h for _, _, h in with_interval], fmt="none", ecolor="black", elinewidth=0.8,
-                                capsize=2)
+                    ax.errorbar(
+                        [x for x, _, _ in with_interval],
+                        [m for _, m, _ in with_interval],
+                        yerr=[h for _, _, h in with_interval],
+                        fmt="none",
+                        ecolor="black",
+                        elinewidth=0.8,
+                        capsize=2,
+                    )
                 if column in PAPER_ALGORITHMS and values["paper"].notna().any():
                     ax.scatter(xs, values["paper"], marker="_", s=200, color="black", zorder=3, label=paper_label)
                     paper_label = None
-            ax.set_xticks(range(len(rows)), rows, fontsize=8, rotation=20 if len(rows) > 5 else 0,
-                          ha="right" if len(rows) > 5 else "center")
+            ax.set_xticks(
+                range(len(rows)),
+                rows,
+                fontsize=8,
+                rotation=20 if len(rows) > 5 else 0,
+                ha="right" if len(rows) > 5 else "center",
+            )
             ax.set_title(f"{section[0]} · protocol {section[1]} [{section[2]}] — {domain}", fontsize=9, loc="left")
             ax.set_ylabel(", ".join(sorted(block["metric"].unique())), fontsize=8)
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.suptitle("Linear-probe transfer after pretraining (mean over seeds, error bars: 95 % t-interval; none "
-                     "for one seed), one panel per protocol and domain", fontsize=11, x=0.01, ha="left")
+        fig.suptitle(
+            "Linear-probe transfer after pretraining (mean over seeds, error bars: 95 % t-interval; none "
+            "for one seed), one panel per protocol and domain",
+            fontsize=11,
+            x=0.01,
+            ha="left",
+        )
 
 
 # --------------------------------------------------------------------------------------------- build
 
 
-CSV_COLUMNS = [*SECTION_KEYS, "domain", "dataset", "display_name", "row", "dataset_fingerprint", "metric", "algorithm",
-               "column", "algorithm_fingerprint", "mean", "std", "n", "synthetic", "paper", "delta", "paper_note",
-               "dabs2_readme", "ci_low", "ci_high", "rank", "test", "p_vs_none", "p_vs_none_holm", "sig_vs_none",
-               "p_vs_emix", "p_vs_emix_holm", "sig_vs_emix"]
+CSV_COLUMNS = [
+    *SECTION_KEYS,
+    "domain",
+    "dataset",
+    "display_name",
+    "row",
+    "dataset_fingerprint",
+    "metric",
+    "algorithm",
+    "column",
+    "algorithm_fingerprint",
+    "mean",
+    "std",
+    "n",
+    "synthetic",
+    "paper",
+    "delta",
+    "paper_note",
+    "dabs2_readme",
+    "ci_low",
+    "ci_high",
+    "rank",
+    "test",
+    "p_vs_none",
+    "p_vs_none_holm",
+    "sig_vs_none",
+    "p_vs_emix",
+    "p_vs_emix_holm",
+    "sig_vs_emix",
+]
 #: CSV columns written with 6 significant digits (p-values can be far below the other columns' 4 decimals).
 P_COLUMNS = ["p_vs_none", "p_vs_none_holm", "p_vs_emix", "p_vs_emix_holm"]
 
@@ -636,8 +814,13 @@ def to_csv(summary: pd.DataFrame) -> str:
     return frame.to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
-def build_table(results_dirs: Sequence[Path], out_dir: Path | None = None, paper_table: Path = PAPER_TABLE,
-                reference: bool = False, dabs2_table: Path | None = DABS2_README_TABLE) -> dict[str, Path]:
+def build_table(
+    results_dirs: Sequence[Path],
+    out_dir: Path | None = None,
+    paper_table: Path = PAPER_TABLE,
+    reference: bool = False,
+    dabs2_table: Path | None = DABS2_README_TABLE,
+) -> dict[str, Path]:
     """Rebuild table.md / table.csv / table.png (and table_reference.md with ``reference``) in ``out_dir``
     (default: the first results dir)."""
     out_dir = Path(out_dir or results_dirs[0])
