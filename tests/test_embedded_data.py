@@ -122,3 +122,15 @@ def test_seeded_split_is_disjoint_complete_and_reproducible():
     b_train, b_test = seeded_split(100, 0.2, seed=3)
     assert (a_train == b_train).all() and len(a_test) == 20
     assert sorted([*a_train, *a_test]) == list(range(100))
+
+
+def test_spoken_digits_are_the_same_audio_in_every_build(tmp_path):
+    """libespeak-ng draws random numbers and keeps state between utterances: two builds of the same
+    settings (the second after other synthesis in this process) must still give identical tensors."""
+    from dabs_rq.data.embedded.espeak import synthesize_all
+
+    kw = dict(n_speakers=6, pretrain_speakers=3, digit_test_speakers=1, speaker_id_speakers=2, repetitions=2)
+    first = spoken_digits("train", tmp_path / "a", task="pretrain", **kw)
+    synthesize_all([("hello there", "en-us+m3", 40, 150)], seed=7)
+    second = spoken_digits("train", tmp_path / "b", task="pretrain", **kw)
+    assert torch.equal(first.inputs[0], second.inputs[0]) and torch.equal(first.labels, second.labels)

@@ -3,12 +3,20 @@
 The wheel carries the shared library and its voice data, so no system package is
 needed; we drive the C API (``espeak_Initialize``/``espeak_Synth``) with ctypes in
 synchronous mode and collect the 16-bit samples from the synthesis callback.
+
+libespeak-ng is not a pure function of its arguments: it draws random numbers (seeded by
+``espeak_ng_SetRandSeed``) and keeps state from one utterance to the next that
+``espeak_Initialize`` does not reset. :func:`synthesize_all` therefore synthesizes a whole list
+of utterances in a fresh process with the random seed set first, so the same list gives the
+same audio, bit for bit, whatever the calling process synthesized before.
 """
 
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
 
 import numpy as np
 
@@ -42,6 +50,10 @@ class EspeakSynthesizer:
         self._callback = _CALLBACK(collect)  # keep a reference: the library holds a raw pointer
         self._lib.espeak_SetSynthCallback(self._callback)
 
+    def seed(self, seed: int) -> None:
+        """Seed the library's random numbers (the audio of what follows is then reproducible)."""
+        self._lib.espeak_ng_SetRandSeed(ctypes.c_long(int(seed)))
+
     def synthesize(self, text: str, voice: str, pitch: int, rate: int) -> np.ndarray:
         """One utterance of ``text`` by ``voice`` (e.g. ``"en-us+m3"``) at ``pitch`` 0-99, ``rate`` wpm."""
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -55,7 +67,18 @@ class EspeakSynthesizer:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
 
 
-@lru_cache(maxsize=1)
-def synthesizer() -> EspeakSynthesizer:
-    """The process-wide synthesizer (libespeak-ng keeps global state)."""
-    return EspeakSynthesizer()
+#: One utterance: (text, voice, pitch 0-99, rate in words per minute).
+Utterance = tuple[str, str, int, int]
+
+
+def _synthesize_in_this_process(utterances: Sequence[Utterance], seed: int) -> tuple[int, list[np.ndarray]]:
+    synth = EspeakSynthesizer()
+    synth.seed(seed)
+    return synth.sample_rate, [synth.synthesize(*utterance) for utterance in utterances]
+
+
+def synthesize_all(utterances: Sequence[Utterance], seed: int) -> tuple[int, list[np.ndarray]]:
+    """(sample rate, int16 audio of every utterance in order), synthesized in a fresh process with espeak-ng's
+    random seed set to ``seed``: the same utterances and seed give the same audio in any process, at any time."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_synthesize_in_this_process, list(utterances), seed).result()

@@ -25,7 +25,7 @@ import torch
 import torchaudio
 
 from dabs_rq.data.audio_features import MelSettings, log_mel
-from dabs_rq.data.embedded.espeak import synthesizer
+from dabs_rq.data.embedded.espeak import synthesize_all
 from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
 
@@ -53,22 +53,24 @@ def mel_settings(n_mels: int, frames: int) -> MelSettings:
 
 
 def _build(n_speakers: int, repetitions: int, seed: int, n_mels: int, frames: int, pretrain_speakers: int) -> dict:
-    synth = synthesizer()
     rng = np.random.RandomState(seed + 1)
-    waves, digit, speaker, rep = [], [], [], []
+    utterances, digit, speaker, rep = [], [], [], []
     for s, (voice, pitch) in enumerate(_speakers(n_speakers, seed)):
         for r in range(repetitions):
             for d, word in enumerate(WORDS):
-                audio = synth.synthesize(word, voice, pitch, rate=int(rng.randint(130, 201)))
-                if not len(audio):  # a silent clip labelled with a digit would be a wrong example
-                    raise RuntimeError(f"espeak-ng produced no audio for {word!r} by voice {voice!r}")
-                waves.append(torch.from_numpy(audio.astype(np.float32) / 32768.0))
+                utterances.append((word, voice, pitch, int(rng.randint(130, 201))))
                 digit.append(d), speaker.append(s), rep.append(r)
-    length = synth.sample_rate  # one second before resampling
+    waves = []
+    espeak_rate, audios = synthesize_all(utterances, seed)
+    for (word, voice, _, _), audio in zip(utterances, audios):
+        if not len(audio):  # a silent clip labelled with a digit would be a wrong example
+            raise RuntimeError(f"espeak-ng produced no audio for {word!r} by voice {voice!r}")
+        waves.append(torch.from_numpy(audio.astype(np.float32) / 32768.0))
+    length = espeak_rate  # one second before resampling
     padded = torch.zeros(len(waves), length)
     for i, w in enumerate(waves):
         padded[i, : min(len(w), length)] = w[:length]
-    resampled = torchaudio.functional.resample(padded, synth.sample_rate, SAMPLE_RATE)
+    resampled = torchaudio.functional.resample(padded, espeak_rate, SAMPLE_RATE)
     spectrograms = log_mel(resampled, SAMPLE_RATE, mel_settings(n_mels, frames))
     speaker_t = torch.tensor(speaker)
     pool = spectrograms[speaker_t < pretrain_speakers]
@@ -100,7 +102,8 @@ def spoken_digits(
     check_split(split)
     if not 0 < pretrain_speakers < n_speakers:
         raise ValueError("pretrain_speakers must leave speakers for transfer")
-    key = f"spoken_digits_s{n_speakers}_p{pretrain_speakers}_r{repetitions}_m{n_mels}x{frames}_seed{seed}.pt"
+    # v2: audio synthesized reproducibly (espeak_ng_SetRandSeed, fresh process); v1 caches were not
+    key = f"spoken_digits_v2_s{n_speakers}_p{pretrain_speakers}_r{repetitions}_m{n_mels}x{frames}_seed{seed}.pt"
     data = cached_tensors(
         Path(cache_dir) / key, lambda: _build(n_speakers, repetitions, seed, n_mels, frames, pretrain_speakers)
     )
