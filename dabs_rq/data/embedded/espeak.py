@@ -14,9 +14,10 @@ same audio, bit for bit, whatever the calling process synthesized before.
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
+import pickle
+import subprocess
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,7 +34,9 @@ class EspeakSynthesizer:
         try:
             import espeakng_loader
         except ImportError as err:  # pragma: no cover - dependency of the package
-            raise RuntimeError("speech synthesis needs the 'espeakng-loader' wheel: pip install espeakng-loader") from err
+            raise RuntimeError(
+                "speech synthesis needs the 'espeakng-loader' wheel: pip install espeakng-loader"
+            ) from err
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.sample_rate = self._lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
@@ -78,7 +81,21 @@ def _synthesize_in_this_process(utterances: Sequence[Utterance], seed: int) -> t
 
 
 def synthesize_all(utterances: Sequence[Utterance], seed: int) -> tuple[int, list[np.ndarray]]:
-    """(sample rate, int16 audio of every utterance in order), synthesized in a fresh process with espeak-ng's
-    random seed set to ``seed``: the same utterances and seed give the same audio in any process, at any time."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_synthesize_in_this_process, list(utterances), seed).result()
+    """(sample rate, int16 audio of every utterance in order), synthesized in a fresh Python process
+    (``python -m dabs_rq.data.embedded.espeak``, which never imports the caller's main module) with
+    espeak-ng's random seed set to ``seed``: the same utterances and seed give the same audio in any
+    process, at any time."""
+    done = subprocess.run(
+        [sys.executable, "-m", __name__],
+        input=pickle.dumps((list(utterances), int(seed))),
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"espeak-ng synthesis failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return pickle.loads(done.stdout)  # our own child's output over our own pipe
+
+
+if __name__ == "__main__":  # the fresh process of synthesize_all: utterances on stdin, audio on stdout
+    _utterances, _seed = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(_synthesize_in_this_process(_utterances, _seed)))
