@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,12 +34,23 @@ from dabs_rq.encoder.transformer import DomainAgnosticTransformer
 TITLE = "Encoder training step"
 TOKENS = (65, 129, 197, 229)
 BATCH = 64
-DABS = {"dim": 256, "depth": 12, "heads": 8, "dim_head": 64, "mlp_dim": 512, "dropout": 0.1,
-        "emb_dropout": 0.1, "attn_dropout": 0.0, "out_dim": 128}
+DABS = {
+    "dim": 256,
+    "depth": 12,
+    "heads": 8,
+    "dim_head": 64,
+    "mlp_dim": 512,
+    "dropout": 0.1,
+    "emb_dropout": 0.1,
+    "attn_dropout": 0.0,
+    "out_dim": 128,
+}
 #: variant -> (bf16 autocast, the encoder's ``compile``)
 VARIANTS: dict[str, tuple[bool, bool | str]] = {
-    "fp32": (False, False), "bf16-autocast": (True, False),
-    "fp32+compile": (False, True), "bf16-autocast+compile": (True, "reduce-overhead"),
+    "fp32": (False, False),
+    "bf16-autocast": (True, False),
+    "fp32+compile": (False, True),
+    "bf16-autocast+compile": (True, "reduce-overhead"),
 }
 
 
@@ -88,8 +99,12 @@ def _cases(cuda: bool, quick: bool) -> dict[int, tuple[str, ...]]:
         return dict.fromkeys(TOKENS, ("fp32", "bf16-autocast", "bf16-autocast+compile"))
     if quick:
         return {65: ("fp32", "bf16-autocast")}
-    return {65: ("fp32", "bf16-autocast", "fp32+compile"), 129: ("fp32",), 197: ("fp32", "bf16-autocast"),
-            229: ("fp32",)}
+    return {
+        65: ("fp32", "bf16-autocast", "fp32+compile"),
+        129: ("fp32",),
+        197: ("fp32", "bf16-autocast"),
+        229: ("fp32",),
+    }
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:

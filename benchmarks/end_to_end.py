@@ -37,8 +37,16 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     extra = ["pretrain.max_steps=20", "transfer.epochs=5"] if quick else []
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "DABS_RQ_RESULTS": str(Path(tmp) / "results")}
-        cmd = [sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=embedded", f"hydra.sweep.dir={tmp}/multirun",
-               "trainer.enable_progress_bar=false", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dabs_rq.cli",
+            "-m",
+            "experiment=embedded",
+            f"hydra.sweep.dir={tmp}/multirun",
+            "trainer.enable_progress_bar=false",
+            *extra,
+        ]
         start = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -46,12 +54,25 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
             raise RuntimeError(f"embedded run failed: {done.stderr[-2000:]}")
         records = [json.loads(p.read_text()) for p in Path(tmp, "results", "records").glob("**/*.json")]
     split = stage_split(records)
-    rows = [{"stage": stage, "seconds": round(seconds, 1), "share %": round(100 * seconds / wall, 1)}
-            for stage, seconds in sorted(split.items())]
+    rows = [
+        {"stage": stage, "seconds": round(seconds, 1), "share %": round(100 * seconds / wall, 1)}
+        for stage, seconds in sorted(split.items())
+    ]
     other = wall - sum(split.values())
-    rows.append({"stage": "other (start-up, data caching, Hydra, table)", "seconds": round(other, 1),
-                 "share %": round(100 * other / wall, 1)})
-    rows.append({"stage": f"total wall ({len(records)} records{', quick settings' if quick else ''})",
-                 "seconds": round(wall, 1), "share %": 100.0, "target": f"<= {TARGET_S:.0f} s",
-                 "met": wall <= TARGET_S})
+    rows.append(
+        {
+            "stage": "other (start-up, data caching, Hydra, table)",
+            "seconds": round(other, 1),
+            "share %": round(100 * other / wall, 1),
+        }
+    )
+    rows.append(
+        {
+            "stage": f"total wall ({len(records)} records{', quick settings' if quick else ''})",
+            "seconds": round(wall, 1),
+            "share %": 100.0,
+            "target": f"<= {TARGET_S:.0f} s",
+            "met": wall <= TARGET_S,
+        }
+    )
     return rows

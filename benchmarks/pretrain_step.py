@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -59,12 +59,21 @@ def _batches(loader) -> Iterator:
 
 def measure(domain: str, algorithm: str, steps: int, device: torch.device) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=embedded", f"domain={domain}", f"algorithm={algorithm}",
-                                           "output_dir=/tmp/dabs_rq_bench"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "experiment=embedded",
+                f"domain={domain}",
+                f"algorithm={algorithm}",
+                "output_dir=/tmp/dabs_rq_bench",
+            ],
+        )
     torch.manual_seed(0)
     dataset_cfg = domains.load(domain)
     encoder = build_encoder(cfg.model, dataset_cfg.inputs).to(device)
-    module = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=instantiate(cfg.pretrain.optimizer)).to(device)
+    module = instantiate(cfg.algorithm.module, encoder=encoder, optimizer=instantiate(cfg.pretrain.optimizer)).to(
+        device
+    )
     loader = DomainDataModule(dataset_cfg, cache_dir()).pretrain_dataloader()
     batches = _batches(loader)
     totals: dict[str, float] = defaultdict(float)
@@ -92,8 +101,13 @@ def measure(domain: str, algorithm: str, steps: int, device: torch.device) -> di
     if "loss" in totals:
         totals["forward"] = totals.pop("loss") - totals["augmentation"]
     step_s = sum(totals.values()) / steps
-    row = {"domain": domain, "algorithm": algorithm, "batch": int(dataset_cfg.batch_size),
-           "workers": int(dataset_cfg.get("num_workers", 0)), "step_ms": 1000 * step_s}
+    row = {
+        "domain": domain,
+        "algorithm": algorithm,
+        "batch": int(dataset_cfg.batch_size),
+        "workers": int(dataset_cfg.get("num_workers", 0)),
+        "step_ms": 1000 * step_s,
+    }
     for part in ("data wait", "augmentation", "forward", "backward", "optimizer"):
         row[f"{part} %"] = 100 * totals.get(part, 0.0) / (step_s * steps)
     checks = [f"data wait {row['data wait %']:.2f}% < 5%"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -83,8 +83,11 @@ def _peak_extra_bytes(fn: Callable[[], object], device: str) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     cpu = torch._C._autograd.DeviceType.CPU
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == cpu)
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == cpu
+    )
     live = peak = 0
     for _, nbytes in events:
         live += nbytes
@@ -160,8 +163,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         for name, options in variants.items():
             ours(**options)  # compile / capture (or load from the cache) outside the timing
             ms = _median_ms(lambda: ours(**options), device, reps, warmup=2)
-            row.update({f"{name}_ms": round(ms, 3), f"ref/{name}": round(ref_ms / ms, 1),
-                        f"{name}/clone": round(ms / clone_ms, 1), f"{name}_met": met(ms)})
+            row.update(
+                {
+                    f"{name}_ms": round(ms, 3),
+                    f"ref/{name}": round(ref_ms / ms, 1),
+                    f"{name}/clone": round(ms / clone_ms, 1),
+                    f"{name}_met": met(ms),
+                }
+            )
         rows.append(row)
         print(f"[bench rq] {row}", flush=True)
     return rows

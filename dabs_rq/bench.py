@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dabs_rq.paths import PROJECT_ROOT, RESULTS_DIR
 from dabs_rq.io import write_json_atomic, write_text_atomic
+from dabs_rq.paths import PROJECT_ROOT, RESULTS_DIR
 
 BENCHMARKS = ("rq", "encoder", "pretrain_step", "end_to_end")
 BENCH_DIR = RESULTS_DIR / "bench"
@@ -30,13 +30,29 @@ BENCH_DIR = RESULTS_DIR / "bench"
 def machine(device: str) -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": device}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": device,
+    }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     else:
-        info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+        info["cpu_model"] = (
+            next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")
+                ),
+                platform.processor(),
+            )
+            if Path("/proc/cpuinfo").exists()
+            else platform.processor()
+        )
     return info
 
 
@@ -46,8 +62,14 @@ def run_benchmark(name: str, device: str, quick: bool, out_dir: Path) -> Path:
     module = importlib.import_module(f"benchmarks.{name}")
     print(f"[bench] {module.TITLE} on {device}{' (quick)' if quick else ''} ...", flush=True)
     rows = module.run(device=device, quick=quick)
-    payload = {"benchmark": name, "title": module.TITLE, "quick": quick, "machine": machine(device),
-               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows}
+    payload = {
+        "benchmark": name,
+        "title": module.TITLE,
+        "quick": quick,
+        "machine": machine(device),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rows": rows,
+    }
     path = out_dir / f"{name}-{device.replace(':', '')}{'-quick' if quick else ''}.json"
     write_json_atomic(path, payload)
     print(pd.DataFrame(rows).to_string(index=False))
@@ -56,13 +78,18 @@ def run_benchmark(name: str, device: str, quick: bool, out_dir: Path) -> Path:
 
 def summary_markdown(out_dir: Path) -> str:
     """All benchmark JSONs of ``out_dir`` as Markdown tables, with the machine each ran on."""
-    parts = ["# Benchmarks\n", "Regenerate with `dabs-rq bench` (all) or `dabs-rq bench --only rq encoder`; "
-             "`--device cuda` on a GPU. Each table compares our implementation with a baseline run "
-             "side by side in the same process.\n"]
+    parts = [
+        "# Benchmarks\n",
+        "Regenerate with `dabs-rq bench` (all) or `dabs-rq bench --only rq encoder`; "
+        "`--device cuda` on a GPU. Each table compares our implementation with a baseline run "
+        "side by side in the same process.\n",
+    ]
     for path in sorted(out_dir.glob("*.json")):
         data = json.loads(path.read_text())
         m = data["machine"]
-        where = m.get("gpu") or f"{m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('torch_threads')} torch threads"
+        where = (
+            m.get("gpu") or f"{m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('torch_threads')} torch threads"
+        )
         parts.append(f"## {data['title']} — {data['machine']['device']}{' (quick)' if data.get('quick') else ''}\n")
         parts.append(f"Machine: {where}; torch {m['torch']}; {data['created']}\n")
         parts.append(pd.DataFrame(data["rows"]).to_markdown(index=False, floatfmt=".3g") + "\n")
@@ -76,9 +103,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test of the benchmarks)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="also put the summary between the BENCH START/END markers of this file "
-                             "(the project's: docs/performance.md)")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also put the summary between the BENCH START/END markers of this file "
+        "(the project's: docs/performance.md)",
+    )
     args = parser.parse_args(argv)
     if not args.summary_only:
         for name in args.only or list(BENCHMARKS):

@@ -25,8 +25,9 @@ import json
 import random
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -44,10 +45,22 @@ PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 #: Config keys that say where or how fast a job runs, not what it computes: left out of the
 #: fingerprint so that moving data, caches or results, or changing workers, resumes the same run.
 VOLATILE_KEYS = (
-    "output_dir", "results_dir", "cache_dir", "data_root", "download", "extra_domain_dirs", "overwrite",
-    "logger", "table", "record", "pretrain.num_workers", "pretrain.checkpoint_every_n_steps",
+    "output_dir",
+    "results_dir",
+    "cache_dir",
+    "data_root",
+    "download",
+    "extra_domain_dirs",
+    "overwrite",
+    "logger",
+    "table",
+    "record",
+    "pretrain.num_workers",
+    "pretrain.checkpoint_every_n_steps",
     "pretrain.checkpoint_every_minutes",
-    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.enable_model_summary",
     "hydra",
 )
 
@@ -58,8 +71,10 @@ class Preempted(Exception):
     def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         name = signal.Signals(signum).name
-        super().__init__(f"pretraining stopped by {name} at step {step}; checkpoint saved to {checkpoint}. "
-                         f"Re-run the same command to resume from it")
+        super().__init__(
+            f"pretraining stopped by {name} at step {step}; checkpoint saved to {checkpoint}. "
+            f"Re-run the same command to resume from it"
+        )
 
 
 def _drop(config: dict, dotted: str) -> None:
@@ -106,21 +121,29 @@ def config_differences(old: dict, new: dict, limit: int = 4) -> list[str]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written to a temporary file then renamed; loaded with ``weights_only``."""
 
-    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
         with atomic_file(Path(path), "wb") as handle:
             torch.save(checkpoint, handle)
 
-    def load_checkpoint(self, path: Any, map_location: Optional[Callable] = lambda storage, loc: storage,
-                        weights_only: Optional[bool] = None) -> dict:
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def rng_states() -> dict:
     """Every random stream training may draw from, in a form ``torch.load(weights_only=True)`` reads."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
-              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                        "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    states = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state()  # this process's device
     return states
@@ -138,8 +161,9 @@ def set_rng_states(states: dict) -> None:
         random.setstate((version, tuple(internal), gauss))
     if "numpy" in states:
         state = states["numpy"]
-        np.random.set_state(("MT19937", state["keys"].numpy().astype(np.uint32), state["pos"],
-                             state["has_gauss"], state["gauss"]))
+        np.random.set_state(
+            ("MT19937", state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+        )
 
 
 def _loaders(trainer: pl.Trainer) -> Iterator[Any]:
@@ -174,14 +198,24 @@ class ResumableCheckpoint(pl.Callback):
 
     FILENAME = "last.ckpt"
 
-    def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None = None,
-                 signals: tuple[str, ...] = PREEMPTION_SIGNALS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        dirpath: Path,
+        every_n_steps: int | None,
+        every_minutes: float | None = None,
+        signals: tuple[str, ...] = PREEMPTION_SIGNALS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps <= 0):
-            raise UserError(f"pretrain.checkpoint_every_n_steps must be a positive integer or null, got {every_n_steps}")
-        if every_minutes is not None and (isinstance(every_minutes, bool) or not isinstance(every_minutes, (int, float))
-                                          or not every_minutes > 0):
+        if every_n_steps is not None and (
+            isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps <= 0
+        ):
+            raise UserError(
+                f"pretrain.checkpoint_every_n_steps must be a positive integer or null, got {every_n_steps}"
+            )
+        if every_minutes is not None and (
+            isinstance(every_minutes, bool) or not isinstance(every_minutes, (int, float)) or not every_minutes > 0
+        ):
             raise UserError(f"pretrain.checkpoint_every_minutes must be a positive number or null, got {every_minutes}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self.every_seconds = None if every_minutes is None else float(every_minutes) * 60.0
@@ -221,14 +255,16 @@ class ResumableCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
         self._last_save = self.clock()
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._rng_to_restore is not None:  # the first step of a resumed run
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         for loader in _loaders(trainer):
             if hasattr(loader, "mark_consumed"):
                 loader.mark_consumed(batch_idx + 1)
@@ -282,10 +318,16 @@ class RunState:
     def __init__(self, folder: Path, config: dict) -> None:
         self.path = Path(folder) / self.FILENAME
         self.config = config
-        self.data: dict = {"fingerprint": fingerprint(config), "pretrain_done": False, "pretrain_steps": 0,
-                           "pretrain_seconds": 0.0, "pretrain_excluded": {}, "transfer_done": {}}
+        self.data: dict = {
+            "fingerprint": fingerprint(config),
+            "pretrain_done": False,
+            "pretrain_steps": 0,
+            "pretrain_seconds": 0.0,
+            "pretrain_excluded": {},
+            "transfer_done": {},
+        }
 
-    def load(self) -> "RunState":
+    def load(self) -> RunState:
         """Read the folder's state; a folder of a job with another config is refused, not reused."""
         if not self.path.exists():
             return self
@@ -295,8 +337,10 @@ class RunState:
             raise UserError(f"{self.path} is unreadable ({err}); delete it to restart this job from scratch") from None
         diff = "; ".join(config_differences(stored.get("config") or {}, self.config))
         if diff or not isinstance(stored.get("config"), dict):
-            raise UserError(f"{self.path.parent} holds a job with another config ({diff}); "
-                             f"use another experiment_name or hydra.run.dir, or delete that folder")
+            raise UserError(
+                f"{self.path.parent} holds a job with another config ({diff}); "
+                f"use another experiment_name or hydra.run.dir, or delete that folder"
+            )
         self.data.update({k: v for k, v in stored.items() if k in self.data})
         if isinstance(self.data["transfer_done"], list):  # an older state file: no dataset fingerprints
             self.data["transfer_done"] = dict.fromkeys(self.data["transfer_done"])
@@ -315,8 +359,12 @@ class RunState:
 
     def mark_pretrained(self, steps: int, seconds: float, excluded: dict | None = None) -> None:
         """Pretraining finished: its steps, time and the examples its data left out (by reason)."""
-        self.data.update(pretrain_done=True, pretrain_steps=int(steps), pretrain_seconds=round(seconds, 3),
-                         pretrain_excluded=dict(excluded or {}))
+        self.data.update(
+            pretrain_done=True,
+            pretrain_steps=int(steps),
+            pretrain_seconds=round(seconds, 3),
+            pretrain_excluded=dict(excluded or {}),
+        )
         self.save()
 
     def mark_transferred(self, dataset: str, dataset_fingerprint: str) -> None:

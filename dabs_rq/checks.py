@@ -52,8 +52,11 @@ def check_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise UserError(f"{key} must be a positive integer or null, got {value!r}")
-    for key, valid in (("batch_scope", BATCH_SCOPES), ("transfer.correlation", CORRELATION_AGGREGATES),
-                       ("pretrain.lr_scaling", LR_SCALINGS)):
+    for key, valid in (
+        ("batch_scope", BATCH_SCOPES),
+        ("transfer.correlation", CORRELATION_AGGREGATES),
+        ("pretrain.lr_scaling", LR_SCALINGS),
+    ):
         if OmegaConf.select(cfg, key, default="none") not in valid:
             raise UserError(f"{key} must be one of {', '.join(valid)}; got {OmegaConf.select(cfg, key)!r}")
     if not isinstance(cfg.transfer.get("drop_last"), bool):
@@ -70,8 +73,10 @@ def check_writable(folder: Path, what: str, key: str) -> None:
     except OSError as err:
         raise UserFileError(f"{what} {folder} is not writable ({err.strerror or err}); set {key}=<folder>") from None
     if free < MIN_FREE_BYTES:
-        raise UserFileError(f"{what} {folder} has only {free / 2**20:.0f} MiB free (a job needs at least "
-                            f"{MIN_FREE_BYTES // 2**20} MiB); free space or set {key}=<folder>")
+        raise UserFileError(
+            f"{what} {folder} has only {free / 2**20:.0f} MiB free (a job needs at least "
+            f"{MIN_FREE_BYTES // 2**20} MiB); free space or set {key}=<folder>"
+        )
 
 
 def device_batch(cfg: DictConfig, batch_size: int, world_size: int, key: str) -> int:
@@ -84,9 +89,11 @@ def device_batch(cfg: DictConfig, batch_size: int, world_size: int, key: str) ->
     if cfg.batch_scope == "device" or world_size == 1:
         return batch_size
     if batch_size % world_size:
-        raise UserError(f"{key} = {batch_size} (the job's effective batch) does not divide over {world_size} "
-                        f"devices; use a device count that divides it, set {key} to a multiple of {world_size}, "
-                        f"or batch_scope=device to give every device the whole batch")
+        raise UserError(
+            f"{key} = {batch_size} (the job's effective batch) does not divide over {world_size} "
+            f"devices; use a device count that divides it, set {key} to a multiple of {world_size}, "
+            f"or batch_scope=device to give every device the whole batch"
+        )
     return batch_size // world_size
 
 
@@ -179,8 +186,10 @@ def check_records_free(cfg: DictConfig, identities: dict[Path, dict]) -> None:
         if not diff:
             rank_zero_info(log, "will replace %s (a result of the same config)", path)
             continue
-        raise UserError(f"{path} already holds a result of another config ({diff}); "
-                        f"use another experiment_name, or overwrite=true to replace it")
+        raise UserError(
+            f"{path} already holds a result of another config ({diff}); "
+            f"use another experiment_name, or overwrite=true to replace it"
+        )
 
 
 def read_record(path: Path) -> dict | None:

@@ -27,15 +27,29 @@ def table_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="dabs-rq table",
         description="Rebuild the results table from records: one section per (experiment, protocol fingerprint); "
-                    "records of different protocols or settings are never averaged together.")
-    parser.add_argument("results_dirs", nargs="*", type=Path,
-                        help="folders holding records/ (default: $DABS_RQ_RESULTS, else results/local/)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write table.{md,csv,png} (default: first folder)")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="also put the Markdown table between the TABLE START/END markers of this file")
-    parser.add_argument("--reference", action="store_true",
-                        help="also write table_reference.md: the paper's whole Table 1 (34 rows) with our cells "
-                             "from records of protocol 'dabs', empty where nothing was run")
+        "records of different protocols or settings are never averaged together.",
+    )
+    parser.add_argument(
+        "results_dirs",
+        nargs="*",
+        type=Path,
+        help="folders holding records/ (default: $DABS_RQ_RESULTS, else results/local/)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write table.{md,csv,png} (default: first folder)"
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also put the Markdown table between the TABLE START/END markers of this file",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also write table_reference.md: the paper's whole Table 1 (34 rows) with our cells "
+        "from records of protocol 'dabs', empty where nothing was run",
+    )
     args = parser.parse_args(argv)
     dirs = args.results_dirs or [resolve_results_dir(None)]
     try:
@@ -55,12 +69,18 @@ def ablation_main(argv: list[str]) -> int:
     from dabs_rq.paths import results_subdir
     from dabs_rq.results.ablation import build_ablation
 
-    parser = argparse.ArgumentParser(prog="dabs-rq ablation",
-                                     description="Summarise an ablation sweep: metric vs the swept setting.")
+    parser = argparse.ArgumentParser(
+        prog="dabs-rq ablation", description="Summarise an ablation sweep: metric vs the swept setting."
+    )
     parser.add_argument("name", help="the ablation (e.g. ablation_bins; its records are under records/<name>/)")
-    parser.add_argument("--setting", default=None,
-                        help="the swept key of algorithm_settings (default: from conf/experiment/<name>.yaml)")
-    parser.add_argument("--results", type=Path, default=None, help="folder holding records/ (default: results/ablations)")
+    parser.add_argument(
+        "--setting",
+        default=None,
+        help="the swept key of algorithm_settings (default: from conf/experiment/<name>.yaml)",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="folder holding records/ (default: results/ablations)"
+    )
     args = parser.parse_args(argv)
     setting = args.setting
     if setting is None:
@@ -71,8 +91,10 @@ def ablation_main(argv: list[str]) -> int:
         path = CONF_DIR / "experiment" / f"{args.name}.yaml"
         if not path.exists():
             valid = sorted(p.stem for p in (CONF_DIR / "experiment").glob("ablation_*.yaml"))
-            print(f"dabs-rq ablation: unknown ablation {args.name!r}; valid: {', '.join(valid)} "
-                  "(or give --setting)", file=sys.stderr)
+            print(
+                f"dabs-rq ablation: unknown ablation {args.name!r}; valid: {', '.join(valid)} (or give --setting)",
+                file=sys.stderr,
+            )
             return 2
         setting = str(OmegaConf.load(path).ablation.setting)
     try:
@@ -88,12 +110,19 @@ def data_main(argv: list[str]) -> int:
     from dabs_rq.data import domains, storage
 
     parser = argparse.ArgumentParser(prog="dabs-rq data", description="Datasets known to dabs-rq and their state.")
-    parser.add_argument("action", choices=["status", "table"],
-                        help="status: every dataset, its state, path and size; table: Markdown list of sources")
+    parser.add_argument(
+        "action",
+        choices=["status", "table"],
+        help="status: every dataset, its state, path and size; table: Markdown list of sources",
+    )
     parser.add_argument("--data-root", default=None, help=f"data root (default: ${storage.DATA_ENV} or ./DATASETS)")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="with 'table': put it between the DATASETS START/END markers of this file "
-                             "(the project's list: docs/datasets.md); without it the list is printed")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="with 'table': put it between the DATASETS START/END markers of this file "
+        "(the project's list: docs/datasets.md); without it the list is printed",
+    )
     args = parser.parse_args(argv)
     if args.action == "table":
         from dabs_rq.readme import inject_block
@@ -154,8 +183,11 @@ def check_group_choices(args: list[str]) -> None:
         group = override.key_or_group
         if group not in groups or override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
             continue
-        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                  else [override.get_value_element_as_str()])
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
         valid = config_choices(group)
         for value in values:
             if value not in valid and value != "null":

@@ -58,8 +58,10 @@ class SubmititLocalEnvironment(ClusterEnvironment):
 
     def set_world_size(self, size: int) -> None:
         if size != self.world_size():
-            raise UserError(f"trainer.devices x trainer.num_nodes = {size} but submitit started "
-                             f"{self.world_size()} tasks; set hydra.launcher.tasks_per_node={size}")
+            raise UserError(
+                f"trainer.devices x trainer.num_nodes = {size} but submitit started "
+                f"{self.world_size()} tasks; set hydra.launcher.tasks_per_node={size}"
+            )
 
     def global_rank(self) -> int:
         return int(os.environ["SUBMITIT_LOCAL_GLOBALID"])
@@ -101,8 +103,10 @@ def check_launch(world_size: int) -> None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         launcher = str(HydraConfig.get().launcher.get("_target_", ""))
         if "submitit" not in launcher:
-            raise UserError(f"trainer.devices x trainer.num_nodes = {world_size} in a multirun needs one process per "
-                             "device: add hydra/launcher=local (this machine) or hydra/launcher=slurm (a cluster)")
+            raise UserError(
+                f"trainer.devices x trainer.num_nodes = {world_size} in a multirun needs one process per "
+                "device: add hydra/launcher=local (this machine) or hydra/launcher=slurm (a cluster)"
+            )
 
 
 def cluster_plugins() -> list[Any]:

@@ -11,8 +11,16 @@ import warnings
 
 #: Lightning's per-trainer banners: a job makes several trainers (pretraining, one per transfer
 #: dataset, feature extraction) and each would repeat them.
-LIGHTNING_BANNERS = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "💡 Tip:",
-                     "LOCAL_RANK:", "`Trainer.fit` stopped:", "You are using a CUDA device")
+LIGHTNING_BANNERS = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "IPU available:",
+    "💡 Tip:",
+    "LOCAL_RANK:",
+    "`Trainer.fit` stopped:",
+    "You are using a CUDA device",
+)
 
 
 class _DropBanners(logging.Filter):
@@ -29,8 +37,11 @@ def silence_known_noise() -> None:
     # Cached-feature probes have a handful of large batches per epoch; the logging-interval hint is noise.
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     # Lightning's own pytree helper builds a torch LeafSpec, which torch >= 2.10 deprecates (once per job).
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            module=r"pytorch_lightning\.utilities\._pytree")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropBanners) for f in logger.filters):

@@ -16,20 +16,21 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 class StepProgressBar(TQDMProgressBar):
     """One bar for the whole pretraining: ``Pretraining step n/max_steps`` with the logged loss."""
 
-    def on_train_epoch_start(self, trainer: "pl.Trainer", *_: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         bar = self.train_progress_bar
         if bar.total != trainer.max_steps:  # the first epoch of this run (or of a resumed one)
             bar.reset(total=trainer.max_steps)
             bar.initial = trainer.global_step
             bar.set_description("Pretraining step")
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self._should_update(step, trainer.max_steps):
             self.train_progress_bar.n = step
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.train_progress_bar.disable:  # the bar stays open across epochs (Lightning closes it at the end)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

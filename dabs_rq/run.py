@@ -25,9 +25,20 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from dabs_rq.checkpointing import AtomicCheckpointIO, Preempted, ResumableCheckpoint, RunState
-from dabs_rq.checks import (build_task, check_inputs, check_records_free, check_settings, check_task_labels,
-                            check_writable, device_batch, effective_lr, job_datasets, read_record, require_data,
-                            requires_pretraining)
+from dabs_rq.checks import (
+    build_task,
+    check_inputs,
+    check_records_free,
+    check_settings,
+    check_task_labels,
+    check_writable,
+    device_batch,
+    effective_lr,
+    job_datasets,
+    read_record,
+    require_data,
+    requires_pretraining,
+)
 from dabs_rq.data import storage
 from dabs_rq.data.datamodule import DomainDataModule
 from dabs_rq.data.generic import schema
@@ -36,9 +47,8 @@ from dabs_rq.distributed import check_launch, cluster_plugins, is_launch_rank_ze
 from dabs_rq.encoder import build_encoder
 from dabs_rq.errors import UserError
 from dabs_rq.io import write_json_atomic
-from dabs_rq.paths import DOMAINS_DIR
+from dabs_rq.paths import DOMAINS_DIR, resolve_results_dir
 from dabs_rq.paths import cache_dir as default_cache_dir
-from dabs_rq.paths import resolve_results_dir
 from dabs_rq.progress import StepProgressBar
 from dabs_rq.results.protocol import dataset_settings, digest, portable
 from dabs_rq.results.records import build_record, record_path
@@ -62,8 +72,12 @@ def make_trainer(cfg: DictConfig, logger: Any = None, progress: bool = True, **s
         callbacks.append(TQDMProgressBar())  # one bar style for every stage (Lightning would pick Rich's if installed)
     stage["callbacks"] = callbacks
     settings.update(stage)
-    trainer = instantiate(settings, logger=logger if logger is not None else False,
-                          plugins=[*cluster_plugins(), AtomicCheckpointIO()], use_distributed_sampler=False)
+    trainer = instantiate(
+        settings,
+        logger=logger if logger is not None else False,
+        plugins=[*cluster_plugins(), AtomicCheckpointIO()],
+        use_distributed_sampler=False,
+    )
     check_launch(trainer.world_size)
     return trainer
 
@@ -73,13 +87,29 @@ def make_trainer(cfg: DictConfig, logger: Any = None, progress: bool = True, **s
 _LOADED: dict[tuple, dict] = {}
 
 
-def datamodule(cfg: DictConfig, dataset_cfg: DictConfig, cache: Path, batch_size: int | None = None,
-               rank: int = 0, world_size: int = 1) -> DomainDataModule:
+def datamodule(
+    cfg: DictConfig,
+    dataset_cfg: DictConfig,
+    cache: Path,
+    batch_size: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DomainDataModule:
     """``dataset_cfg``'s data as this run reads it: its data root, workers, corrupt-file policy, seed."""
     key = (str(cache), str(cfg.data_root), cfg.on_corrupt, digest(OmegaConf.to_container(dataset_cfg, resolve=True)))
-    return DomainDataModule(dataset_cfg, cache, num_workers=cfg.pretrain.num_workers, batch_size=batch_size,
-                            data_root=cfg.data_root, download=cfg.download, seed=cfg.seed, rank=rank,
-                            world_size=world_size, on_corrupt=cfg.on_corrupt, splits=_LOADED.setdefault(key, {}))
+    return DomainDataModule(
+        dataset_cfg,
+        cache,
+        num_workers=cfg.pretrain.num_workers,
+        batch_size=batch_size,
+        data_root=cfg.data_root,
+        download=cfg.download,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        on_corrupt=cfg.on_corrupt,
+        splits=_LOADED.setdefault(key, {}),
+    )
 
 
 @dataclass
@@ -87,10 +117,10 @@ class Job:
     """What one job computes and where it keeps things; :func:`plan` makes it."""
 
     cfg: DictConfig
-    config: dict                 # the resolved config
-    domain: DictConfig           # the pretraining dataset's YAML
+    config: dict  # the resolved config
+    domain: DictConfig  # the pretraining dataset's YAML
     transfer_sets: list[DictConfig]
-    datasets: dict[str, dict]    # per transfer dataset: the settings its record stores (both YAMLs, portable)
+    datasets: dict[str, dict]  # per transfer dataset: the settings its record stores (both YAMLs, portable)
     results_dir: Path
     output_dir: Path
     cache: Path
@@ -101,8 +131,7 @@ class Job:
         return self.output_dir / "encoder.pt"
 
     def record_path(self, dataset: str) -> Path:
-        return record_path(self.results_dir, self.cfg.experiment_name, dataset, self.cfg.algorithm.name,
-                           self.cfg.seed)
+        return record_path(self.results_dir, self.cfg.experiment_name, dataset, self.cfg.algorithm.name, self.cfg.seed)
 
     def dataset_fingerprint(self, dataset: str) -> str:
         return digest(self.datasets[dataset])
@@ -128,8 +157,9 @@ def plan(cfg: DictConfig) -> Job:
     domain, transfer_sets = job_datasets(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     roots, pretrain_yaml = path_roots(cfg), OmegaConf.to_container(domain, resolve=True)
-    datasets = {d.name: dataset_settings(pretrain_yaml, OmegaConf.to_container(d, resolve=True), roots)
-                for d in transfer_sets}
+    datasets = {
+        d.name: dataset_settings(pretrain_yaml, OmegaConf.to_container(d, resolve=True), roots) for d in transfer_sets
+    }
     # The pretraining dataset's definition is part of the job: another one is another job.
     state = RunState(output_dir, {**config, "pretrain_dataset": portable(pretrain_yaml, roots)}).load()
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
@@ -140,8 +170,12 @@ def plan(cfg: DictConfig) -> Job:
 
 def path_roots(cfg: DictConfig) -> dict[str, Any]:
     """Folders whose absolute paths records write by name (see :func:`dabs_rq.results.protocol.portable`)."""
-    roots = {"data_root": storage.data_root(cfg.data_root), "domains": DOMAINS_DIR, "cwd": Path.cwd(),
-             "home": Path.home()}
+    roots = {
+        "data_root": storage.data_root(cfg.data_root),
+        "domains": DOMAINS_DIR,
+        "cwd": Path.cwd(),
+        "home": Path.home(),
+    }
     roots.update({f"extra_domain_dirs[{i}]": d for i, d in enumerate(cfg.extra_domain_dirs or [])})
     return roots
 
@@ -182,16 +216,23 @@ def pretrain(job: Job, encoder: torch.nn.Module, logger: Any) -> tuple[pl.Lightn
     if state.pretrain_done:
         info("pretraining already finished; loading %s", job.encoder_path)
         encoder.load_state_dict(torch.load(job.encoder_path, map_location="cpu", weights_only=True))
-        return build_algorithm(cfg, encoder), {"steps": state.data["pretrain_steps"],
-                                               "seconds": state.data["pretrain_seconds"],
-                                               "excluded": state.data["pretrain_excluded"]}
-    checkpoint = ResumableCheckpoint(job.output_dir / "checkpoints", cfg.pretrain.get("checkpoint_every_n_steps"),
-                                     cfg.pretrain.get("checkpoint_every_minutes"))
-    trainer = make_trainer(cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1,
-                           callbacks=[checkpoint, StepProgressBar()])
+        return build_algorithm(cfg, encoder), {
+            "steps": state.data["pretrain_steps"],
+            "seconds": state.data["pretrain_seconds"],
+            "excluded": state.data["pretrain_excluded"],
+        }
+    checkpoint = ResumableCheckpoint(
+        job.output_dir / "checkpoints",
+        cfg.pretrain.get("checkpoint_every_n_steps"),
+        cfg.pretrain.get("checkpoint_every_minutes"),
+    )
+    trainer = make_trainer(
+        cfg, logger, max_steps=cfg.pretrain.max_steps, max_epochs=-1, callbacks=[checkpoint, StepProgressBar()]
+    )
     algorithm = build_algorithm(cfg, encoder, trainer.world_size)
-    per_device = device_batch(cfg, pretrain_batch(cfg, job.domain), trainer.world_size, _batch_key(cfg, job.domain,
-                                                                                                   "pretrain"))
+    per_device = device_batch(
+        cfg, pretrain_batch(cfg, job.domain), trainer.world_size, _batch_key(cfg, job.domain, "pretrain")
+    )
     data = datamodule(cfg, job.domain, job.cache, per_device, trainer.global_rank, trainer.world_size)
     resume = checkpoint.path if checkpoint.path.exists() else None
     if resume is not None:
@@ -201,8 +242,11 @@ def pretrain(job: Job, encoder: torch.nn.Module, logger: Any) -> tuple[pl.Lightn
     if checkpoint.preempted is not None:
         checkpoint.forward_signal()
         raise Preempted(checkpoint.preempted, int(trainer.global_step), checkpoint.path)
-    done = {"steps": int(trainer.global_step), "seconds": time.perf_counter() - started,
-            "excluded": dict(getattr(data.split("train"), "excluded", {}))}
+    done = {
+        "steps": int(trainer.global_step),
+        "seconds": time.perf_counter() - started,
+        "excluded": dict(getattr(data.split("train"), "excluded", {})),
+    }
     if trainer.is_global_zero:
         save_tensors_atomic(encoder.state_dict(), job.encoder_path)
         state.mark_pretrained(**done)
@@ -233,8 +277,9 @@ def transfer(job: Job, encoder: torch.nn.Module, dataset_cfg: DictConfig, logger
     batch_size = cfg.transfer.batch_size or dataset_cfg.batch_size
     online = cfg.transfer.mode == "online"
     # Cached mode trains the head in a few seconds: no bar for it (its result is one line).
-    trainer = make_trainer(cfg, logger, progress=online, max_epochs=cfg.transfer.epochs, check_val_every_n_epoch=1,
-                           num_sanity_val_steps=0)
+    trainer = make_trainer(
+        cfg, logger, progress=online, max_epochs=cfg.transfer.epochs, check_val_every_n_epoch=1, num_sanity_val_steps=0
+    )
     rank, world = trainer.global_rank, trainer.world_size
     per_device = device_batch(cfg, batch_size, world, _batch_key(cfg, dataset_cfg, "transfer"))
     drop_last = bool(cfg.transfer.drop_last)
@@ -242,30 +287,46 @@ def transfer(job: Job, encoder: torch.nn.Module, dataset_cfg: DictConfig, logger
     check_task_labels(dataset_cfg, task, data)
     n_train = len(data.split("train"))
     if drop_last and n_train < per_device * world:
-        raise UserError(f"dataset {dataset_cfg.name}: transfer.drop_last=true with batch {batch_size} leaves no full "
-                        f"batch of its {n_train} training examples; set transfer.batch_size below {n_train} "
-                        f"or transfer.drop_last=false")
+        raise UserError(
+            f"dataset {dataset_cfg.name}: transfer.drop_last=true with batch {batch_size} leaves no full "
+            f"batch of its {n_train} training examples; set transfer.batch_size below {n_train} "
+            f"or transfer.drop_last=false"
+        )
     encoder.requires_grad_(False)
     if online:
         train_loader, test_loader = data.train_dataloader(drop_last=drop_last), data.test_dataloader()
     else:
         extractor = make_trainer(cfg)
-        train_set, test_set = (extract_features(extractor, encoder, data.split(split), per_device, data.num_workers)
-                               for split in ("train", "test"))
+        train_set, test_set = (
+            extract_features(extractor, encoder, data.split(split), per_device, data.num_workers)
+            for split in ("train", "test")
+        )
         loader = functools.partial(make_loader, batch_size=per_device, seed=cfg.seed, rank=rank, world_size=world)
         train_loader = loader(train_set, shuffle=True, drop_last=drop_last)
         test_loader = loader(test_set, shuffle=False, drop_last=False)
-    probe = LinearProbe(encoder.dim, task, instantiate(cfg.transfer.optimizer), encoder=encoder if online else None,
-                        dataset=dataset_cfg.name)
+    probe = LinearProbe(
+        encoder.dim,
+        task,
+        instantiate(cfg.transfer.optimizer),
+        encoder=encoder if online else None,
+        dataset=dataset_cfg.name,
+    )
     trainer.fit(probe, train_dataloaders=train_loader, val_dataloaders=test_loader)
-    details = {"n_train": n_train, "n_test": len(data.split("test")), "task": task.describe(),
-               # examples each split left out, by reason (the readers' counted skips; see dabs_rq.data.storage)
-               "excluded": {split: dict(getattr(data.split(split), "excluded", {})) for split in ("train", "test")},
-               "world_size": world, "batch_size": batch_size, "device_batch_size": per_device,
-               "drop_last": drop_last, "precision": str(trainer.precision),
-               "epoch_values": [round(v, 6) for v in probe.epoch_values],
-               "reported_epoch": "last: the test metric after the final training epoch (every epoch's value "
-                                 "is in epoch_values)"}
+    details = {
+        "n_train": n_train,
+        "n_test": len(data.split("test")),
+        "task": task.describe(),
+        # examples each split left out, by reason (the readers' counted skips; see dabs_rq.data.storage)
+        "excluded": {split: dict(getattr(data.split(split), "excluded", {})) for split in ("train", "test")},
+        "world_size": world,
+        "batch_size": batch_size,
+        "device_batch_size": per_device,
+        "drop_last": drop_last,
+        "precision": str(trainer.precision),
+        "epoch_values": [round(v, 6) for v in probe.epoch_values],
+        "reported_epoch": "last: the test metric after the final training epoch (every epoch's value "
+        "is in epoch_values)",
+    }
     return probe.epoch_values[-1], details
 
 
@@ -273,9 +334,15 @@ def pretraining_summary(job: Job, done: dict, world_size: int, precision: str) -
     """What a record says about the job's pretraining: its dataset, batch, learning rate and devices, and
     ``done`` (steps, seconds, examples left out)."""
     batch = pretrain_batch(job.cfg, job.domain)
-    return {"dataset": job.domain.name, **done, "batch_size": batch,
-            "device_batch_size": device_batch(job.cfg, batch, world_size, _batch_key(job.cfg, job.domain, "pretrain")),
-            "world_size": world_size, "lr": effective_lr(job.cfg, world_size), "precision": precision}
+    return {
+        "dataset": job.domain.name,
+        **done,
+        "batch_size": batch,
+        "device_batch_size": device_batch(job.cfg, batch, world_size, _batch_key(job.cfg, job.domain, "pretrain")),
+        "world_size": world_size,
+        "lr": effective_lr(job.cfg, world_size),
+        "precision": precision,
+    }
 
 
 def launch() -> dict:
@@ -284,8 +351,10 @@ def launch() -> dict:
 
     if not HydraConfig.initialized():
         return {"command": None, "job_overrides": None}
-    return {"command": " ".join(["dabs-rq", *(shlex.quote(arg) for arg in sys.argv[1:])]),
-            "job_overrides": list(HydraConfig.get().overrides.task)}
+    return {
+        "command": " ".join(["dabs-rq", *(shlex.quote(arg) for arg in sys.argv[1:])]),
+        "job_overrides": list(HydraConfig.get().overrides.task),
+    }
 
 
 def write_result(job: Job, dataset_cfg: DictConfig, record: dict) -> dict:
@@ -294,8 +363,15 @@ def write_result(job: Job, dataset_cfg: DictConfig, record: dict) -> dict:
     if is_launch_rank_zero():
         write_json_atomic(path, record)
         job.state.mark_transferred(dataset_cfg.name, job.dataset_fingerprint(dataset_cfg.name))
-    info("%s %s seed=%s: %s = %.2f  -> %s", dataset_cfg.name, job.cfg.algorithm.name, job.cfg.seed,
-         record["metric"], record["value"], path)
+    info(
+        "%s %s seed=%s: %s = %.2f  -> %s",
+        dataset_cfg.name,
+        job.cfg.algorithm.name,
+        job.cfg.seed,
+        record["metric"],
+        record["value"],
+        path,
+    )
     return record
 
 
@@ -314,8 +390,13 @@ def run(cfg: DictConfig) -> list[dict]:
         pending = job.pending
         records = [read_record(job.record_path(d.name)) for d in job.transfer_sets if d not in pending]
         if not pending:
-            info("%s %s seed=%s: already finished (%d records); nothing to do", cfg.domain, cfg.algorithm.name,
-                 cfg.seed, len(records))
+            info(
+                "%s %s seed=%s: already finished (%d records); nothing to do",
+                cfg.domain,
+                cfg.algorithm.name,
+                cfg.seed,
+                len(records),
+            )
             return records
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         encoder = build_encoder(cfg.model, job.domain.inputs)
@@ -327,9 +408,20 @@ def run(cfg: DictConfig) -> list[dict]:
             started = time.perf_counter()
             value, details = transfer(job, encoder, dataset_cfg, logger)
             pretraining = pretraining_summary(job, done, details["world_size"], details["precision"])
-            record = build_record(cfg, job.config, job.domain, dataset_cfg, algorithm, value, details, pretraining,
-                                  job.datasets[dataset_cfg.name], transfer_seconds=time.perf_counter() - started,
-                                  job_dir=job.output_dir, launch=launch())
+            record = build_record(
+                cfg,
+                job.config,
+                job.domain,
+                dataset_cfg,
+                algorithm,
+                value,
+                details,
+                pretraining,
+                job.datasets[dataset_cfg.name],
+                transfer_seconds=time.perf_counter() - started,
+                job_dir=job.output_dir,
+                launch=launch(),
+            )
             records.append(write_result(job, dataset_cfg, record))
         return records
     finally:

@@ -38,8 +38,8 @@ class ValidateJobs(Callback):
     """Before a multirun launches anything: every job's config and data definitions are checked."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from dabs_rq.cli import _user_error
         from dabs_rq.checks import validate_job
+        from dabs_rq.cli import _user_error
 
         if not is_launch_rank_zero():
             return
@@ -59,6 +59,8 @@ class ValidateJobs(Callback):
                 problems.append(f"dabs-rq: error: job {' '.join(overrides)}: {user_error}")
         if problems:
             print("\n".join(problems), file=sys.stderr)
-            print(f"dabs-rq: {len(problems)} of {len(jobs)} jobs of this sweep are invalid; none was started",
-                  file=sys.stderr)
+            print(
+                f"dabs-rq: {len(problems)} of {len(jobs)} jobs of this sweep are invalid; none was started",
+                file=sys.stderr,
+            )
             sys.exit(2)

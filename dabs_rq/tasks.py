@@ -6,7 +6,7 @@ kind of task means adding a class here, never editing the runner.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,6 @@ import torchmetrics
 from torch import Tensor
 
 from dabs_rq.errors import UserError
-
 
 #: How a correlation metric is aggregated over the evaluated split (``transfer.correlation`` or the
 #: task's own ``correlation``): ``batch_mean`` is DABS's value, the correlation of each evaluation
@@ -53,8 +52,10 @@ class BatchMeanCorrelation(torchmetrics.Metric):
 def correlation_metric(name: str, aggregate: str) -> torchmetrics.Metric:
     """A Pearson or Spearman metric aggregated as ``aggregate`` (see :data:`CORRELATION_AGGREGATES`)."""
     if aggregate == "batch_mean":
-        function = {"pearson": torchmetrics.functional.pearson_corrcoef,
-                    "spearman": torchmetrics.functional.spearman_corrcoef}[name]
+        function = {
+            "pearson": torchmetrics.functional.pearson_corrcoef,
+            "spearman": torchmetrics.functional.spearman_corrcoef,
+        }[name]
         return BatchMeanCorrelation(function)
     return {"pearson": torchmetrics.PearsonCorrCoef, "spearman": torchmetrics.SpearmanCorrCoef}[name]()
 
@@ -111,8 +112,10 @@ class MulticlassTask(Task):
 
     def check_labels(self, labels: Tensor) -> str | None:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            return (f"labels run from {int(labels.min())} to {int(labels.max())} but task.num_classes is "
-                    f"{self.num_classes} (labels must be 0 .. num_classes - 1)")
+            return (
+                f"labels run from {int(labels.min())} to {int(labels.max())} but task.num_classes is "
+                f"{self.num_classes} (labels must be 0 .. num_classes - 1)"
+            )
         return None
 
     def metric_inputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,8 +132,10 @@ class BinaryTask(Task):
         if labels.numel() and not torch.isin(labels.reshape(-1), torch.tensor([0, 1], dtype=labels.dtype)).all():
             found = sorted(set(labels.reshape(-1).tolist()))
             shown = ", ".join(str(v) for v in found[:6]) + (", ..." if len(found) > 6 else "")
-            return (f"a binary task needs labels 0 and 1, but the labels take {len(found)} values ({shown}); "
-                    f"use dabs_rq.tasks.MulticlassTask with num_classes: {len(found)}")
+            return (
+                f"a binary task needs labels 0 and 1, but the labels take {len(found)} values ({shown}); "
+                f"use dabs_rq.tasks.MulticlassTask with num_classes: {len(found)}"
+            )
         return None
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:

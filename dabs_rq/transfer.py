@@ -17,7 +17,8 @@ namespace in the job's logger.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -45,8 +46,14 @@ class LinearProbe(pl.LightningModule):
         dataset: str = "probe",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"dataset": dataset, "feature_dim": feature_dim, "task": task.describe(),
-                                   "mode": "cached_features" if encoder is None else "online"})
+        self.save_hyperparameters(
+            {
+                "dataset": dataset,
+                "feature_dim": feature_dim,
+                "task": task.describe(),
+                "mode": "cached_features" if encoder is None else "online",
+            }
+        )
         self.task = task
         self.prefix = f"transfer/{dataset}"
         self.head = nn.Linear(feature_dim, task.num_outputs)
@@ -108,8 +115,9 @@ class FeatureExtractor(pl.LightningModule):
         return self.encoder(inputs).float(), labels
 
 
-def extract_features(trainer: pl.Trainer, encoder: nn.Module, dataset: Dataset, batch_size: int,
-                     num_workers: int = 0) -> TensorInputsDataset:
+def extract_features(
+    trainer: pl.Trainer, encoder: nn.Module, dataset: Dataset, batch_size: int, num_workers: int = 0
+) -> TensorInputsDataset:
     """Pooled features of every example of ``dataset``, in order, on every rank (cached transfer mode).
 
     Under DDP each rank encodes its share of the batches (batch b on rank b mod N, with
@@ -117,8 +125,16 @@ def extract_features(trainer: pl.Trainer, encoder: nn.Module, dataset: Dataset, 
     over the devices and every rank ends with the whole split's features, none repeated or lost.
     """
     rank, world = trainer.global_rank, trainer.world_size
-    loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
-                         pin_memory=torch.cuda.is_available(), rank=rank, world_size=world)
+    loader = make_loader(
+        dataset,
+        batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        rank=rank,
+        world_size=world,
+    )
     outputs = trainer.predict(FeatureExtractor(encoder), dataloaders=loader, return_predictions=True)
     features = torch.cat([f for f, _ in outputs]) if outputs else torch.zeros(0, encoder.dim)
     labels = torch.cat([y for _, y in outputs]) if outputs else torch.as_tensor(getattr(dataset, "labels", []))[:0]
@@ -127,8 +143,9 @@ def extract_features(trainer: pl.Trainer, encoder: nn.Module, dataset: Dataset, 
     return TensorInputsDataset([features], labels)
 
 
-def _gather_shares(trainer: pl.Trainer, features: Tensor, labels: Tensor, n: int,
-                   batch_size: int) -> tuple[Tensor, Tensor]:
+def _gather_shares(
+    trainer: pl.Trainer, features: Tensor, labels: Tensor, n: int, batch_size: int
+) -> tuple[Tensor, Tensor]:
     """Every rank's rows of the round-robin batches, gathered back into the split's order."""
     world = trainer.world_size
     batches = math.ceil(n / batch_size)
@@ -142,5 +159,7 @@ def _gather_shares(trainer: pl.Trainer, features: Tensor, labels: Tensor, n: int
 
     all_features, all_labels = gathered(features), gathered(labels)
     order = [(b % world, (b // world) * batch_size, min(batch_size, n - b * batch_size)) for b in range(batches)]
-    return (torch.cat([all_features[r, start:start + size] for r, start, size in order]),
-            torch.cat([all_labels[r, start:start + size] for r, start, size in order]))
+    return (
+        torch.cat([all_features[r, start : start + size] for r, start, size in order]),
+        torch.cat([all_labels[r, start : start + size] for r, start, size in order]),
+    )

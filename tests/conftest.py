@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -48,16 +48,23 @@ def tiny_run_overrides(tmp_path: Path, data_cache: Path) -> list[str]:
     return ["experiment=embedded", *_tiny_run(tmp_path, data_cache, max_steps=3, epochs=2)]
 
 
-def pipeline_overrides(data_root: Path, tmp_path: Path, cache: Path, *, domain: str, algorithm: str,
-                       batch_size: int) -> list[str]:
+def pipeline_overrides(
+    data_root: Path, tmp_path: Path, cache: Path, *, domain: str, algorithm: str, batch_size: int
+) -> list[str]:
     """A tiny pretrain (2 steps) + transfer (1 epoch, cached features) run on the fixture data under ``data_root``.
 
     Records land in ``tmp_path / "results"``, logs in ``tmp_path / "out"``; the data cache is ``cache``.
     """
     # Fixture splits are smaller than a DABS transfer batch: keep their partial batch (DABS drops it).
-    return [*_tiny_run(tmp_path, cache, max_steps=2, epochs=1), f"domain={domain}", f"algorithm={algorithm}",
-            f"pretrain.batch_size={batch_size}", "transfer.mode=cached_features", "transfer.drop_last=false",
-            f"data_root={data_root}"]
+    return [
+        *_tiny_run(tmp_path, cache, max_steps=2, epochs=1),
+        f"domain={domain}",
+        f"algorithm={algorithm}",
+        f"pretrain.batch_size={batch_size}",
+        "transfer.mode=cached_features",
+        "transfer.drop_last=false",
+        f"data_root={data_root}",
+    ]
 
 
 # --------------------------------------------------------------------------- fixture data and splits

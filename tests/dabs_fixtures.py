@@ -14,9 +14,9 @@ import contextlib
 import functools
 import json
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,11 +25,38 @@ from PIL import Image
 PAMAP2_SUBJECTS = (101, 102, 103, 104, 105, 106, 107, 108, 109)
 PAMAP2_ACTIVITIES = (1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24)
 PAMAP2_COLUMNS = 54
-CHEXPERT_OBSERVATIONS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-                         "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                         "Pleural Other", "Fracture", "Support Devices"]
-NIH_FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+CHEXPERT_OBSERVATIONS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+NIH_FINDINGS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+]
 # COCO's 80 category ids (1..90 with gaps), so label mapping is exercised on the real ids.
 COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 
@@ -45,8 +72,9 @@ def write_pamap2(data_root: Path, rows_per_activity: int = 340, seed: int = 0) -
     folder = Path(data_root) / "pamap2" / "PAMAP2_Dataset" / "Protocol"
     folder.mkdir(parents=True, exist_ok=True)
     for subject in PAMAP2_SUBJECTS:
-        activity = np.concatenate([np.zeros(10), *(np.full(rows_per_activity, a) for a in PAMAP2_ACTIVITIES),
-                                   np.zeros(10)])
+        activity = np.concatenate(
+            [np.zeros(10), *(np.full(rows_per_activity, a) for a in PAMAP2_ACTIVITIES), np.zeros(10)]
+        )
         n = len(activity)
         table = rng.normal(size=(n, PAMAP2_COLUMNS)).round(5)
         table[:, 0] = np.arange(n) / 100 + 5.64  # timestamp (s)
@@ -56,8 +84,9 @@ def write_pamap2(data_root: Path, rows_per_activity: int = 340, seed: int = 0) -
         table[:, 3] = activity  # hand temperature := activity id (lets tests check labels)
         table[:, 20] = subject  # chest temperature := subject id (lets tests check the split)
         table[rng.choice(n, size=20, replace=False), 10] = np.nan  # dropped IMU samples
-        pd.DataFrame(table).to_csv(folder / f"subject{subject}.dat", sep=" ", header=False, index=False,
-                                   na_rep="NaN", float_format="%.6g")
+        pd.DataFrame(table).to_csv(
+            folder / f"subject{subject}.dat", sep=" ", header=False, index=False, na_rep="NaN", float_format="%.6g"
+        )
     return folder
 
 
@@ -84,8 +113,16 @@ def write_chexpert(data_root: Path, n_train: int = 24, n_valid: int = 8, seed: i
             labels = rng.choice([1.0, 0.0, -1.0, np.nan], size=len(CHEXPERT_OBSERVATIONS))
             if split == "valid":  # both classes of every label appear in the evaluation split
                 labels = np.where(np.arange(len(labels)) % 2 == i % 2, 1.0, 0.0)
-            rows.append([rel, "Female" if i % 2 else "Male", 40 + i, view.capitalize(),
-                         "AP" if view == "frontal" else np.nan, *labels])
+            rows.append(
+                [
+                    rel,
+                    "Female" if i % 2 else "Male",
+                    40 + i,
+                    view.capitalize(),
+                    "AP" if view == "frontal" else np.nan,
+                    *labels,
+                ]
+            )
         columns = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
         pd.DataFrame(rows, columns=columns).to_csv(base / f"{split}.csv", index=False)
     return base
@@ -103,7 +140,7 @@ def write_xray8(data_root: Path, count: int = 40, seed: int = 0) -> Path:
     names = [f"{i + 1:08d}_000.png" for i in range(count)]
     shuffled = np.array(names)
     np.random.RandomState(42).shuffle(shuffled)
-    test = list(shuffled[int(count * 0.9):])
+    test = list(shuffled[int(count * 0.9) :])
     rows = []
     for i, name in enumerate(names):
         image = _gray_image(rng, (36, 36))
@@ -114,8 +151,19 @@ def write_xray8(data_root: Path, count: int = 40, seed: int = 0) -> Path:
             findings = sorted(rng.choice(NIH_FINDINGS, size=int(rng.integers(0, 4)), replace=False))
         rows.append([name, "|".join(findings) or "No Finding", 0, i + 1, 50, "M", "PA", 1024, 1024, 0.143, 0.143])
     (base / "images" / "README.txt").write_text("not an image")  # non-PNG files are ignored
-    columns = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-               "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+    columns = [
+        "Image Index",
+        "Finding Labels",
+        "Follow-up #",
+        "Patient ID",
+        "Patient Age",
+        "Patient Gender",
+        "View Position",
+        "OriginalImage[Width",
+        "Height]",
+        "OriginalImagePixelSpacing[x",
+        "y]",
+    ]
     pd.DataFrame(rows, columns=columns).to_csv(base / "metadata.csv", index=False)
     return base
 
@@ -146,18 +194,32 @@ def write_mscoco(data_root: Path, n_train: int = 12, n_val: int = 6, seed: int =
             file_name = f"{image_id:012d}.jpg"
             _rgb_image(rng, (64, 48) if i % 2 else (48, 64)).save(_mkdir(base / part) / file_name, quality=95)
             images.append({"license": 1, "file_name": file_name, "height": 48, "width": 64, "id": image_id})
-            captions += [{"image_id": image_id, "id": 2 * image_id, "caption": "a dog"},
-                         {"image_id": image_id, "id": 2 * image_id + 1, "caption": "the cat is on the mat"}]
+            captions += [
+                {"image_id": image_id, "id": 2 * image_id, "caption": "a dog"},
+                {"image_id": image_id, "id": 2 * image_id + 1, "caption": "the cat is on the mat"},
+            ]
             if i < count - 1:
                 for k, category in enumerate((COCO_CATEGORY_IDS[0], COCO_CATEGORY_IDS[i % 80 + 1])):
-                    instances.append({"segmentation": [[1, 1, 5, 1, 5, 5]], "area": 8.0, "iscrowd": 0,
-                                      "image_id": image_id, "bbox": [1, 1, 4, 4], "category_id": category,
-                                      "id": 10 * image_id + k})
+                    instances.append(
+                        {
+                            "segmentation": [[1, 1, 5, 1, 5, 5]],
+                            "area": 8.0,
+                            "iscrowd": 0,
+                            "image_id": image_id,
+                            "bbox": [1, 1, 4, 4],
+                            "category_id": category,
+                            "id": 10 * image_id + k,
+                        }
+                    )
         info = {"description": "COCO 2017 Dataset (test fixture)", "year": 2017}
-        _dump(base / "annotations" / f"captions_{part}.json",
-              {"info": info, "licenses": [], "images": images, "annotations": captions})
-        _dump(base / "annotations" / f"instances_{part}.json",
-              {"info": info, "licenses": [], "images": images, "annotations": instances, "categories": categories})
+        _dump(
+            base / "annotations" / f"captions_{part}.json",
+            {"info": info, "licenses": [], "images": images, "annotations": captions},
+        )
+        _dump(
+            base / "annotations" / f"instances_{part}.json",
+            {"info": info, "licenses": [], "images": images, "annotations": instances, "categories": categories},
+        )
     return base
 
 
@@ -184,20 +246,46 @@ def write_vqa(data_root: Path, n_train: int = 8, n_val: int = 4, seed: int = 0) 
                 question_id = 10 * image_id + k
                 gold = VQA_CHOICES[(i + k) % len(VQA_CHOICES)]
                 choices = VQA_CHOICES if k < 2 else [c for c in VQA_CHOICES if c != gold]
-                questions.append({"image_id": image_id, "question": text, "multiple_choices": choices,
-                                  "question_id": question_id})
-                annotations.append({"question_type": "what", "multiple_choice_answer": gold,
-                                    "answers": [{"answer": gold, "answer_confidence": "yes", "answer_id": j + 1}
-                                                for j in range(10)],
-                                    "image_id": image_id, "answer_type": "other", "question_id": question_id})
-        _dump(base / "annotations" / f"captions_{part}.json",
-              {"info": {}, "licenses": [], "images": images,
-               "annotations": [{"image_id": im["id"], "id": im["id"], "caption": "a dog"} for im in images]})
-        _dump(base / f"mscoco_{part}_annotations.json",
-              {"info": {}, "license": {}, "data_subtype": part, "data_type": "mscoco", "annotations": annotations})
-        _dump(base / f"MultipleChoice_mscoco_{part}_questions.json",
-              {"info": {}, "license": {}, "task_type": "Multiple-Choice", "data_type": "mscoco", "data_subtype": part,
-               "num_choices": len(VQA_CHOICES), "questions": questions})
+                questions.append(
+                    {"image_id": image_id, "question": text, "multiple_choices": choices, "question_id": question_id}
+                )
+                annotations.append(
+                    {
+                        "question_type": "what",
+                        "multiple_choice_answer": gold,
+                        "answers": [
+                            {"answer": gold, "answer_confidence": "yes", "answer_id": j + 1} for j in range(10)
+                        ],
+                        "image_id": image_id,
+                        "answer_type": "other",
+                        "question_id": question_id,
+                    }
+                )
+        _dump(
+            base / "annotations" / f"captions_{part}.json",
+            {
+                "info": {},
+                "licenses": [],
+                "images": images,
+                "annotations": [{"image_id": im["id"], "id": im["id"], "caption": "a dog"} for im in images],
+            },
+        )
+        _dump(
+            base / f"mscoco_{part}_annotations.json",
+            {"info": {}, "license": {}, "data_subtype": part, "data_type": "mscoco", "annotations": annotations},
+        )
+        _dump(
+            base / f"MultipleChoice_mscoco_{part}_questions.json",
+            {
+                "info": {},
+                "license": {},
+                "task_type": "Multiple-Choice",
+                "data_type": "mscoco",
+                "data_subtype": part,
+                "num_choices": len(VQA_CHOICES),
+                "questions": questions,
+            },
+        )
     return base
 
 

@@ -19,14 +19,29 @@ def write_domain(folder: Path, name: str, **fields) -> Path:
     return path
 
 
-def run_public_command(domain: str, domains_dir: Path, tmp_path: Path, data_cache: Path, *extra: str,
-                       algorithm: str = "rq") -> subprocess.CompletedProcess:
+def run_public_command(
+    domain: str, domains_dir: Path, tmp_path: Path, data_cache: Path, *extra: str, algorithm: str = "rq"
+) -> subprocess.CompletedProcess:
     """``dabs-rq domain=<domain> ...`` with the user's domain folder in ``$DABS_RQ_DOMAINS``; tiny and fast."""
     env = {**os.environ, "DABS_RQ_DOMAINS": str(domains_dir), "DABS_RQ_CACHE": str(data_cache)}
-    cmd = [sys.executable, "-m", "dabs_rq.cli", f"domain={domain}", f"algorithm={algorithm}", "model=tiny",
-           "logger=none", "pretrain.max_steps=3", "pretrain.batch_size=8", "transfer.epochs=2",
-           "transfer.mode=cached_features", "trainer.enable_progress_bar=false", "experiment_name=mine",
-           f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'job' / domain}", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        f"domain={domain}",
+        f"algorithm={algorithm}",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=3",
+        "pretrain.batch_size=8",
+        "transfer.epochs=2",
+        "transfer.mode=cached_features",
+        "trainer.enable_progress_bar=false",
+        "experiment_name=mine",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'job' / domain}",
+        *extra,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -42,8 +57,9 @@ def record(tmp_path: Path, dataset: str, algorithm: str = "rq") -> dict:
     return json.loads((tmp_path / "results/records/mine" / dataset / algorithm / "seed0.json").read_text())
 
 
-def public_run_adds_row(domains_dir: Path, tmp_path: Path, data_cache: Path, pretrain: str, dataset: str,
-                        display_name: str, domain: str) -> dict:
+def public_run_adds_row(
+    domains_dir: Path, tmp_path: Path, data_cache: Path, pretrain: str, dataset: str, display_name: str, domain: str
+) -> dict:
     """Run the public command on ``pretrain``; ``dataset``'s row must be in the table; returns its record."""
     done = run_public_command(pretrain, domains_dir, tmp_path, data_cache)
     assert done.returncode == 0, done.stderr[-3000:]

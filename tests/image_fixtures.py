@@ -47,8 +47,12 @@ def write_cifar10(folder: Path) -> dict:
     def batch(indices: range, label_name: str) -> dict:
         labels = [i % 10 for i in indices]
         planes = [np.asarray(solid(i % 10, i // 10, (32, 32))).transpose(2, 0, 1).reshape(-1) for i in indices]
-        return {"batch_label": label_name, "labels": labels, "data": np.stack(planes).astype(np.uint8),
-                "filenames": [f"img_{i}.png" for i in indices]}
+        return {
+            "batch_label": label_name,
+            "labels": labels,
+            "data": np.stack(planes).astype(np.uint8),
+            "filenames": [f"img_{i}.png" for i in indices],
+        }
 
     for b in range(5):
         with open(base / f"data_batch_{b + 1}", "wb") as f:
@@ -184,8 +188,15 @@ def write_imagenet(folder: Path) -> dict:
     return {"train": 8, "test": 4, "classes": 2}
 
 
-WRITERS = {"cifar10": write_cifar10, "cu_birds": write_cu_birds, "vgg_flower": write_vgg_flower, "dtd": write_dtd,
-           "traffic_sign": write_traffic_sign, "aircraft": write_aircraft, "imagenet": write_imagenet}
+WRITERS = {
+    "cifar10": write_cifar10,
+    "cu_birds": write_cu_birds,
+    "vgg_flower": write_vgg_flower,
+    "dtd": write_dtd,
+    "traffic_sign": write_traffic_sign,
+    "aircraft": write_aircraft,
+    "imagenet": write_imagenet,
+}
 
 
 def write_all(root: Path) -> dict[str, dict]:

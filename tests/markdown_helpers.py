@@ -14,7 +14,10 @@ def unpadded(source: Path | str) -> str:
     for line in text.split("\n"):
         if line.startswith("|") and line.endswith("|"):
             cells = [c.strip() for c in line[1:-1].split("|")]
-            line = "|" + "---|" * len(cells) if all(re.fullmatch(r":?-+:?", c) for c in cells) \
+            line = (
+                "|" + "---|" * len(cells)
+                if all(re.fullmatch(r":?-+:?", c) for c in cells)
                 else "| " + " | ".join(cells) + " |"
+            )
         lines.append(line)
     return "\n".join(lines)

@@ -17,8 +17,14 @@ import soundfile as sf
 LONG = 150_526 + 4_000  # samples: longer than the DABS window
 
 
-def write_clip(path: Path, seconds: float = 0.1, rate: int = 16_000, seed: int = 0, samples: int | None = None,
-               fmt: str | None = None) -> np.ndarray:
+def write_clip(
+    path: Path,
+    seconds: float = 0.1,
+    rate: int = 16_000,
+    seed: int = 0,
+    samples: int | None = None,
+    fmt: str | None = None,
+) -> np.ndarray:
     """A reproducible tone-plus-noise clip (int16 PCM, like the real files); returns what a reader decodes."""
     n = samples if samples is not None else int(seconds * rate)
     rng = np.random.default_rng(seed)
@@ -96,8 +102,12 @@ def write_audio_mnist(root: Path) -> dict:
     seed = 70
     for speaker in (1, 12, 26, 5):  # 1: train, 12: validation (-> train), 26 and 5: test
         for digit, rep in ((speaker % 10, 0), ((speaker + 3) % 10, 0), ((speaker + 3) % 10, 1)):
-            write_clip(base / f"{speaker:02d}" / f"{digit}_{speaker:02d}_{rep}.wav", rate=48_000, seed=seed,
-                       samples=24_000 + 480 * rep)
+            write_clip(
+                base / f"{speaker:02d}" / f"{digit}_{speaker:02d}_{rep}.wav",
+                rate=48_000,
+                seed=seed,
+                samples=24_000 + 480 * rep,
+            )
             seed += 1
     (base / "audioMNIST_meta.txt").write_text('{"01": {"accent": "german"}}\n')
     return {"audio_mnist": (6, 6)}
@@ -123,8 +133,16 @@ def write_fluent(root: Path) -> dict:
     for i, (speaker, text, action, obj, location) in enumerate(FLUENT_ROWS):
         relative = f"wavs/speakers/{speaker}/{i:08x}-4474-11e9-a9a5-5dbec3b8816a.wav"
         write_clip(base / relative, seed=90 + i, samples=LONG if i == 0 else 8_000 + 100 * i)
-        records.append({"path": relative, "speakerId": speaker, "transcription": text, "action": action,
-                        "object": obj, "location": location})
+        records.append(
+            {
+                "path": relative,
+                "speakerId": speaker,
+                "transcription": text,
+                "action": action,
+                "object": obj,
+                "location": location,
+            }
+        )
     (base / "data").mkdir(parents=True, exist_ok=True)
     for subset, rows in (("train", records[:4]), ("valid", records[4:6]), ("test", records[6:])):
         pd.DataFrame(rows).to_csv(base / "data" / f"{subset}_data.csv")  # leading unnamed index column, as shipped

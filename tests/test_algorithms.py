@@ -12,8 +12,17 @@ from dabs_rq.encoder import DomainAgnosticTransformer, SegmentEmbedding1d
 
 
 def tiny_encoder():
-    return DomainAgnosticTransformer([SegmentEmbedding1d(32, 20, 5, 3)], dim=32, depth=2, heads=2, dim_head=16,
-                                     mlp_dim=64, out_dim=16, dropout=0.0, emb_dropout=0.0)
+    return DomainAgnosticTransformer(
+        [SegmentEmbedding1d(32, 20, 5, 3)],
+        dim=32,
+        depth=2,
+        heads=2,
+        dim_head=16,
+        mlp_dim=64,
+        out_dim=16,
+        dropout=0.0,
+        emb_dropout=0.0,
+    )
 
 
 def loss_curve(algorithm, steps=40):
@@ -34,16 +43,20 @@ GRADIENTS = ["straight_through", "reference", "none"]
 
 
 def rq(views):
-    return lambda enc, gradient: RQContrastive(enc, quantizer=RandomizedQuantization(num_bins=8, channel_dim=-1),
-                                               views=views, gradient=gradient)
+    return lambda enc, gradient: RQContrastive(
+        enc, quantizer=RandomizedQuantization(num_bins=8, channel_dim=-1), views=views, gradient=gradient
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make, gradient",
     [pytest.param(lambda enc, gradient: EMix(enc), None, id="emix")]
-    + [pytest.param(rq(views), gradient, id=f"rq_{views}-{gradient}")
-       for views in ("clean_vs_rq", "rq_vs_rq") for gradient in GRADIENTS],
+    + [
+        pytest.param(rq(views), gradient, id=f"rq_{views}-{gradient}")
+        for views in ("clean_vs_rq", "rq_vs_rq")
+        for gradient in GRADIENTS
+    ],
 )
 def test_loss_decreases(make, gradient):
     torch.manual_seed(0)
@@ -93,7 +106,9 @@ def test_emix_loss_matches_a_direct_computation():
     ze = torch.nn.functional.normalize(enc.encode(e, "projection"), dim=1)
     logits = zm @ ze.T / 0.2
     ce = torch.nn.functional.cross_entropy
-    expected = (lam * ce(logits, torch.arange(6), reduction="none") + (1 - lam) * ce(logits, perm, reduction="none")).mean()
+    expected = (
+        lam * ce(logits, torch.arange(6), reduction="none") + (1 - lam) * ce(logits, perm, reduction="none")
+    ).mean()
     torch.testing.assert_close(loss, expected)
 
 
@@ -113,10 +128,17 @@ from dabs_rq.encoder import PatchEmbedding2d, TokenEmbedding  # noqa: E402
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [lambda enc: ShED(enc), lambda enc: MAE(enc), lambda enc: RQEMix(enc),
-                                  lambda enc: RQEMix(enc, gradient="reference"),
-                                  lambda enc: RQEMix(enc, gradient="none")],
-                         ids=["shed", "mae", "rq_emix", "rq_emix_reference", "rq_emix_none"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda enc: ShED(enc),
+        lambda enc: MAE(enc),
+        lambda enc: RQEMix(enc),
+        lambda enc: RQEMix(enc, gradient="reference"),
+        lambda enc: RQEMix(enc, gradient="none"),
+    ],
+    ids=["shed", "mae", "rq_emix", "rq_emix_reference", "rq_emix_none"],
+)
 def test_new_algorithms_loss_decreases(make):
     torch.manual_seed(0)
     losses = loss_curve(make(tiny_encoder()), steps=60)
@@ -137,9 +159,17 @@ def test_shed_moves_exactly_the_labelled_positions():
 
 def test_mae_reconstructs_patches_and_token_ids_of_several_inputs():
     torch.manual_seed(0)
-    enc = DomainAgnosticTransformer([PatchEmbedding2d(32, [8, 8], [4, 4], 1), TokenEmbedding(32, 6, 50)], dim=32,
-                                    depth=2, heads=2, dim_head=16, mlp_dim=64, out_dim=16, dropout=0.0,
-                                    emb_dropout=0.0)
+    enc = DomainAgnosticTransformer(
+        [PatchEmbedding2d(32, [8, 8], [4, 4], 1), TokenEmbedding(32, 6, 50)],
+        dim=32,
+        depth=2,
+        heads=2,
+        dim_head=16,
+        mlp_dim=64,
+        out_dim=16,
+        dropout=0.0,
+        emb_dropout=0.0,
+    )
     mae = MAE(enc, corruption_rate=0.5)
     assert isinstance(mae.heads[1], torch.nn.Identity) and mae.heads[0][1].out_features == 16
     x = [torch.randn(16, 1, 8, 8), torch.randint(0, 50, (16, 6))]
@@ -175,8 +205,9 @@ def test_instance_wise_statistics_share_one_set_of_bins_across_channels():
     torch.manual_seed(0)
     x = torch.randn(3, 10, 6)
     channel = RandomizedQuantization(num_bins=4, channel_dim=-1, collapse="middle", spacing="uniform")(x)
-    instance = RandomizedQuantization(num_bins=4, channel_dim=-1, collapse="middle", spacing="uniform",
-                                      statistics="instance")(x)
+    instance = RandomizedQuantization(
+        num_bins=4, channel_dim=-1, collapse="middle", spacing="uniform", statistics="instance"
+    )(x)
     assert all(len(torch.unique(instance[i])) <= 4 for i in range(3))
     assert all(len(torch.unique(channel[i])) > 4 for i in range(3))
     # instance-wise = the whole sample quantized as one channel

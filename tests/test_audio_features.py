@@ -16,14 +16,21 @@ from dabs_rq.data.readers.speech import FrontEnd
 def _waves(samples: int, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     waves = torch.from_numpy((0.2 * rng.standard_normal((3, samples))).astype(np.float32))
-    waves[2, samples // 10:] = 0  # mostly silence: the dB floor matters
+    waves[2, samples // 10 :] = 0  # mostly silence: the dB floor matters
     return waves
 
 
 def test_dabs_settings_are_librosas_slaney_mel_and_db_of_the_squared_power():
     waves, front_end = _waves(20_000), FrontEnd(mean=0.0, std=1.0)
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16_000, n_fft=2048, hop_length=672, n_mels=224,
-                                               pad_mode="reflect", norm="slaney", mel_scale="slaney")
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16_000,
+        n_fft=2048,
+        hop_length=672,
+        n_mels=224,
+        pad_mode="reflect",
+        norm="slaney",
+        mel_scale="slaney",
+    )
     expected = torchaudio.functional.amplitude_to_DB(mel(waves).unsqueeze(1) ** 2, 10.0, 1e-10, 0.0, top_db=80.0)
     assert torch.equal(log_mel(waves, 16_000, front_end.mel()), expected)
 
@@ -40,8 +47,9 @@ def test_generic_audio_settings_floor_each_clip_80_db_below_its_own_maximum():
     waves = _waves(spec.samples)
     db = log_mel(waves, spec.sample_rate, spec.mel())
     assert db.shape == (3, 1, 32, spec.frames)
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=8000, n_fft=512, hop_length=100, n_mels=32,
-                                               pad_mode="constant")
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=8000, n_fft=512, hop_length=100, n_mels=32, pad_mode="constant"
+    )
     power = mel(waves).unsqueeze(1)[..., : spec.frames]
     expected = 10 * torch.log10(power.clamp_min(1e-10))
     expected = torch.maximum(expected, expected.amax(dim=(1, 2, 3), keepdim=True) - 80.0)

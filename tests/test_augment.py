@@ -147,8 +147,14 @@ def test_empty_batch_and_non_contiguous_input():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"num_bins": 1}, "num_bins"), ({"p": 1.5}, "p must"), ({"collapse": "mean"}, "collapse"),
-     ({"spacing": "log"}, "spacing"), ({"channel_dim": 0}, "channel_dim"), ({"channel_dim": 5}, "channel_dim")],
+    [
+        ({"num_bins": 1}, "num_bins"),
+        ({"p": 1.5}, "p must"),
+        ({"collapse": "mean"}, "collapse"),
+        ({"spacing": "log"}, "spacing"),
+        ({"channel_dim": 0}, "channel_dim"),
+        ({"channel_dim": 5}, "channel_dim"),
+    ],
 )
 def test_invalid_arguments_are_rejected_with_a_clear_message(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -260,7 +266,9 @@ def test_non_contiguous_token_input_and_gradient_input():
     base = torch.randn(4, 16, 10)
     view = base.transpose(1, 2)  # (4, 10, 16), channels last, not contiguous
     q = randomized_quantization(view, channel_dim=-1, spacing="uniform", collapse="middle")
-    assert torch.equal(q, randomized_quantization(view.contiguous(), channel_dim=-1, spacing="uniform", collapse="middle"))
+    assert torch.equal(
+        q, randomized_quantization(view.contiguous(), channel_dim=-1, spacing="uniform", collapse="middle")
+    )
     x = torch.randn(2, 5, 8, requires_grad=True)
     assert randomized_quantization(x, channel_dim=-1).shape == x.shape
     assert randomized_quantization(x, channel_dim=-1, p=0.5).shape == x.shape  # the p draw keeps autograd working
@@ -275,8 +283,10 @@ def test_memory_is_linear_for_token_embeddings_too():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("os").environ.get("DABS_RQ_TEST_COMPILE"),
-                    reason="torch.compile takes 20 s to minutes on a small CPU; set DABS_RQ_TEST_COMPILE=1")
+@pytest.mark.skipif(
+    not __import__("os").environ.get("DABS_RQ_TEST_COMPILE"),
+    reason="torch.compile takes 20 s to minutes on a small CPU; set DABS_RQ_TEST_COMPILE=1",
+)
 def test_compiled_path_equals_eager():
     x = torch.randn(3, 9, 16)
     x[0, 2, 3] = float("nan")

@@ -67,8 +67,9 @@ def test_constant_channels_are_returned_unchanged(device, dtype, collapse, spaci
         assert q.dtype == dtype and torch.isfinite(q).all()
         assert torch.equal(q[:, :k], x[:, :k]), f"constant channel changed (num_bins={num_bins})"
         # the same channels laid out as token embeddings (channels last)
-        qt = randomized_quantization(x.transpose(1, 2).contiguous(), num_bins=num_bins, channel_dim=-1,
-                                     collapse=collapse, spacing=spacing)
+        qt = randomized_quantization(
+            x.transpose(1, 2).contiguous(), num_bins=num_bins, channel_dim=-1, collapse=collapse, spacing=spacing
+        )
         assert torch.equal(qt[..., :k], x.transpose(1, 2)[..., :k])
 
 
@@ -116,8 +117,9 @@ def test_finite_values_are_quantized_as_if_the_non_finite_ones_were_absent(devic
     x = _with_non_finite(dtype, device)
     for layout, channel_dim in [("channels", 1), ("tokens", -1)]:
         xin = x if layout == "channels" else x.transpose(1, 2).contiguous()
-        q = randomized_quantization(xin, num_bins=num_bins, channel_dim=channel_dim, spacing="uniform",
-                                    collapse="middle")
+        q = randomized_quantization(
+            xin, num_bins=num_bins, channel_dim=channel_dim, spacing="uniform", collapse="middle"
+        )
         if layout == "tokens":
             q = q.transpose(1, 2)
         assert q.dtype == dtype
@@ -126,8 +128,9 @@ def test_finite_values_are_quantized_as_if_the_non_finite_ones_were_absent(devic
             finite = torch.isfinite(row)
             assert same(qrow[~finite], row[~finite]), f"non-finite values changed in ({b}, {c})"
             if finite.any():
-                alone = randomized_quantization(row[finite].view(1, 1, -1), num_bins=num_bins,
-                                                spacing="uniform", collapse="middle")
+                alone = randomized_quantization(
+                    row[finite].view(1, 1, -1), num_bins=num_bins, spacing="uniform", collapse="middle"
+                )
                 assert torch.equal(qrow[finite], alone.view(-1)), f"finite values of ({b}, {c}) poisoned"
 
 
@@ -187,8 +190,15 @@ def test_empty_inputs_come_back_empty_with_shape_and_dtype(dtype):
         settings = [("inside_random", "random", 1.0), ("middle", "uniform", 0.5), ("all_zeros", "random", 0.0)]
         for collapse, spacing, p in settings:
             for op in (
-                lambda t: randomized_quantization(t, num_bins=4, channel_dim=channel_dim, collapse=collapse,
-                                                  spacing=spacing, p=p, compile="reduce-overhead"),
+                lambda t: randomized_quantization(
+                    t,
+                    num_bins=4,
+                    channel_dim=channel_dim,
+                    collapse=collapse,
+                    spacing=spacing,
+                    p=p,
+                    compile="reduce-overhead",
+                ),
                 RandomizedQuantization(num_bins=4, channel_dim=channel_dim, collapse=collapse, spacing=spacing, p=p),
             ):
                 q = op(x)
@@ -220,8 +230,9 @@ def test_non_contiguous_input_equals_its_contiguous_copy(device, collapse, spaci
             torch.manual_seed(9)
             if device == "cuda":
                 torch.cuda.manual_seed(9)
-            out.append(randomized_quantization(x, num_bins=5, channel_dim=channel_dim, collapse=collapse,
-                                               spacing=spacing, p=p))
+            out.append(
+                randomized_quantization(x, num_bins=5, channel_dim=channel_dim, collapse=collapse, spacing=spacing, p=p)
+            )
         assert torch.equal(out[0], out[1]), name
         assert out[0].shape == view.shape
 
@@ -355,11 +366,13 @@ def test_huge_magnitudes_are_quantized_like_in_float64_not_collapsed_to_one_valu
     # (all cut points at inf, or every middle proxy clamped to max). They now get real bins.
     g = torch.Generator().manual_seed(1)
     big = torch.finfo(torch.float32).max
-    x = torch.stack([
-        (torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1) * big * 0.99,
-        big * (1 - torch.rand(40, generator=g, dtype=torch.float64) * 0.05),
-        -big * (1 - torch.rand(40, generator=g, dtype=torch.float64) * 0.05),
-    ]).unsqueeze(0)
+    x = torch.stack(
+        [
+            (torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1) * big * 0.99,
+            big * (1 - torch.rand(40, generator=g, dtype=torch.float64) * 0.05),
+            -big * (1 - torch.rand(40, generator=g, dtype=torch.float64) * 0.05),
+        ]
+    ).unsqueeze(0)
     q32 = randomized_quantization(x.float(), num_bins=num_bins, spacing="uniform", collapse="middle")
     q64 = randomized_quantization(x, num_bins=num_bins, spacing="uniform", collapse="middle")
     torch.testing.assert_close(q32.double(), q64, rtol=1e-6, atol=0.0)

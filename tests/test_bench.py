@@ -7,10 +7,16 @@ from dabs_rq.bench import main, summary_markdown
 
 
 def write_result(folder, name="rq", device="cpu"):
-    payload = {"benchmark": name, "title": "RQ operator", "quick": False, "created": "2026-11-25T00:00:00+00:00",
-               "machine": {"device": device, "torch": "2.11.0", "cpus": 2, "torch_threads": 2, "cpu_model": "Test CPU"},
-               "rows": [{"shape": "(2, 3)", "ours_ms": 1.0, "ref_ms": 40.0, "ref/ours": 40.0, "target": ">= 30x",
-                         "met": True}]}
+    payload = {
+        "benchmark": name,
+        "title": "RQ operator",
+        "quick": False,
+        "created": "2026-11-25T00:00:00+00:00",
+        "machine": {"device": device, "torch": "2.11.0", "cpus": 2, "torch_threads": 2, "cpu_model": "Test CPU"},
+        "rows": [
+            {"shape": "(2, 3)", "ours_ms": 1.0, "ref_ms": 40.0, "ref/ours": 40.0, "target": ">= 30x", "met": True}
+        ],
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}-{device}.json").write_text(json.dumps(payload))
 
@@ -34,8 +40,26 @@ def test_summary_only_refreshes_readme_block(tmp_path):
 
 def test_end_to_end_split_counts_each_pretraining_once():
     records = [
-        {"pretrain_dataset": "img", "algorithm": "rq", "seed": 0, "domain": "Images", "timings": {"pretrain_s": 10.0, "transfer_s": 1.0}},
-        {"pretrain_dataset": "img", "algorithm": "rq", "seed": 0, "domain": "Images", "timings": {"pretrain_s": 10.0, "transfer_s": 2.0}},
-        {"pretrain_dataset": "img", "algorithm": "none", "seed": 0, "domain": "Images", "timings": {"pretrain_s": 0.0, "transfer_s": 1.0}},
+        {
+            "pretrain_dataset": "img",
+            "algorithm": "rq",
+            "seed": 0,
+            "domain": "Images",
+            "timings": {"pretrain_s": 10.0, "transfer_s": 1.0},
+        },
+        {
+            "pretrain_dataset": "img",
+            "algorithm": "rq",
+            "seed": 0,
+            "domain": "Images",
+            "timings": {"pretrain_s": 10.0, "transfer_s": 2.0},
+        },
+        {
+            "pretrain_dataset": "img",
+            "algorithm": "none",
+            "seed": 0,
+            "domain": "Images",
+            "timings": {"pretrain_s": 0.0, "transfer_s": 1.0},
+        },
     ]
     assert stage_split(records) == {"pretrain img": 10.0, "transfer Images": 4.0}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -21,8 +21,7 @@ from dabs_rq.data.array_cache import SMALL_TABLE_BYTES, source_identity
 from dabs_rq.data.readers import pamap2, vqa
 from dabs_rq.data.storage import CorruptDataError
 from tests.conftest import load_split
-from tests.dabs_fixtures import (COCO_CATEGORY_IDS, write_chexpert, write_mscoco, write_pamap2, write_vqa,
-                                 write_xray8)
+from tests.dabs_fixtures import COCO_CATEGORY_IDS, write_chexpert, write_mscoco, write_pamap2, write_vqa, write_xray8
 from tests.tokenizer_fixtures import write_bert_tokenizer
 
 
@@ -205,8 +204,9 @@ def test_source_identity_is_cheap_for_files_and_exact_for_small_tables(tmp_path)
     table.write_text("x.jpg,2\n")
     os.utime(table, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert source_identity(tmp_path / "a", files=[image], tables=[table]) != touched
-    assert source_identity(tmp_path / "a", files=[image, tmp_path / "a" / "gone.jpg"]) != \
-        source_identity(tmp_path / "a", files=[image])  # a missing file is recorded, not an error
+    assert source_identity(tmp_path / "a", files=[image, tmp_path / "a" / "gone.jpg"]) != source_identity(
+        tmp_path / "a", files=[image]
+    )  # a missing file is recorded, not an error
     assert source_identity(tmp_path / "a", files=[image]) != source_identity(tmp_path, files=[image])  # the root
 
 

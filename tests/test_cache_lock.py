@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.slow  # two spawned processes, each importing torch
 
-READER = textwrap.dedent('''
+READER = textwrap.dedent("""
     import time
     from pathlib import Path
 
@@ -31,7 +31,7 @@ READER = textwrap.dedent('''
             torch.save({"x": torch.zeros(4, 3)}, cache)
         data = torch.load(cache)
         return TensorInputsDataset([data["x"]], torch.zeros(4, dtype=torch.long))
-''')
+""")
 
 
 def _load(folder: str, cache: str) -> int:

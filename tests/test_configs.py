@@ -97,7 +97,13 @@ def test_dataset_overrides_are_merged_over_the_yaml_and_validated():
 def test_dataset_overrides_reach_the_run_from_the_command_line(tiny_run_overrides):
     from dabs_rq.run import run
 
-    cfg = compose_config([*tiny_run_overrides, "domain=embedded_image", "algorithm=none",
-                          "+dataset_overrides.embedded_mnist.reader.test_fraction=0.5"])
+    cfg = compose_config(
+        [
+            *tiny_run_overrides,
+            "domain=embedded_image",
+            "algorithm=none",
+            "+dataset_overrides.embedded_mnist.reader.test_fraction=0.5",
+        ]
+    )
     records = run(cfg)
     assert records[0]["protocol"]["n_test"] == 2500 and records[1]["protocol"]["n_test"] == 359

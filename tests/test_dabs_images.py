@@ -87,7 +87,7 @@ def dabs_per_class_split(groups: list[list], train: bool) -> list:
         indexer = np.arange(len(items))
         rs.shuffle(indexer)
         items = np.array(items)[indexer].tolist()
-        picked += items[: int(0.8 * len(items))] if train else items[int(0.8 * len(items)):]
+        picked += items[: int(0.8 * len(items))] if train else items[int(0.8 * len(items)) :]
     return picked
 
 
@@ -183,8 +183,9 @@ def test_missing_dataset_says_how_to_get_it(name, tmp_path):
 
 def test_tiny_imagenet_pretraining_then_transfer_to_every_image_set(image_root, tmp_path, data_cache):
     root, expected = image_root
-    records = run(compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="imagenet", algorithm="rq",
-                                                    batch_size=4)))
+    records = run(
+        compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="imagenet", algorithm="rq", batch_size=4))
+    )
     assert [r["dataset"] for r in records] == TRANSFER
     for name in TRANSFER:
         stored = json.loads((tmp_path / f"results/records/default/{name}/rq/seed0.json").read_text())

@@ -76,8 +76,9 @@ def test_download_unpacks_the_uci_archive(data_root, tmp_path):
         z.write(inner, inner.name)
     root = tmp_path / "data" / "pamap2"
     with serve_folder(served) as url:
-        dataset = reader.pamap2("test", cache_dir=tmp_path / "cache", root=root, download=True,
-                                url=f"{url}/{outer.name}", test_windows=4)
+        dataset = reader.pamap2(
+            "test", cache_dir=tmp_path / "cache", root=root, download=True, url=f"{url}/{outer.name}", test_windows=4
+        )
     assert len(dataset) == 4 and (root / "PAMAP2_Dataset" / "Protocol" / "subject105.dat").is_file()
     assert not list(root.glob("*.zip"))
 
@@ -91,8 +92,11 @@ def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path, monkeyp
         cfg.reader.update(train_windows=512, test_windows=256)
         OmegaConf.save(cfg, folder / f"{name}.yaml")
     monkeypatch.setattr(domains, "DOMAINS_DIR", folder)
-    (record,) = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="pamap2",
-                                                      algorithm="emix", batch_size=16)))
+    (record,) = run(
+        compose_config(
+            pipeline_overrides(data_root, tmp_path, data_cache, domain="pamap2", algorithm="emix", batch_size=16)
+        )
+    )
     assert record["dataset"] == "pamap2_transfer" and record["paper_name"] == "PAMAP2"
     assert record["domain"] == "Sensor" and record["metric"] == "accuracy" and 0 <= record["value"] <= 100
     assert record["reader_options"] == {"windows": "seeded", "window_seed": 0}

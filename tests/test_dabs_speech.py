@@ -18,13 +18,26 @@ from dabs_rq.run import run
 from tests.conftest import compose_config, missing_dataset, pipeline_overrides
 from tests.speech_fixtures import write_all
 
-SPEECH = ["librispeech", "librispeech_transfer", "voxceleb1", "audio_mnist", "google_speech", "fluent_speech_location",
-          "fluent_speech_action", "fluent_speech_object"]
+SPEECH = [
+    "librispeech",
+    "librispeech_transfer",
+    "voxceleb1",
+    "audio_mnist",
+    "google_speech",
+    "fluent_speech_location",
+    "fluent_speech_action",
+    "fluent_speech_object",
+]
 TRANSFER = SPEECH[1:]
-PAPER_NAMES = {"librispeech_transfer": "LibriSpeech Sp. ID", "voxceleb1": "VoxCeleb Sp. ID",
-               "audio_mnist": "AudioMNIST", "google_speech": "Google Speech",
-               "fluent_speech_location": "Fluent Locations", "fluent_speech_action": "Fluent Actions",
-               "fluent_speech_object": "Fluent Objects"}
+PAPER_NAMES = {
+    "librispeech_transfer": "LibriSpeech Sp. ID",
+    "voxceleb1": "VoxCeleb Sp. ID",
+    "audio_mnist": "AudioMNIST",
+    "google_speech": "Google Speech",
+    "fluent_speech_location": "Fluent Locations",
+    "fluent_speech_action": "Fluent Actions",
+    "fluent_speech_object": "Fluent Objects",
+}
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +102,14 @@ def test_every_speech_yaml_is_a_dabs_speech_dataset():
     assert list(pretrain.transfer) == TRANSFER
     for cfg in [pretrain, *domains.transfer_datasets(pretrain)]:
         assert cfg.domain == "Speech" and cfg.batch_size == 64
-        assert OmegaConf.to_container(cfg.inputs) == [{"_target_": "dabs_rq.encoder.PatchEmbedding2d",
-                                                       "image_size": [224, 224], "patch_size": [16, 16],
-                                                       "channels": 1}]
+        assert OmegaConf.to_container(cfg.inputs) == [
+            {
+                "_target_": "dabs_rq.encoder.PatchEmbedding2d",
+                "image_size": [224, 224],
+                "patch_size": [16, 16],
+                "channels": 1,
+            }
+        ]
         assert {"mean", "std"} <= set(cfg.reader) and cfg.data.download in ("auto", "manual")
         for key in ("source", "size", "license"):
             assert cfg.data.get(key), (cfg.name, key)
@@ -184,8 +202,11 @@ def test_missing_downloadable_dataset_points_to_download_true(tmp_path, data_cac
 @pytest.mark.slow
 def test_pretrain_on_librispeech_and_transfer_to_every_speech_set(speech_data, data_cache, tmp_path):
     root, sizes = speech_data
-    records = run(compose_config(pipeline_overrides(root, tmp_path, data_cache, domain="librispeech",
-                                                    algorithm="emix", batch_size=4)))
+    records = run(
+        compose_config(
+            pipeline_overrides(root, tmp_path, data_cache, domain="librispeech", algorithm="emix", batch_size=4)
+        )
+    )
     assert [r["dataset"] for r in records] == TRANSFER
     for record in records:
         path = tmp_path / "results/records/default" / record["dataset"] / "emix/seed0.json"

@@ -190,8 +190,9 @@ def test_mc4_shuffle_buffer_and_loader_workers(text_root, tmp_path):
     tok = load_tokenizer("xlm-roberta-base", text_root)
     every_doc = {tuple(row) for row in encode(tok, round_robin(fx.C4_SHARDS * fx.C4_DOCS_PER_SHARD)).tolist()}
     in_order = documents(load_split(cfg, text_root, tmp_path, "train"))
-    shuffled = documents(load_split(OmegaConf.merge(cfg, {"reader_options": {"shuffle_buffer": 5}}), text_root, tmp_path,
-                                    "train"))
+    shuffled = documents(
+        load_split(OmegaConf.merge(cfg, {"reader_options": {"shuffle_buffer": 5}}), text_root, tmp_path, "train")
+    )
     assert shuffled != in_order and len(set(shuffled)) == len(shuffled) and set(shuffled) <= every_doc
     by_workers = documents(load_split(cfg, text_root, tmp_path, "train"), num_workers=2)
     assert len(set(by_workers)) == len(by_workers) > 7 and set(by_workers) <= every_doc  # shards split by worker
@@ -214,8 +215,15 @@ def test_mc4_without_local_shards_or_hub_says_how_to_get_them(tmp_path, monkeypa
     assert f"multilingual/c4-<lang>.tfrecord-*.json.gz shards under {tmp_path / 'c4'}" in str(err)
 
 
-@pytest.mark.parametrize("name,where", [("cola", "glue/cola"), ("mnli_mismatched", "glue/mnli"),
-                                        ("paws_de", "paws-x/de"), ("wikitext103", "wikitext/wikitext-103-v1")])
+@pytest.mark.parametrize(
+    "name,where",
+    [
+        ("cola", "glue/cola"),
+        ("mnli_mismatched", "glue/mnli"),
+        ("paws_de", "paws-x/de"),
+        ("wikitext103", "wikitext/wikitext-103-v1"),
+    ],
+)
 def test_missing_dataset_says_where_and_how_to_get_it(name, where, tmp_path):
     with pytest.raises(DatasetMissingError) as err:
         load_split(name, tmp_path, tmp_path / "cache", "train")
@@ -271,8 +279,10 @@ def test_binary_correlation_task_scores_cola_by_pearson_or_matthews():
     metric.update(*pearson.metric_inputs(logits, labels))
     assert math.isclose(float(metric.compute()), np.corrcoef([-2, 0.5, 1, 3], [0, 0, 1, 1])[0, 1], rel_tol=1e-5)
     assert pearson.num_outputs == 1 and pearson.describe()["metric"] == "pearson"
-    assert torch.isclose(pearson.loss(logits, labels), torch.nn.functional.binary_cross_entropy_with_logits(
-        logits.view(-1), labels.float()))
+    assert torch.isclose(
+        pearson.loss(logits, labels),
+        torch.nn.functional.binary_cross_entropy_with_logits(logits.view(-1), labels.float()),
+    )
     matthews = tasks.BinaryCorrelationTask("matthews")
     metric = matthews.metric()
     metric.update(*matthews.metric_inputs(logits, labels))
@@ -282,12 +292,24 @@ def test_binary_correlation_task_scores_cola_by_pearson_or_matthews():
 
 
 def run_overrides(domain, data_root, tmp_path, data_cache):
-    return ["model=tiny", "logger=none", "algorithm=rq", "pretrain.max_steps=2", "pretrain.batch_size=8",
-            "pretrain.num_workers=0", "transfer.epochs=1", "transfer.mode=cached_features",
-            "transfer.drop_last=false",  # fixture splits are smaller than a DABS transfer batch
-            "trainer.enable_progress_bar=false", f"domain={domain}", f"data_root={data_root}",
-            f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'out'}", f"cache_dir={data_cache}",
-            "experiment_name=text"]
+    return [
+        "model=tiny",
+        "logger=none",
+        "algorithm=rq",
+        "pretrain.max_steps=2",
+        "pretrain.batch_size=8",
+        "pretrain.num_workers=0",
+        "transfer.epochs=1",
+        "transfer.mode=cached_features",
+        "transfer.drop_last=false",  # fixture splits are smaller than a DABS transfer batch
+        "trainer.enable_progress_bar=false",
+        f"domain={domain}",
+        f"data_root={data_root}",
+        f"results_dir={tmp_path / 'results'}",
+        f"output_dir={tmp_path / 'out'}",
+        f"cache_dir={data_cache}",
+        "experiment_name=text",
+    ]
 
 
 def test_wikitext_pretraining_then_every_glue_transfer_writes_a_record(text_root, tmp_path, data_cache):
@@ -304,6 +326,7 @@ def test_wikitext_pretraining_then_every_glue_transfer_writes_a_record(text_root
 
 def loader_accepts_iterables() -> bool:
     """Whether the shared loader builder can feed an IterableDataset to pretraining (needs shuffle=False)."""
+
     class Stream(IterableDataset):
         def __iter__(self):
             yield from range(4)
@@ -315,13 +338,14 @@ def loader_accepts_iterables() -> bool:
     return True
 
 
-@pytest.mark.skipif(not loader_accepts_iterables(),
-                    reason="dabs_rq.data.tensor_dataset.make_loader passes shuffle=True to an IterableDataset "
-                           "(torch rejects it); mC4 pretraining needs it to leave streams unshuffled")
+@pytest.mark.skipif(
+    not loader_accepts_iterables(),
+    reason="dabs_rq.data.tensor_dataset.make_loader passes shuffle=True to an IterableDataset "
+    "(torch rejects it); mC4 pretraining needs it to leave streams unshuffled",
+)
 def test_mc4_pretraining_then_every_paws_x_transfer_writes_a_record(text_root, tmp_path, data_cache):
     records = run(compose_config(run_overrides("mc4", text_root, tmp_path, data_cache)))
     assert [r["dataset"] for r in records] == PAWS
     for record in records:
         assert record["metric"] == "accuracy" and 0 <= record["value"] <= 100
         assert record["reader_options"] == {"drop_empty": False} and record["pretraining"]["steps"] == 2
-

@@ -9,16 +9,16 @@ from torchvision import transforms
 from dabs_rq.data.readers import vqa as reader
 from dabs_rq.data.readers.tokenize import encode, load_tokenizer
 from dabs_rq.run import run
-from tests.conftest import (compose_config, dabs_reference, fixture_root, load_split, missing_dataset,
-                            pipeline_overrides)
+from tests.conftest import compose_config, dabs_reference, fixture_root, load_split, missing_dataset, pipeline_overrides
 from tests.dabs_fixtures import COCO_CATEGORY_IDS, VQA_CHOICES, VQA_QUESTIONS, serve_folder, write_mscoco, write_vqa
 from tests.tokenizer_fixtures import write_bert_tokenizer
 
 
 def dabs_image(path) -> torch.Tensor:
     """DABS's captioned-image transform, applied the way DABS does (on the RGB image, to float)."""
-    return dabs_reference(path, transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
-                          transforms.Resize((224, 224)))
+    return dabs_reference(
+        path, transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)), transforms.Resize((224, 224))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,10 @@ def _vqa_examples(part, count):
 def _decoded_answers(data_root, tokens):
     tok = load_tokenizer("bert-base-uncased", data_root)
     sep = tok.convert_tokens_to_ids("[SEP]")
-    return [tok.decode([t for t in row[row.index(sep) + 1:] if t != sep], skip_special_tokens=True)
-            for row in tokens.tolist()]
+    return [
+        tok.decode([t for t in row[row.index(sep) + 1 :] if t != sep], skip_special_tokens=True)
+        for row in tokens.tolist()
+    ]
 
 
 def test_vqa_pairs_right_or_wrong_answers_with_images(data_root, data_cache):
@@ -72,7 +74,7 @@ def test_vqa_pairs_right_or_wrong_answers_with_images(data_root, data_cache):
         assert image.shape == (len(examples), 3, 224, 224) and tokens.shape == (len(examples), 32)
         assert tokens.dtype == torch.int32 and set(labels.tolist()) == {0, 1}
         answers = _decoded_answers(data_root, tokens)
-        for (file_name, question, gold), answer, label, ids in zip(examples, answers, labels.tolist(), tokens):
+        for (_file_name, question, gold), answer, label, ids in zip(examples, answers, labels.tolist(), tokens):
             assert (answer == gold) == (label == 1) and answer in VQA_CHOICES
             assert torch.equal(ids, _ids(data_root, [question], [answer])[0])
         for i in (0, 1, 2):  # two questions share an image
@@ -116,8 +118,11 @@ def test_mscoco_download_fetches_and_unpacks_the_coco_zips(data_root, tmp_path, 
 
 
 def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
-    (record,) = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="mscoco",
-                                                      algorithm="emix", batch_size=8)))
+    (record,) = run(
+        compose_config(
+            pipeline_overrides(data_root, tmp_path, data_cache, domain="mscoco", algorithm="emix", batch_size=8)
+        )
+    )
     assert record["dataset"] == "vqa" and record["paper_name"] == "VQA" and record["domain"] == "Vision/Language"
     assert record["metric"] == "accuracy" and 0 <= record["value"] <= 100
     assert record["protocol"]["task"]["num_outputs"] == 1 and record["reader_options"] == {"answer_seed": 0}

@@ -9,8 +9,7 @@ from torchvision import transforms
 
 from dabs_rq.data.readers import xray as reader
 from dabs_rq.run import run
-from tests.conftest import (compose_config, dabs_reference, fixture_root, load_split, missing_dataset,
-                            pipeline_overrides)
+from tests.conftest import compose_config, dabs_reference, fixture_root, load_split, missing_dataset, pipeline_overrides
 from tests.dabs_fixtures import write_chexpert, write_xray8
 
 
@@ -92,17 +91,25 @@ def test_xray8_images_missing_from_metadata_are_reported(data_root, tmp_path):
         reader.chestxray8("test", cache_dir=tmp_path / "cache", root=root)  # int(1 * 0.9) = 0 train images
 
 
-@pytest.mark.parametrize("name,hint", [("chexpert", "stanfordmlgroup.*register"),
-                                       ("chexpert_transfer", "CheXpert-v1.0-small.zip"),
-                                       ("xray8", "nihcc.*metadata.csv")])
+@pytest.mark.parametrize(
+    "name,hint",
+    [
+        ("chexpert", "stanfordmlgroup.*register"),
+        ("chexpert_transfer", "CheXpert-v1.0-small.zip"),
+        ("xray8", "nihcc.*metadata.csv"),
+    ],
+)
 def test_missing_data_says_how_to_get_it_by_hand(name, hint, tmp_path):
     with missing_dataset(name, f"download it by hand.*{hint}"):
         load_split(name, "train", tmp_path, tmp_path / "cache")
 
 
 def test_tiny_pretrain_and_transfer_run(data_root, data_cache, tmp_path):
-    records = run(compose_config(pipeline_overrides(data_root, tmp_path, data_cache, domain="chexpert",
-                                                    algorithm="emix", batch_size=8)))
+    records = run(
+        compose_config(
+            pipeline_overrides(data_root, tmp_path, data_cache, domain="chexpert", algorithm="emix", batch_size=8)
+        )
+    )
     assert [r["dataset"] for r in records] == ["chexpert_transfer", "xray8"]
     assert [r["paper_name"] for r in records] == ["CheXpert", "ChestX-ray8"]
     for record, labels in zip(records, (5, 8)):

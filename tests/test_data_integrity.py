@@ -38,7 +38,8 @@ from dabs_rq.data.readers import images, pamap2, speech, text, vqa, xray
 from dabs_rq.data.storage import CorruptDataError, CorruptLog, UnsafeArchiveError
 from dabs_rq.data.tensor_dataset import cached_tensors
 from dabs_rq.paths import DOMAINS_DIR
-from tests import dabs_fixtures, image_fixtures as fx, speech_fixtures, text_fixtures
+from tests import dabs_fixtures, speech_fixtures, text_fixtures
+from tests import image_fixtures as fx
 from tests.tokenizer_fixtures import write_bert_tokenizer
 
 PACKAGE = Path(storage.__file__).resolve().parents[1]  # dabs_rq/
@@ -104,8 +105,9 @@ def test_every_reader_of_the_domain_yamls_takes_on_corrupt_and_checks_its_value(
         reader = get_method(target)
         assert inspect.signature(reader).parameters["on_corrupt"].default == "error", target
         with pytest.raises(ValueError) as err:
-            reader(split="train", cache_dir=tmp_path / "cache", root=tmp_path / "missing", on_corrupt="ignore",
-                   **arguments)
+            reader(
+                split="train", cache_dir=tmp_path / "cache", root=tmp_path / "missing", on_corrupt="ignore", **arguments
+            )
         assert str(err.value) == "on_corrupt must be one of error, skip; got 'ignore'", target
 
 
@@ -201,7 +203,7 @@ def test_on_the_fly_decoding_stops_at_the_corrupt_file_or_skips_it_after_one_sca
         lazy[1]
     skipped = images.imagenet("test", tmp_path / "cache", root, memmap=False, on_corrupt="skip", workers=2)
     assert len(skipped) == 3 and [int(skipped[i][1]) for i in range(3)] == [0, 1, 1]
-    first, = skipped[0][0]
+    (first,) = skipped[0][0]
     assert [fx.decode(v) for v in first[:2, 112, 112].mul(255).tolist()] == [0, 0]  # ILSVRC2012_val_00000001
     assert len(list((tmp_path / "cache").rglob("*.scan.json"))) == 1 and not list((tmp_path / "cache").rglob("*.npy"))
     one_summary(caplog, f"skipped 1 corrupt files in imagenet test, first: {bad}")
@@ -294,8 +296,9 @@ def test_malformed_split_list_rows_of_speech_sets_name_file_and_line(tmp_path, c
     split_list.write_text(split_list.read_text() + "3\n")
     with pytest.raises(CorruptDataError, match=named(split_list) + " line 13: expected '<1|2|3>"):
         speech.voxceleb1("test", tmp_path / "cache", tmp_path / "voxceleb1", **AUDIO_MNIST)
-    assert len(speech.voxceleb1("test", tmp_path / "cache", tmp_path / "voxceleb1", on_corrupt="skip",
-                                **AUDIO_MNIST)) == 3
+    assert (
+        len(speech.voxceleb1("test", tmp_path / "cache", tmp_path / "voxceleb1", on_corrupt="skip", **AUDIO_MNIST)) == 3
+    )
 
 
 # --------------------------------------------------------------------------- text tables
@@ -456,8 +459,9 @@ def test_vqa_corrupt_image_and_malformed_json_entry(tmp_path, caplog):
     annotations_path.write_text(json.dumps(annotations))
     images_json = json.loads((root / "annotations" / "captions_val2014.json").read_text())["images"]
     bad = truncate(root / "val2014" / images_json[0]["file_name"])
-    with pytest.raises(CorruptDataError, match=named(annotations_path) + " entry 4: annotation has no "
-                                                                        "multiple_choice_answer"):
+    with pytest.raises(
+        CorruptDataError, match=named(annotations_path) + " entry 4: annotation has no multiple_choice_answer"
+    ):
         vqa.vqa("test", tmp_path / "cache", root)
     dataset = vqa.vqa("test", tmp_path / "cache", root, on_corrupt="skip", decode_workers=2)
     questions = vqa.vqa_questions(root, "val2014", CorruptLog("vqa", "test", "skip"))
@@ -530,10 +534,17 @@ def test_every_torch_load_in_the_package_is_weights_only():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
-                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                           for k in node.keywords)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                safe = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 found.append((f"{path.relative_to(PACKAGE.parent)}:{node.lineno}", safe))
     assert found, "expected torch.load calls to check"
     assert [where for where, safe in found if not safe] == []
@@ -611,10 +622,15 @@ def test_downloads_are_extracted_only_by_the_safe_helper(tmp_path):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
                 if name in unsafe - {"extract_archive"}:
                     problems.append(where)
-                dataset_class = isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Attribute) \
+                dataset_class = (
+                    isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Attribute)
                     and node.func.value.attr == "datasets"
-                if dataset_class and not any(k.arg == "download" and isinstance(k.value, ast.Constant)
-                                             and k.value.value is False for k in node.keywords):
+                )
+                if dataset_class and not any(
+                    k.arg == "download" and isinstance(k.value, ast.Constant) and k.value.value is False
+                    for k in node.keywords
+                ):
                     problems.append(f"{where} (a torchaudio/torchvision dataset that may download and extract)")
     assert problems == []
     # and the helper extracts a served archive end to end

@@ -19,23 +19,42 @@ from tests.conftest import compose_config
 
 # Deterministic pretraining (RQ in uniform/middle mode, no dropout): one process with batch 2B and
 # two processes with B each (batch_scope=job splits the configured 2B) must then compute the same updates.
-DETERMINISTIC = ["experiment=embedded", "domain=embedded_sensor", "algorithm=rq", "model=tiny", "logger=none",
-                 "model.dropout=0.0", "model.emb_dropout=0.0", "model.attn_dropout=0.0",
-                 "algorithm.module.quantizer.spacing=uniform",
-                 "algorithm.module.quantizer.collapse=middle", "pretrain.max_steps=6", "transfer.epochs=3",
-                 "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+DETERMINISTIC = [
+    "experiment=embedded",
+    "domain=embedded_sensor",
+    "algorithm=rq",
+    "model=tiny",
+    "logger=none",
+    "model.dropout=0.0",
+    "model.emb_dropout=0.0",
+    "model.attn_dropout=0.0",
+    "algorithm.module.quantizer.spacing=uniform",
+    "algorithm.module.quantizer.collapse=middle",
+    "pretrain.max_steps=6",
+    "transfer.epochs=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+]
 
 
 def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dabs_rq.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.integration
 def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, data_cache):
-    single = compose_config([*DETERMINISTIC, "pretrain.batch_size=64", "transfer.batch_size=256",
-                             f"results_dir={tmp_path / 'single'}", f"output_dir={tmp_path / 'single_out'}",
-                             f"cache_dir={data_cache}"])
+    single = compose_config(
+        [
+            *DETERMINISTIC,
+            "pretrain.batch_size=64",
+            "transfer.batch_size=256",
+            f"results_dir={tmp_path / 'single'}",
+            f"output_dir={tmp_path / 'single_out'}",
+            f"cache_dir={data_cache}",
+        ]
+    )
     (one,) = run(single)
 
     # A cache built from scratch by the two ranks at once: the first builds each split under a file lock,
@@ -44,16 +63,34 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
     env = {**os.environ, "DABS_RQ_CACHE": str(fresh_cache)}
     # The same command but for the device count: batch_scope=job (the protocols' default) splits each batch
     # over the devices, so the effective batch and the negatives stay the protocol's.
-    done = _cli(["-m", *DETERMINISTIC, "seed=0", "hydra/launcher=local", "trainer.devices=2", "trainer.strategy=ddp",
-                 "pretrain.batch_size=64", "transfer.batch_size=256", f"results_dir={tmp_path / 'ddp'}",
-                 f"hydra.sweep.dir={tmp_path / 'sweep'}"], env)
+    done = _cli(
+        [
+            "-m",
+            *DETERMINISTIC,
+            "seed=0",
+            "hydra/launcher=local",
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            "pretrain.batch_size=64",
+            "transfer.batch_size=256",
+            f"results_dir={tmp_path / 'ddp'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        env,
+    )
     logs = "\n".join(p.read_text() for p in (tmp_path / "sweep").glob(".submitit/*/*_log.*"))
     assert done.returncode == 0, done.stderr[-2000:] + logs[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
     built = sorted(p.relative_to(fresh_cache) for p in fresh_cache.rglob("*") if p.is_file() and p.suffix != ".lock")
     assert built and not [p for p in built if ".tmp" in p.name], built  # complete files only, no leftovers
-    assert sorted(p.relative_to(data_cache) for p in data_cache.rglob("*")
-                  if p.is_file() and p.suffix != ".lock" and p.relative_to(data_cache) in built) == built
+    assert (
+        sorted(
+            p.relative_to(data_cache)
+            for p in data_cache.rglob("*")
+            if p.is_file() and p.suffix != ".lock" and p.relative_to(data_cache) in built
+        )
+        == built
+    )
     record = json.loads((tmp_path / "ddp/records/embedded/embedded_watch_exercise/rq/seed0.json").read_text())
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
     assert record["pretraining"]["device_batch_size"] == 32 and record["pretraining"]["batch_scope"] == "job"
@@ -76,16 +113,20 @@ def test_two_process_ddp_through_submitit_local_matches_one_process(tmp_path, da
 def test_sharded_batches_partition_one_big_batch_order(world):
     n, batch = 23, 2
     one = list(ShardedBatchSampler(n, batch * world, shuffle=True, drop_last=True, seed=5))
-    ranks = [list(ShardedBatchSampler(n, batch, shuffle=True, drop_last=True, seed=5, rank=r, world_size=world))
-             for r in range(world)]
+    ranks = [
+        list(ShardedBatchSampler(n, batch, shuffle=True, drop_last=True, seed=5, rank=r, world_size=world))
+        for r in range(world)
+    ]
     assert len({len(r) for r in ranks}) == 1  # every rank takes the same number of steps
     for step, big in enumerate(one):
         assert sorted(sum((r[step] for r in ranks), [])) == sorted(big)
 
 
 def test_evaluation_shards_cover_every_sample_exactly_once():
-    shards = [list(ShardedBatchSampler(11, 2, shuffle=False, drop_last=False, rank=r, world_size=3, same_count=False))
-              for r in range(3)]
+    shards = [
+        list(ShardedBatchSampler(11, 2, shuffle=False, drop_last=False, rank=r, world_size=3, same_count=False))
+        for r in range(3)
+    ]
     seen = sorted(i for shard in shards for batch in shard for i in batch)
     assert seen == list(range(11))
 
@@ -107,11 +148,21 @@ def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path, monkeyp
     monkeypatch.setattr(SlurmJob, "results", lambda job: [f"result of {job.job_id}"])
 
     sweep = tmp_path / "sweep"
-    cfg = compose_config(["domain=embedded_sensor", "hydra/launcher=slurm", "trainer.devices=4",
-                          "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
-                          "hydra.launcher.mem_gb=128", "hydra.launcher.cpus_per_task=8",
-                          "hydra.launcher.array_parallelism=16", f"hydra.sweep.dir={sweep}"],
-                         return_hydra_config=True)
+    cfg = compose_config(
+        [
+            "domain=embedded_sensor",
+            "hydra/launcher=slurm",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.timeout_min=600",
+            "hydra.launcher.mem_gb=128",
+            "hydra.launcher.cpus_per_task=8",
+            "hydra.launcher.array_parallelism=16",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        return_hydra_config=True,
+    )
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__module__ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
     launcher.setup(hydra_context=None, task_function=print, config=cfg)  # the jobs are never run here
@@ -120,9 +171,17 @@ def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path, monkeyp
 
     assert returns == [f"result of 4242_{i}" for i in range(20)]  # one array job, one task per sweep job
     sbatch = submitted.read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
-                 "#SBATCH --nodes=2", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=128GB", "#SBATCH --time=600",
-                 "#SBATCH --signal=USR2@120", "#SBATCH --array=0-19%16"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --nodes=2",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=128GB",
+        "#SBATCH --time=600",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --array=0-19%16",
+    ):
         assert line in sbatch, (line, sbatch)
     assert f"-m submitit.core._submit {sweep}/.submitit/%j" in sbatch
     jobs = [DelayedSubmission.load(sweep / ".submitit" / f"4242_{i}" / f"4242_{i}_submitted.pkl") for i in range(20)]
@@ -131,23 +190,42 @@ def test_slurm_launcher_renders_the_expected_sbatch_parameters(tmp_path, monkeyp
 
 
 def test_local_launcher_runs_one_task_per_device():
-    cfg = compose_config(["domain=embedded_sensor", "hydra/launcher=local", "trainer.devices=2"],
-                         return_hydra_config=True)
+    cfg = compose_config(
+        ["domain=embedded_sensor", "hydra/launcher=local", "trainer.devices=2"], return_hydra_config=True
+    )
     assert cfg.hydra.launcher.tasks_per_node == 2
     assert cfg.hydra.launcher._target_.endswith("LocalLauncher")
 
 
 @pytest.mark.integration
 def test_ddp_in_a_multirun_with_the_basic_launcher_is_refused_with_the_fix(tmp_path):
-    done = _cli(["-m", "domain=embedded_sensor", "trainer.devices=2", "trainer.accelerator=cpu", "model=tiny",
-                 f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], dict(os.environ))
+    done = _cli(
+        [
+            "-m",
+            "domain=embedded_sensor",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            "model=tiny",
+            f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        dict(os.environ),
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "hydra/launcher=local" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("env, zero", [({}, True), ({"SLURM_PROCID": "3"}, False), ({"SLURM_PROCID": "0"}, True),
-                                       ({"SUBMITIT_LOCAL_GLOBALID": "1"}, False), ({"LOCAL_RANK": "1"}, False),
-                                       ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False)])
+@pytest.mark.parametrize(
+    "env, zero",
+    [
+        ({}, True),
+        ({"SLURM_PROCID": "3"}, False),
+        ({"SLURM_PROCID": "0"}, True),
+        ({"SUBMITIT_LOCAL_GLOBALID": "1"}, False),
+        ({"LOCAL_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+    ],
+)
 def test_only_global_rank_zero_owns_job_level_side_effects(monkeypatch, env, zero):
     from dabs_rq.distributed import is_launch_rank_zero
 
@@ -158,9 +236,16 @@ def test_only_global_rank_zero_owns_job_level_side_effects(monkeypatch, env, zer
     assert is_launch_rank_zero() is zero
 
 
-@pytest.mark.parametrize("cuda, bf16, accelerator, expected", [
-    (True, True, "auto", "bf16-mixed"), (True, True, "gpu", "bf16-mixed"), (True, False, "auto", "32-true"),
-    (True, True, "cpu", "32-true"), (False, False, "auto", "32-true")])
+@pytest.mark.parametrize(
+    "cuda, bf16, accelerator, expected",
+    [
+        (True, True, "auto", "bf16-mixed"),
+        (True, True, "gpu", "bf16-mixed"),
+        (True, False, "auto", "32-true"),
+        (True, True, "cpu", "32-true"),
+        (False, False, "auto", "32-true"),
+    ],
+)
 def test_precision_auto_is_bf16_mixed_on_a_gpu_and_float32_elsewhere(monkeypatch, cuda, bf16, accelerator, expected):
     from dabs_rq.distributed import resolve_precision
 
@@ -178,17 +263,38 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
 
     port = str(free_port())
     # batch_scope=device (opt-in): every device takes the whole batch of 32, so the effective batch is 64
-    args = [sys.executable, "-m", "dabs_rq.cli", *DETERMINISTIC, "trainer.devices=2", "trainer.strategy=ddp",
-            "batch_scope=device", "pretrain.batch_size=32", "transfer.batch_size=128",
-            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'job'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        *DETERMINISTIC,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "batch_scope=device",
+        "pretrain.batch_size=32",
+        "transfer.batch_size=128",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+    ]
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NNODES": "1",
-               "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dabs", "MASTER_PORT": port}
+        env = {
+            **os.environ,
+            "DABS_RQ_CACHE": str(data_cache),
+            "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NODEID": "0",
+            "SLURM_NNODES": "1",
+            "SLURM_NODELIST": "127.0.0.1",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": "dabs",
+            "MASTER_PORT": port,
+        }
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1][1] + outputs[1][0]
     assert "-> " in outputs[0][0] and "-> " not in outputs[1][0]  # the record line comes from rank 0 only
@@ -196,7 +302,9 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     assert record["pretraining"]["world_size"] == 2 and record["pretraining"]["effective_batch_size"] == 64
     # the opt-in is recorded, and it is another protocol: the device count is part of the fingerprint
     assert record["pretraining"]["batch_scope"] == "device" and record["pretraining"]["device_batch_size"] == 32
-    assert record["protocol"]["settings"]["batch_scope"] == "device" and record["protocol"]["settings"]["world_size"] == 2
+    assert (
+        record["protocol"]["settings"]["batch_scope"] == "device" and record["protocol"]["settings"]["world_size"] == 2
+    )
 
 
 @pytest.mark.integration
@@ -208,18 +316,38 @@ def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpo
 
     from dabs_rq.distributed import free_port
 
-    args = [sys.executable, "-m", "dabs_rq.cli", *DETERMINISTIC, "trainer.devices=2", "trainer.strategy=ddp",
-            "pretrain.batch_size=8", "pretrain.max_steps=150", "pretrain.checkpoint_every_n_steps=5",
-            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'job'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        *DETERMINISTIC,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "pretrain.batch_size=8",
+        "pretrain.max_steps=150",
+        "pretrain.checkpoint_every_n_steps=5",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+    ]
 
     def start() -> list[subprocess.Popen]:
         port = str(free_port())
         procs = []
         for rank in (0, 1):
-            env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-                   "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NNODES": "1",
-                   "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4243", "SLURM_JOB_NAME": "dabs",
-                   "MASTER_PORT": port}
+            env = {
+                **os.environ,
+                "DABS_RQ_CACHE": str(data_cache),
+                "SLURM_NTASKS": "2",
+                "SLURM_NTASKS_PER_NODE": "2",
+                "SLURM_PROCID": str(rank),
+                "SLURM_LOCALID": str(rank),
+                "SLURM_NODEID": "0",
+                "SLURM_NNODES": "1",
+                "SLURM_NODELIST": "127.0.0.1",
+                "SLURM_JOB_ID": "4243",
+                "SLURM_JOB_NAME": "dabs",
+                "MASTER_PORT": port,
+            }
             procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         return procs
 
@@ -252,8 +380,11 @@ def test_batch_scope_job_splits_the_batch_over_devices_and_refuses_an_uneven_spl
     job = compose_config(["domain=pamap2"])
     assert job.batch_scope == "job"
     assert device_batch(job, 256, 1, "k") == 256 and device_batch(job, 256, 4, "k") == 64
-    with pytest.raises(ValueError, match=r"pamap2's batch_size = 256 \(the job's effective batch\) does not divide "
-                                         r"over 3 devices.*batch_scope=device"):
+    with pytest.raises(
+        ValueError,
+        match=r"pamap2's batch_size = 256 \(the job's effective batch\) does not divide "
+        r"over 3 devices.*batch_scope=device",
+    ):
         device_batch(job, 256, 3, "pamap2's batch_size")
     device = compose_config(["domain=pamap2", "batch_scope=device"])
     assert device_batch(device, 256, 3, "k") == 256

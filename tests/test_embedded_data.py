@@ -62,7 +62,7 @@ def write_wordnet_fixture(root: Path) -> None:
     lines = {
         "noun": [
             "00001740 03 n 01 entity 0 000 | that which is perceived or known to have its own existence  ",
-            "02084071 05 n 01 dog 0 000 | a member of the genus Canis; \"the dog barked all night\"  ",
+            '02084071 05 n 01 dog 0 000 | a member of the genus Canis; "the dog barked all night"  ',
             "02121620 05 n 01 cat 0 000 | feline mammal usually having thick soft fur  ",
             "03082979 06 n 01 computer 0 000 | a machine for performing calculations automatically  ",
             "04379243 06 n 01 table 0 000 | a piece of furniture having a smooth flat top  ",
@@ -85,16 +85,31 @@ def test_wordnet_parser_and_tasks_on_a_fixture_in_the_real_format(tmp_path):
     glosses, senses = parse_data_file(root / "data.noun")
     assert senses == ["noun.Tops", "noun.animal", "noun.animal", "noun.artifact", "noun.artifact"]
     assert glosses[1].startswith("a member of the genus Canis")
-    nouns = wordnet_glosses("train", tmp_path / "cache", task="noun_supersense", test_fraction=0.4,
-                            seq_len=8, vocab_size=40, wordnet_dir=str(root))
-    nouns_test = wordnet_glosses("test", tmp_path / "cache", task="noun_supersense", test_fraction=0.4,
-                                 seq_len=8, vocab_size=40, wordnet_dir=str(root))
+    nouns = wordnet_glosses(
+        "train",
+        tmp_path / "cache",
+        task="noun_supersense",
+        test_fraction=0.4,
+        seq_len=8,
+        vocab_size=40,
+        wordnet_dir=str(root),
+    )
+    nouns_test = wordnet_glosses(
+        "test",
+        tmp_path / "cache",
+        task="noun_supersense",
+        test_fraction=0.4,
+        seq_len=8,
+        vocab_size=40,
+        wordnet_dir=str(root),
+    )
     assert (len(nouns), len(nouns_test)) == (3, 2)
     ids = nouns.inputs[0]
     assert ids.shape == (3, 8) and ids.dtype == torch.int32
     assert (ids[:, 0] == CLS).all() and int(ids.max()) < 40
-    pretrain = wordnet_glosses("train", tmp_path / "cache", task="pretrain", test_fraction=0.0, seq_len=8,
-                               vocab_size=40, wordnet_dir=str(root))
+    pretrain = wordnet_glosses(
+        "train", tmp_path / "cache", task="pretrain", test_fraction=0.0, seq_len=8, vocab_size=40, wordnet_dir=str(root)
+    )
     assert len(pretrain) == 9  # every part of speech
 
 

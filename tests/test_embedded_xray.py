@@ -36,8 +36,10 @@ def lung_mask(rng: np.random.RandomState) -> Image.Image:
     image = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(image)
     top, bottom = rng.uniform(0.08, 0.2) * h, rng.uniform(0.75, 0.92) * h
-    for left, right in ((rng.uniform(0.08, 0.18), rng.uniform(0.40, 0.46)),
-                        (rng.uniform(0.54, 0.60), rng.uniform(0.82, 0.92))):
+    for left, right in (
+        (rng.uniform(0.08, 0.18), rng.uniform(0.40, 0.46)),
+        (rng.uniform(0.54, 0.60), rng.uniform(0.82, 0.92)),
+    ):
         draw.ellipse([left * w, top + rng.uniform(0, 0.05) * h, right * w, bottom], fill=255)
     return image
 
@@ -48,8 +50,7 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_masks_zip(path: Path, n: int = 24, seed: int = 0, empty: int = 1, full: int = 1,
-                    corrupt: int = 0) -> Path:
+def write_masks_zip(path: Path, n: int = 24, seed: int = 0, empty: int = 1, full: int = 1, corrupt: int = 0) -> Path:
     """A zip of ``n`` lung masks plus ``empty`` all-background, ``full`` all-lung and ``corrupt`` undecodable members."""
     rng = np.random.RandomState(seed)
     with zipfile.ZipFile(path, "w") as archive:
@@ -129,8 +130,11 @@ def test_each_finding_has_the_asked_prevalence_independently(masks_zip, tmp_path
 
 def test_undecodable_masks_stop_the_run_or_are_counted(tmp_path):
     broken = write_masks_zip(tmp_path / "broken.zip", n=12, corrupt=1)
-    with pytest.raises(CorruptDataError, match=r"broken\.zip/semantic_masks_v7labs_lungs/broken_0\.jpeg: not a "
-                                               r"decodable image"):
+    with pytest.raises(
+        CorruptDataError,
+        match=r"broken\.zip/semantic_masks_v7labs_lungs/broken_0\.jpeg: not a "
+        r"decodable image",
+    ):
         read("train", tmp_path / "c1", broken)
     train = read("train", tmp_path / "c2", broken, on_corrupt="skip")
     assert train.excluded == {UNDER: 1, OVER: 1, CORRUPT: 1}
@@ -185,8 +189,11 @@ def test_the_wheel_has_433_usable_masks_of_517():
 
 def test_tiny_pretrain_and_multilabel_auroc_transfer_run(tiny_run_overrides, masks_zip, tmp_path):
     reader = {"masks_zip": masks_zip, "n_images": 120}  # the YAMLs' 64x64 images, few of them
-    overrides = [f"+dataset_overrides.{name}.reader.{key}={value}"
-                 for name in ("embedded_xray", "embedded_xray_findings") for key, value in reader.items()]
+    overrides = [
+        f"+dataset_overrides.{name}.reader.{key}={value}"
+        for name in ("embedded_xray", "embedded_xray_findings")
+        for key, value in reader.items()
+    ]
     (record,) = run(compose_config([*tiny_run_overrides, "domain=embedded_xray", "algorithm=rq", *overrides]))
     assert record["dataset"] == "embedded_xray_findings" and record["domain"] == "Chest X-Rays (embedded)"
     assert record["metric"] == "auroc" and 0 <= record["value"] <= 100 and record["synthetic"] is True

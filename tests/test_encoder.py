@@ -18,7 +18,9 @@ def encoder(*embedders, **kw):
     """A small encoder with dropout on the attention weights too (the kept 0.1 option), so that SDPA's
     dropout is exercised; DABS's own setting (attn_dropout=0) is tested below."""
     kw.setdefault("attn_dropout", 0.1)
-    return DomainAgnosticTransformer(list(embedders), dim=DIM, depth=2, heads=2, dim_head=8, mlp_dim=64, out_dim=16, **kw)
+    return DomainAgnosticTransformer(
+        list(embedders), dim=DIM, depth=2, heads=2, dim_head=8, mlp_dim=64, out_dim=16, **kw
+    )
 
 
 @pytest.mark.parametrize(
@@ -163,8 +165,17 @@ def test_training_runs_under_bf16_autocast():
 def test_attention_weights_have_no_dropout_by_default_as_in_dabs():
     """DABS's Attention goes from the softmax straight into ``attn @ v``: ``attn_dropout`` defaults to 0,
     so training-mode noise comes only from the embedding, projection and MLP dropout."""
-    model = DomainAgnosticTransformer([SegmentEmbedding1d(DIM, 20, 2, 3)], dim=DIM, depth=2, heads=2, dim_head=8,
-                                      mlp_dim=64, out_dim=16, dropout=0.0, emb_dropout=0.0).train()
+    model = DomainAgnosticTransformer(
+        [SegmentEmbedding1d(DIM, 20, 2, 3)],
+        dim=DIM,
+        depth=2,
+        heads=2,
+        dim_head=8,
+        mlp_dim=64,
+        out_dim=16,
+        dropout=0.0,
+        emb_dropout=0.0,
+    ).train()
     assert all(block.attn.dropout == 0.0 for block in model.blocks)
     x = [torch.randn(4, 20, 3)]
     assert torch.equal(model(x), model(x))  # nothing random left in training mode

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from dabs_rq.run import run
 from dabs_rq.results.table import build_table
-from tests.markdown_helpers import unpadded
+from dabs_rq.run import run
 from tests.conftest import compose_config
+from tests.markdown_helpers import unpadded
 
 
 def test_pretrain_transfer_record_table(tiny_run_overrides, tmp_path):
@@ -18,8 +18,21 @@ def test_pretrain_transfer_record_table(tiny_run_overrides, tmp_path):
     records = run(cfg)
     assert [r["dataset"] for r in records] == ["embedded_mnist", "embedded_uci_digits"]
     stored = json.loads((tmp_path / "results/records/embedded/embedded_mnist/rq/seed0.json").read_text())
-    for key in ("dataset", "domain", "algorithm", "seed", "metric", "value", "protocol", "pretraining", "config",
-                "versions", "timings", "git_commit", "algorithm_settings"):
+    for key in (
+        "dataset",
+        "domain",
+        "algorithm",
+        "seed",
+        "metric",
+        "value",
+        "protocol",
+        "pretraining",
+        "config",
+        "versions",
+        "timings",
+        "git_commit",
+        "algorithm_settings",
+    ):
         assert key in stored, key
     assert stored["pretraining"]["steps"] == 3 and stored["pretraining"]["batch_size"] == 64
     assert stored["protocol"]["transfer_mode"] == "cached_features"
@@ -31,8 +44,9 @@ def test_pretrain_transfer_record_table(tiny_run_overrides, tmp_path):
 
 
 def test_online_transfer_mode_runs_the_encoder_in_the_loop(tiny_run_overrides, tmp_path):
-    cfg = compose_config([*tiny_run_overrides, "domain=embedded_sensor", "algorithm=none", "transfer.mode=online",
-                          "transfer.epochs=1"])
+    cfg = compose_config(
+        [*tiny_run_overrides, "domain=embedded_sensor", "algorithm=none", "transfer.mode=online", "transfer.epochs=1"]
+    )
     (record,) = run(cfg)
     assert record["protocol"]["transfer_mode"] == "online" and record["pretraining"]["steps"] == 0
 
@@ -41,9 +55,22 @@ def test_online_transfer_mode_runs_the_encoder_in_the_loop(tiny_run_overrides, t
 def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_cache):
     results = tmp_path / "results"
     env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
-    cmd = [sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=embedded", "domain=embedded_sensor",
-           "algorithm=none,emix", "seed=0", "model=tiny", "logger=none", "pretrain.max_steps=2", "transfer.epochs=1",
-           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        "-m",
+        "experiment=embedded",
+        "domain=embedded_sensor",
+        "algorithm=none,emix",
+        "seed=0",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=2",
+        "transfer.epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Results table:" in done.stdout
@@ -61,8 +88,13 @@ def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_ca
 @pytest.mark.integration
 def test_bad_domain_on_the_command_line_is_one_clear_line(tmp_path):
     env = {**os.environ, "DABS_RQ_RESULTS": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "domain=nope", f"hydra.run.dir={tmp_path}"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", "domain=nope", f"hydra.run.dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert "unknown domain/dataset 'nope'; valid:" in done.stderr and "Traceback" not in done.stderr
 
@@ -71,8 +103,10 @@ import pytest  # noqa: E402
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm, domain", [("shed", "embedded_sensor"), ("mae", "embedded_text"),
-                                               ("rq_emix", "embedded_sensor"), ("mae", "embedded_image")])
+@pytest.mark.parametrize(
+    "algorithm, domain",
+    [("shed", "embedded_sensor"), ("mae", "embedded_text"), ("rq_emix", "embedded_sensor"), ("mae", "embedded_image")],
+)
 def test_beyond_the_paper_algorithms_smoke_run(tiny_run_overrides, tmp_path, algorithm, domain):
     records = run(compose_config([*tiny_run_overrides, f"domain={domain}", f"algorithm={algorithm}"]))
     assert records and all(r["algorithm"] == algorithm and r["pretraining"]["steps"] == 3 for r in records)

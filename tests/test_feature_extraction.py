@@ -47,8 +47,12 @@ def test_sharded_extraction_gathers_every_example_once_in_order(n, batch, world)
     encoded: list[int] = []  # examples each rank encoded
     for rank in range(world):
         calls: list[torch.Tensor] = []
-        extract_features(_trainer(rank, world, lambda t, calls=calls: (calls.append(t), torch.stack([t] * world))[1],
-                                  encoded), _Pool(), dataset, batch)
+        extract_features(
+            _trainer(rank, world, lambda t, calls=calls: (calls.append(t), torch.stack([t] * world))[1], encoded),
+            _Pool(),
+            dataset,
+            batch,
+        )
         shares.append(calls)
     for rank in range(world):
         gathered = iter([torch.stack([shares[r][i] for r in range(world)]) for i in range(2)])

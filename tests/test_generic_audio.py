@@ -17,10 +17,17 @@ from tests.generic_helpers import public_run_adds_row, write_domain
 #: class -> tone (Hz); all below 4 kHz, so an 8 kHz file holds them
 TONES = {"low": 300.0, "mid": 1000.0, "high": 2500.0}
 #: 0.5 s at 16 kHz, hop 250 -> 8000 // 250 = 32 frames; 32 mel bands
-READER = {"_target_": "dabs_rq.data.generic.audio.audio_files", "audio_root": "clips", "clip_seconds": 0.5,
-          "n_mels": 32, "n_fft": 512, "hop_length": 250, "split_seed": 1, "test_fraction": 0.25}
-INPUTS = [{"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": [32, 32], "patch_size": [8, 8],
-           "channels": 1}]
+READER = {
+    "_target_": "dabs_rq.data.generic.audio.audio_files",
+    "audio_root": "clips",
+    "clip_seconds": 0.5,
+    "n_mels": 32,
+    "n_fft": 512,
+    "hop_length": 250,
+    "split_seed": 1,
+    "test_fraction": 0.25,
+}
+INPUTS = [{"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": [32, 32], "patch_size": [8, 8], "channels": 1}]
 
 
 def _tone(freq: float, rate: int, seconds: float, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
@@ -44,11 +51,28 @@ def _clips(folder, per_class=4):
 
 
 def _yamls(folder, **reader_changes):
-    write_domain(folder, "my_sounds", display_name="My sounds", domain="My audio", role="pretrain", inputs=INPUTS,
-                 reader={**READER, "label_type": "none"}, batch_size=4, transfer=["my_sounds_tone"])
-    return write_domain(folder, "my_sounds_tone", display_name="My tones", domain="My audio", role="transfer",
-                        inputs=INPUTS, reader={**READER, **reader_changes}, batch_size=4,
-                        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    write_domain(
+        folder,
+        "my_sounds",
+        display_name="My sounds",
+        domain="My audio",
+        role="pretrain",
+        inputs=INPUTS,
+        reader={**READER, "label_type": "none"},
+        batch_size=4,
+        transfer=["my_sounds_tone"],
+    )
+    return write_domain(
+        folder,
+        "my_sounds_tone",
+        display_name="My tones",
+        domain="My audio",
+        role="transfer",
+        inputs=INPUTS,
+        reader={**READER, **reader_changes},
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
 
 
 def _all(dataset):
@@ -69,8 +93,7 @@ def test_a_new_audio_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_pat
     mine = tmp_path / "mine"
     _clips(mine)
     _yamls(mine)
-    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_sounds", "my_sounds_tone", "My tones",
-                                 "My audio")
+    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_sounds", "my_sounds_tone", "My tones", "My audio")
     # 12 clips, a seeded 25% of them held out
     assert stored["protocol"]["n_train"] == 9 and stored["protocol"]["n_test"] == 3
 
@@ -101,21 +124,37 @@ def test_table_labels_column_split_stereo_and_the_frames_formula(tmp_path):
     _clips(mine)
     rng = np.random.default_rng(3)
     # a 44.1 kHz stereo clip: the low tone on one channel, the high one on the other -> both in the mix
-    sf.write(mine / "clips" / "both.flac", np.stack([_tone(300, 44100, 0.5, rng), _tone(2500, 44100, 0.5, rng)], 1),
-             44100)
+    sf.write(
+        mine / "clips" / "both.flac", np.stack([_tone(300, 44100, 0.5, rng), _tone(2500, 44100, 0.5, rng)], 1), 44100
+    )
     with (mine / "labels.csv").open("a") as f:
         f.write("both.flac,mid,test\n")
-    changes = {"table": "labels.csv", "label_column": "sound", "split_by": "column", "split_column": "split",
-               "n_mels": 40, "hop_length": 160}  # frames = round(0.5 * 16000) // 160 = 50
+    changes = {
+        "table": "labels.csv",
+        "label_column": "sound",
+        "split_by": "column",
+        "split_column": "split",
+        "n_mels": 40,
+        "hop_length": 160,
+    }  # frames = round(0.5 * 16000) // 160 = 50
     inputs = [{**INPUTS[0], "image_size": [40, 50], "patch_size": [8, 10]}]
-    write_domain(mine, "tones_table", domain="d", role="transfer", inputs=inputs, batch_size=4,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3}, reader={**READER, **changes})
+    write_domain(
+        mine,
+        "tones_table",
+        domain="d",
+        role="transfer",
+        inputs=inputs,
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+        reader={**READER, **changes},
+    )
     cfg = domains.load("tones_table", extra=[mine])
     x, y = _all(load_split("tones_table", "train", tmp_path, tmp_path / "cache", cfg=cfg))
     test_x, test_y = _all(load_split("tones_table", "test", tmp_path, tmp_path / "cache", cfg=cfg))
     assert x.shape == (9, 1, 40, 50) and test_x.shape == (4, 1, 40, 50)
-    assert AudioFiles.from_mapping({**READER, "audio_root": str(mine / "clips"), **changes,
-                                    "table": str(mine / "labels.csv")}).shape == (1, 40, 50)
+    assert AudioFiles.from_mapping(
+        {**READER, "audio_root": str(mine / "clips"), **changes, "table": str(mine / "labels.csv")}
+    ).shape == (1, 40, 50)
     assert y.tolist() == [1] * 3 + [2] * 3 + [0] * 3 and test_y.tolist() == [1, 2, 0, 2]  # table order
     assert _tone_order_follows_labels(torch.cat([x, test_x[:3]]), torch.cat([y, test_y[:3]]), sorted(TONES))
     # channels are averaged: the stereo clip holds both tones, one from each channel
@@ -129,19 +168,33 @@ def test_table_labels_column_split_stereo_and_the_frames_formula(tmp_path):
     assert rate == 44100 and np.allclose(wave, stereo.mean(axis=1), atol=1e-6)
 
 
-@pytest.mark.parametrize("label_type, table, expected", [
-    ("multilabel", "path\ttags\na.wav\tbird|wind\nb.wav\twind\nc.wav\tbird\nd.wav\t\n",
-     [[1, 1], [0, 1], [1, 0], [0, 0]]),  # classes sorted: bird, wind
-    ("score", "path\ttags\na.wav\t0.5\nb.wav\t1.5\nc.wav\t-2\nd.wav\t3\n", [0.5, 1.5, -2.0, 3.0]),
-])
+@pytest.mark.parametrize(
+    "label_type, table, expected",
+    [
+        (
+            "multilabel",
+            "path\ttags\na.wav\tbird|wind\nb.wav\twind\nc.wav\tbird\nd.wav\t\n",
+            [[1, 1], [0, 1], [1, 0], [0, 0]],
+        ),  # classes sorted: bird, wind
+        ("score", "path\ttags\na.wav\t0.5\nb.wav\t1.5\nc.wav\t-2\nd.wav\t3\n", [0.5, 1.5, -2.0, 3.0]),
+    ],
+)
 def test_multilabel_and_score_labels_from_a_table_with_file_splits(tmp_path, label_type, table, expected):
     rng = np.random.default_rng(1)
     for name in "abcd":
         sf.write(tmp_path / f"{name}.wav", _tone(440, 16000, 0.2, rng), 16000)
     (tmp_path / "train.tsv").write_text(table[: table.index("d.wav")])
-    (tmp_path / "test.tsv").write_text(table.splitlines()[0] + "\n" + table[table.index("d.wav"):])
-    settings = {"split_by": "files", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv"),
-                "label_type": label_type, "label_column": "tags", "clip_seconds": 0.2, "mean": -30.0, "std": 20.0}
+    (tmp_path / "test.tsv").write_text(table.splitlines()[0] + "\n" + table[table.index("d.wav") :])
+    settings = {
+        "split_by": "files",
+        "train": str(tmp_path / "train.tsv"),
+        "test": str(tmp_path / "test.tsv"),
+        "label_type": label_type,
+        "label_column": "tags",
+        "clip_seconds": 0.2,
+        "mean": -30.0,
+        "std": 20.0,
+    }
     train = audio_files("train", tmp_path / "cache", **settings)
     test = audio_files("test", tmp_path / "cache", **settings)
     x, y = _all(train)
@@ -156,8 +209,19 @@ def test_resampling_makes_the_same_tone_at_8_and_16_khz_alike(tmp_path):
         sf.write(tmp_path / f"{name}.wav", (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
         rows.append(f"{name}.wav,{'test' if name == 'c' else 'train'}")
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    x, _ = _all(audio_files("train", tmp_path / "cache", table=str(tmp_path / "t.csv"), label_type="none",
-                            split_by="column", split_column="split", clip_seconds=0.5, mean=0.0, std=1.0))
+    x, _ = _all(
+        audio_files(
+            "train",
+            tmp_path / "cache",
+            table=str(tmp_path / "t.csv"),
+            label_type="none",
+            split_by="column",
+            split_column="split",
+            clip_seconds=0.5,
+            mean=0.0,
+            std=1.0,
+        )
+    )
     same = float((x[0] - x[1]).abs().mean())
     other = float((x[2] - x[1]).abs().mean())
     assert same < 0.5 and other > 10 * same, (same, other)  # in dB; a spectrogram spans ~100 dB
@@ -165,24 +229,29 @@ def test_resampling_makes_the_same_tone_at_8_and_16_khz_alike(tmp_path):
     assert sf.info(str(tmp_path / "a8k.wav")).samplerate == 8000
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"clip_secs": 1.0}, "reader.clip_secs: is not a key of audio_files; valid keys: split_by"),
-    ({"n_mels": "many"}, "reader.n_mels: must be of type int, got 'many'"),
-    ({"audio_root": "nope"}, "reader.audio_root: file or folder"),
-    ({"audio_root": "labels.csv"}, "reader.audio_root: must be a folder"),
-    ({"audio_root": "clips/low"}, "reader.audio_root: folder"),  # no class subfolders
-    ({"table": "labels.csv", "label_column": "kind"}, "reader.label_column: column 'kind' is not in"),
-    ({"table": "labels.csv", "label_column": "sound", "path_column": "wav"},
-     "reader.path_column: column 'wav' is not in"),
-    ({"table": "clips", "label_column": "sound"}, "reader.table: must be a table file"),
-    ({"split_by": "column", "split_column": "split"}, "reader.table: is needed with split_by: column"),
-    ({"label_type": "score"}, "reader.table: must be a table with label_type: score"),
-    ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
-    ({"n_mels": 300}, "reader.n_mels: must be at most n_fft // 2 + 1 = 257"),
-    ({"hop_length": 9000}, "reader.hop_length: must be at most clip_seconds * sample_rate = 8000"),
-    ({"clip_seconds": 0}, "reader.clip_seconds: must be positive"),
-    ({"mean": -20.0}, "reader.std: is needed too"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"clip_secs": 1.0}, "reader.clip_secs: is not a key of audio_files; valid keys: split_by"),
+        ({"n_mels": "many"}, "reader.n_mels: must be of type int, got 'many'"),
+        ({"audio_root": "nope"}, "reader.audio_root: file or folder"),
+        ({"audio_root": "labels.csv"}, "reader.audio_root: must be a folder"),
+        ({"audio_root": "clips/low"}, "reader.audio_root: folder"),  # no class subfolders
+        ({"table": "labels.csv", "label_column": "kind"}, "reader.label_column: column 'kind' is not in"),
+        (
+            {"table": "labels.csv", "label_column": "sound", "path_column": "wav"},
+            "reader.path_column: column 'wav' is not in",
+        ),
+        ({"table": "clips", "label_column": "sound"}, "reader.table: must be a table file"),
+        ({"split_by": "column", "split_column": "split"}, "reader.table: is needed with split_by: column"),
+        ({"label_type": "score"}, "reader.table: must be a table with label_type: score"),
+        ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
+        ({"n_mels": 300}, "reader.n_mels: must be at most n_fft // 2 + 1 = 257"),
+        ({"hop_length": 9000}, "reader.hop_length: must be at most clip_seconds * sample_rate = 8000"),
+        ({"clip_seconds": 0}, "reader.clip_seconds: must be positive"),
+        ({"mean": -20.0}, "reader.std: is needed too"),
+    ],
+)
 def test_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, change, message):
     mine = tmp_path / "mine"
     _clips(mine)

@@ -19,8 +19,10 @@ from tests.conftest import load_split
 from tests.generic_helpers import public_run_adds_row, write_domain
 
 SEQ_LEN, VOCAB = 12, 40
-INPUTS = [{"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": [16, 16], "patch_size": [8, 8], "channels": 3},
-          {"_target_": "dabs_rq.encoder.TokenEmbedding", "seq_len": SEQ_LEN, "vocab_size": VOCAB}]
+INPUTS = [
+    {"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": [16, 16], "patch_size": [8, 8], "channels": 3},
+    {"_target_": "dabs_rq.encoder.TokenEmbedding", "seq_len": SEQ_LEN, "vocab_size": VOCAB},
+]
 COLOURS = ("red", "green", "blue")  # the bright channel of an image
 SHAPES = ("square", "circle", "star")
 
@@ -40,25 +42,67 @@ def _pairs(folder, n_images=6):
         Image.fromarray(pixels).save(folder / "pics" / f"{k}.png")
         fold = "test" if k < 2 else "train"
         shape = "triangle" if k == 1 else SHAPES[k % 3]  # a word only test captions hold
-        rows.append({"image": f"pics/{k}.png", "caption": f"a {colour} {shape}", "question": "what colour is it",
-                     "answer": colour, "colour": colour, "right": 1, "fold": fold})
+        rows.append(
+            {
+                "image": f"pics/{k}.png",
+                "caption": f"a {colour} {shape}",
+                "question": "what colour is it",
+                "answer": colour,
+                "colour": colour,
+                "right": 1,
+                "fold": fold,
+            }
+        )
         wrong = COLOURS[(k + 1) % 3]
-        rows.append({"image": f"pics/{k}.png", "caption": f"one {colour} {shape} again",
-                     "question": "what colour is it", "answer": wrong, "colour": colour, "right": 0, "fold": fold})
+        rows.append(
+            {
+                "image": f"pics/{k}.png",
+                "caption": f"one {colour} {shape} again",
+                "question": "what colour is it",
+                "answer": wrong,
+                "colour": colour,
+                "right": 0,
+                "fold": fold,
+            }
+        )
     (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
 def _yamls(folder, inputs=INPUTS, **changes):
-    reader = {"_target_": "dabs_rq.data.generic.image_text.image_text_pairs", "table": "pairs.jsonl",
-              "text_column": "caption", "image_size": [16, 16], "seq_len": SEQ_LEN, "vocab_size": VOCAB,
-              "split_by": "column", "split_column": "fold"}
-    write_domain(folder, "my_captions", display_name="My captions", domain="My vision/language", role="pretrain",
-                 inputs=INPUTS, reader={**reader, "label_type": "none"}, batch_size=4, transfer=["my_answers"])
+    reader = {
+        "_target_": "dabs_rq.data.generic.image_text.image_text_pairs",
+        "table": "pairs.jsonl",
+        "text_column": "caption",
+        "image_size": [16, 16],
+        "seq_len": SEQ_LEN,
+        "vocab_size": VOCAB,
+        "split_by": "column",
+        "split_column": "fold",
+    }
+    write_domain(
+        folder,
+        "my_captions",
+        display_name="My captions",
+        domain="My vision/language",
+        role="pretrain",
+        inputs=INPUTS,
+        reader={**reader, "label_type": "none"},
+        batch_size=4,
+        transfer=["my_answers"],
+    )
     transfer = {**reader, "text_column": "question", "text_pair_column": "answer", "label_column": "right", **changes}
-    return write_domain(folder, "my_answers", display_name="My answers", domain="My vision/language",
-                        role="transfer", inputs=inputs, reader={k: v for k, v in transfer.items() if v is not None},
-                        batch_size=4, task={"_target_": "dabs_rq.tasks.BinaryTask"})
+    return write_domain(
+        folder,
+        "my_answers",
+        display_name="My answers",
+        domain="My vision/language",
+        role="transfer",
+        inputs=inputs,
+        reader={k: v for k, v in transfer.items() if v is not None},
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.BinaryTask"},
+    )
 
 
 def _all(dataset):
@@ -78,8 +122,9 @@ def test_a_new_image_text_domain_runs_pretrain_transfer_table_from_yaml_alone(tm
     mine = tmp_path / "mine"
     _pairs(mine)
     _yamls(mine)
-    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_captions", "my_answers", "My answers",
-                                 "My vision/language")
+    stored = public_run_adds_row(
+        mine, tmp_path, data_cache, "my_captions", "my_answers", "My answers", "My vision/language"
+    )
     assert stored["protocol"]["n_train"] == 8 and stored["protocol"]["n_test"] == 4  # the fold column
 
 
@@ -124,8 +169,11 @@ def test_a_tight_seq_len_trims_the_longer_text_and_multilabel_labels(tmp_path):
     mine = tmp_path / "mine"
     _pairs(mine)
     inputs = [INPUTS[0], {**INPUTS[1], "seq_len": 6}]
-    cfg = domains.load("my_answers", extra=[mine]) if _yamls(
-        mine, inputs, seq_len=6, label_type="multilabel", label_column="caption", label_separator=" ") else None
+    cfg = (
+        domains.load("my_answers", extra=[mine])
+        if _yamls(mine, inputs, seq_len=6, label_type="multilabel", label_column="caption", label_separator=" ")
+        else None
+    )
     _, ids, y = _all(load_split("my_answers", "train", tmp_path, tmp_path / "c", cfg=cfg))
     assert ids.shape == (8, 6) and ids[0, 0] == CLS and ids[0, -1] == SEP
     # labels: the words of every caption, sorted: a again blue circle green one red square star triangle
@@ -134,18 +182,21 @@ def test_a_tight_seq_len_trims_the_longer_text_and_multilabel_labels(tmp_path):
     assert y[0].tolist() == [float(n in "a blue star".split()) for n in names]  # image 2: a blue star
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"text_colum": "caption"}, "reader.text_colum: is not a key of image_text_pairs; valid keys: split_by"),
-    ({"text_column": "questions"}, "reader.text_column: column 'questions' is not in"),
-    ({"text_pair_column": "answers"}, "reader.text_pair_column: column 'answers' is not in"),
-    ({"image_column": "picture"}, "reader.image_column: column 'picture' is not in"),
-    ({"label_column": "correct"}, "reader.label_column: column 'correct' is not in"),
-    ({"seq_len": "long"}, "reader.seq_len: must be of type int, got 'long'"),
-    ({"seq_len": 2}, "reader.seq_len: must be at least 3"),
-    ({"vocab_size": 3}, "reader.vocab_size: must exceed 4"),
-    ({"table": "pairs.json"}, "reader.table: file or folder"),
-    ({"image_size": [16, 0]}, "reader.image_size: must be [H, W], two positive integers"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"text_colum": "caption"}, "reader.text_colum: is not a key of image_text_pairs; valid keys: split_by"),
+        ({"text_column": "questions"}, "reader.text_column: column 'questions' is not in"),
+        ({"text_pair_column": "answers"}, "reader.text_pair_column: column 'answers' is not in"),
+        ({"image_column": "picture"}, "reader.image_column: column 'picture' is not in"),
+        ({"label_column": "correct"}, "reader.label_column: column 'correct' is not in"),
+        ({"seq_len": "long"}, "reader.seq_len: must be of type int, got 'long'"),
+        ({"seq_len": 2}, "reader.seq_len: must be at least 3"),
+        ({"vocab_size": 3}, "reader.vocab_size: must exceed 4"),
+        ({"table": "pairs.json"}, "reader.table: file or folder"),
+        ({"image_size": [16, 0]}, "reader.image_size: must be [H, W], two positive integers"),
+    ],
+)
 def test_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, change, message):
     mine = tmp_path / "mine"
     _pairs(mine)
@@ -155,11 +206,14 @@ def test_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, ch
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize("inputs, message", [
-    ([INPUTS[0], {**INPUTS[1], "seq_len": 16}], "inputs[1].seq_len: is 16 but the reader makes 12"),
-    ([INPUTS[0], {**INPUTS[1], "vocab_size": 30}], "inputs[1].vocab_size: is 30 but the reader needs at least 40"),
-    ([{**INPUTS[0], "image_size": [32, 32]}, INPUTS[1]], "inputs[0].image_size: is [32, 32] but the reader makes"),
-])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ([INPUTS[0], {**INPUTS[1], "seq_len": 16}], "inputs[1].seq_len: is 16 but the reader makes 12"),
+        ([INPUTS[0], {**INPUTS[1], "vocab_size": 30}], "inputs[1].vocab_size: is 30 but the reader needs at least 40"),
+        ([{**INPUTS[0], "image_size": [32, 32]}, INPUTS[1]], "inputs[0].image_size: is [32, 32] but the reader makes"),
+    ],
+)
 def test_inputs_that_do_not_fit_the_pairs_are_named(tmp_path, inputs, message):
     mine = tmp_path / "mine"
     _pairs(mine)

@@ -22,8 +22,9 @@ SIZE = [16, 16]
 
 
 def _inputs(channels=3):
-    return [{"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": SIZE, "patch_size": [8, 8],
-             "channels": channels}]
+    return [
+        {"_target_": "dabs_rq.encoder.PatchEmbedding2d", "image_size": SIZE, "patch_size": [8, 8], "channels": channels}
+    ]
 
 
 def _image(path, colour, ident, size=(20, 12)):
@@ -42,8 +43,9 @@ def _tree(folder, per_class=5, classes=tuple(COLOURS)):
     for name in classes:
         for k in range(per_class):
             n += 1
-            _image(folder / name / ("sub" if k == 0 else "") / f"{k}.{'jpg' if name == 'blue' else 'png'}", name,
-                   10 * n)
+            _image(
+                folder / name / ("sub" if k == 0 else "") / f"{k}.{'jpg' if name == 'blue' else 'png'}", name, 10 * n
+            )
     return n
 
 
@@ -55,14 +57,34 @@ def _ident(x):
 
 
 def _folder_yamls(folder, inputs=None, **changes):
-    reader = {"_target_": "dabs_rq.data.generic.images.image_folder", "root": "photos", "image_size": SIZE,
-              "split_seed": 3}
-    write_domain(folder, "my_photos", display_name="My photos", domain="My images", role="pretrain",
-                 inputs=_inputs(), reader={**reader, "label_type": "none"}, batch_size=8,
-                 transfer=["my_photos_colour"])
-    return write_domain(folder, "my_photos_colour", display_name="My photo colours", domain="My images",
-                        role="transfer", inputs=inputs or _inputs(), reader=_changed(reader, changes), batch_size=8,
-                        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    reader = {
+        "_target_": "dabs_rq.data.generic.images.image_folder",
+        "root": "photos",
+        "image_size": SIZE,
+        "split_seed": 3,
+    }
+    write_domain(
+        folder,
+        "my_photos",
+        display_name="My photos",
+        domain="My images",
+        role="pretrain",
+        inputs=_inputs(),
+        reader={**reader, "label_type": "none"},
+        batch_size=8,
+        transfer=["my_photos_colour"],
+    )
+    return write_domain(
+        folder,
+        "my_photos_colour",
+        display_name="My photo colours",
+        domain="My images",
+        role="transfer",
+        inputs=inputs or _inputs(),
+        reader=_changed(reader, changes),
+        batch_size=8,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
 
 
 def _changed(reader, changes):
@@ -80,8 +102,9 @@ def test_a_new_image_folder_domain_runs_pretrain_transfer_table_from_yaml_alone(
     mine = tmp_path / "mine"
     _tree(mine / "photos")
     _folder_yamls(mine)
-    stored = public_run_adds_row(mine, tmp_path, data_cache, "my_photos", "my_photos_colour", "My photo colours",
-                                 "My images")
+    stored = public_run_adds_row(
+        mine, tmp_path, data_cache, "my_photos", "my_photos_colour", "My photo colours", "My images"
+    )
     assert stored["protocol"]["n_train"] == 12 and stored["protocol"]["n_test"] == 3  # 15 files, 20% held out
 
 
@@ -108,8 +131,9 @@ def test_folder_items_labels_and_a_seeded_split_over_files(tmp_path):
     assert sum(s is test for s in seen.values()) == 3
     # the split is seeded: another seed holds out other files
     other = domains.load("my_photos_colour", extra=[mine]) if _folder_yamls(mine, split_seed=4) else None
-    held_out = {_ident(im)[0] for im in _all(load_split("my_photos_colour", "test", tmp_path, tmp_path / "c2",
-                                                         cfg=other))[0]}
+    held_out = {
+        _ident(im)[0] for im in _all(load_split("my_photos_colour", "test", tmp_path, tmp_path / "c2", cfg=other))[0]
+    }
     assert held_out != {i for i, s in seen.items() if s is test}
 
 
@@ -117,11 +141,24 @@ def test_folder_classes_order_grayscale_and_file_splits(tmp_path):
     mine = tmp_path / "mine"
     _tree(mine / "train", per_class=2)
     _tree(mine / "test", per_class=1, classes=("green", "red"))  # a class missing from test keeps its index
-    write_domain(mine, "files", domain="d", role="transfer", inputs=_inputs(channels=1), batch_size=4,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
-                 reader={"_target_": "dabs_rq.data.generic.images.image_folder", "split_by": "files",
-                         "train": "train", "test": "test", "image_size": SIZE, "channels": 1,
-                         "classes": ["red", "green", "blue"]})
+    write_domain(
+        mine,
+        "files",
+        domain="d",
+        role="transfer",
+        inputs=_inputs(channels=1),
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+        reader={
+            "_target_": "dabs_rq.data.generic.images.image_folder",
+            "split_by": "files",
+            "train": "train",
+            "test": "test",
+            "image_size": SIZE,
+            "channels": 1,
+            "classes": ["red", "green", "blue"],
+        },
+    )
     cfg = domains.load("files", extra=[mine])
     x, y = _all(load_split("files", "train", tmp_path, tmp_path / "cache", cfg=cfg))
     assert x.shape == (6, 1, 16, 16) and sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
@@ -134,9 +171,22 @@ def test_unlabelled_folder_any_depth(tmp_path):
     for k, where in enumerate(["a.png", "x/b.PNG", "x/y/c.jpeg", "d.bmp", ".hidden.png", ".cache/e.png"]):
         _image(mine / "pile" / where, "red", 10 * k + 10)
     (mine / "pile" / "notes.txt").write_text("not an image")
-    write_domain(mine, "pile", domain="d", role="pretrain", inputs=_inputs(), batch_size=2, transfer=["x"],
-                 reader={"_target_": "dabs_rq.data.generic.images.image_folder", "root": "pile", "label_type": "none",
-                         "image_size": SIZE, "test_fraction": 0.25})
+    write_domain(
+        mine,
+        "pile",
+        domain="d",
+        role="pretrain",
+        inputs=_inputs(),
+        batch_size=2,
+        transfer=["x"],
+        reader={
+            "_target_": "dabs_rq.data.generic.images.image_folder",
+            "root": "pile",
+            "label_type": "none",
+            "image_size": SIZE,
+            "test_fraction": 0.25,
+        },
+    )
     cfg = domains.load("pile", extra=[mine])
     train = load_split("pile", "train", tmp_path, tmp_path / "cache", cfg=cfg)
     test = load_split("pile", "test", tmp_path, tmp_path / "cache", cfg=cfg)
@@ -156,8 +206,17 @@ def _table_data(folder, per_class=4):
             n += 1
             _image(folder / "images" / f"{name}_{k}.png", name, 10 * n)
             tags = "|".join(t for t, on in (("warm", name == "red"), ("odd", k % 2 == 1)) if on)
-            rows.append({"path": f"{name}_{k}.png", "colour": name, "tags": tags, "warm": int(name == "red"),
-                         "odd": k % 2, "brightness": 0.1 * n, "part": "test" if k == 0 else "train"})
+            rows.append(
+                {
+                    "path": f"{name}_{k}.png",
+                    "colour": name,
+                    "tags": tags,
+                    "warm": int(name == "red"),
+                    "odd": k % 2,
+                    "brightness": 0.1 * n,
+                    "part": "test" if k == 0 else "train",
+                }
+            )
     return rows
 
 
@@ -169,14 +228,37 @@ def _write_csv(path, rows):
 
 
 def _table_yamls(folder, **changes):
-    reader = {"_target_": "dabs_rq.data.generic.images.image_table", "table": "photos.csv", "images_root": "images",
-              "image_size": SIZE, "label_column": "colour", "split_by": "column", "split_column": "part"}
-    write_domain(folder, "my_table", display_name="My table", domain="My images", role="pretrain",
-                 inputs=_inputs(), reader=_changed(reader, {"label_type": "none", "label_column": None}), batch_size=8,
-                 transfer=["my_table_colour"])
-    return write_domain(folder, "my_table_colour", display_name="My table colours", domain="My images",
-                        role="transfer", inputs=_inputs(), reader=_changed(reader, changes), batch_size=8,
-                        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    reader = {
+        "_target_": "dabs_rq.data.generic.images.image_table",
+        "table": "photos.csv",
+        "images_root": "images",
+        "image_size": SIZE,
+        "label_column": "colour",
+        "split_by": "column",
+        "split_column": "part",
+    }
+    write_domain(
+        folder,
+        "my_table",
+        display_name="My table",
+        domain="My images",
+        role="pretrain",
+        inputs=_inputs(),
+        reader=_changed(reader, {"label_type": "none", "label_column": None}),
+        batch_size=8,
+        transfer=["my_table_colour"],
+    )
+    return write_domain(
+        folder,
+        "my_table_colour",
+        display_name="My table colours",
+        domain="My images",
+        role="transfer",
+        inputs=_inputs(),
+        reader=_changed(reader, changes),
+        batch_size=8,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
 
 
 @pytest.mark.integration
@@ -196,8 +278,10 @@ def test_table_column_split_and_class_labels(tmp_path):
     rows = _table_data(mine)
     _write_csv(mine / "photos.csv", rows)
     cfg = domains.load("my_table_colour", extra=[mine]) if _table_yamls(mine) else None
-    for split, expected in (("train", [r for r in rows if r["part"] == "train"]),
-                            ("test", [r for r in rows if r["part"] == "test"])):
+    for split, expected in (
+        ("train", [r for r in rows if r["part"] == "train"]),
+        ("test", [r for r in rows if r["part"] == "test"]),
+    ):
         x, y = _all(load_split("my_table_colour", split, tmp_path, tmp_path / "cache", cfg=cfg))
         idents = [_ident(im)[0] for im in x]
         want = [10 * (rows.index(r) + 1) for r in expected]
@@ -205,14 +289,21 @@ def test_table_column_split_and_class_labels(tmp_path):
         assert y.tolist() == [sorted(COLOURS).index(r["colour"]) for r in expected]
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"label_type": "multilabel", "label_column": None, "label_columns": ["warm", "odd"]},
-     lambda r: [r["warm"], r["odd"]]),
-    # names in one column: classes sorted -> [odd, warm]
-    ({"label_type": "multilabel", "label_column": "tags", "label_separator": "|"},
-     lambda r: [r["odd"], int(r["colour"] == "red")]),
-    ({"label_type": "score", "label_column": "brightness"}, lambda r: r["brightness"]),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"label_type": "multilabel", "label_column": None, "label_columns": ["warm", "odd"]},
+            lambda r: [r["warm"], r["odd"]],
+        ),
+        # names in one column: classes sorted -> [odd, warm]
+        (
+            {"label_type": "multilabel", "label_column": "tags", "label_separator": "|"},
+            lambda r: [r["odd"], int(r["colour"] == "red")],
+        ),
+        ({"label_type": "score", "label_column": "brightness"}, lambda r: r["brightness"]),
+    ],
+)
 def test_table_multilabel_and_score_labels(tmp_path, changes, expected):
     mine = tmp_path / "mine"
     rows = _table_data(mine)
@@ -230,24 +321,50 @@ def test_table_file_splits_a_ratio_split_and_shared_images(tmp_path):
     # train and test tables (CSV, JSONL) in another folder; paths relative to images_root; two rows name one image
     (mine / "lists").mkdir()
     _write_csv(mine / "lists" / "train.csv", [r for r in rows if r["part"] == "train"] + [rows[1]])
-    (mine / "lists" / "test.jsonl").write_text("".join(json.dumps({"path": r["path"], "colour": r["colour"]}) + "\n"
-                                                       for r in rows if r["part"] == "test"))
-    write_domain(mine, "t", domain="d", role="transfer", inputs=_inputs(), batch_size=4,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
-                 reader={"_target_": "dabs_rq.data.generic.images.image_table", "split_by": "files",
-                         "train": "lists/train.csv", "test": "lists/test.jsonl", "images_root": "images",
-                         "label_column": "colour", "image_size": SIZE})
+    (mine / "lists" / "test.jsonl").write_text(
+        "".join(json.dumps({"path": r["path"], "colour": r["colour"]}) + "\n" for r in rows if r["part"] == "test")
+    )
+    write_domain(
+        mine,
+        "t",
+        domain="d",
+        role="transfer",
+        inputs=_inputs(),
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+        reader={
+            "_target_": "dabs_rq.data.generic.images.image_table",
+            "split_by": "files",
+            "train": "lists/train.csv",
+            "test": "lists/test.jsonl",
+            "images_root": "images",
+            "label_column": "colour",
+            "image_size": SIZE,
+        },
+    )
     cfg = domains.load("t", extra=[mine])
     x, y = _all(load_split("t", "train", tmp_path, tmp_path / "cache", cfg=cfg))
     assert len(y) == 10 and torch.equal(x[-1], x[0])  # rows[1] is the first train row and the last
     x, y = _all(load_split("t", "test", tmp_path, tmp_path / "cache", cfg=cfg))
     assert y.tolist() == [2, 1, 0]  # red, green, blue in the sorted classes blue, green, red
     # a seeded ratio split over rows: disjoint, covering the table
-    write_domain(mine, "r", domain="d", role="transfer", inputs=_inputs(), batch_size=4,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
-                 reader={"_target_": "dabs_rq.data.generic.images.image_table", "table": "lists/train.csv",
-                         "images_root": "images", "label_column": "colour", "image_size": SIZE,
-                         "test_fraction": 0.3})
+    write_domain(
+        mine,
+        "r",
+        domain="d",
+        role="transfer",
+        inputs=_inputs(),
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+        reader={
+            "_target_": "dabs_rq.data.generic.images.image_table",
+            "table": "lists/train.csv",
+            "images_root": "images",
+            "label_column": "colour",
+            "image_size": SIZE,
+            "test_fraction": 0.3,
+        },
+    )
     cfg = domains.load("r", extra=[mine])
     sizes = [len(load_split("r", s, tmp_path, tmp_path / "cache", cfg=cfg)) for s in ("train", "test")]
     assert sizes == [7, 3]
@@ -256,21 +373,24 @@ def test_table_file_splits_a_ratio_split_and_shared_images(tmp_path):
 # --------------------------------------------------------------------------- schema mistakes
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"roots": "photos"}, "reader.roots: is not a key of image_folder; valid keys: split_by"),
-    ({"image_size": 16}, "reader.image_size: must be of type list[int], got 16"),
-    ({"image_size": [16]}, "reader.image_size: must be [H, W]"),
-    ({"channels": "rgb"}, "reader.channels: must be of type int, got 'rgb'"),
-    ({"channels": 4}, "reader.channels: must be 3 (RGB) or 1 (grayscale), got 4"),
-    ({"root": "fotos"}, "reader.root: file or folder"),
-    ({"image_size": None}, "reader.image_size: is missing"),
-    ({"classes": ["red", "green"]}, "reader.classes: does not list the subfolder(s) blue"),
-    ({"classes": ["red", "green", "blue", "pink"]}, "reader.classes: names pink, which is not a subfolder"),
-    ({"split_by": "column"}, "reader.split_by: must be ratio or files for image_folder"),
-    ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
-    ({"label_column": "colour"}, "reader.label_column: is not used by image_folder"),
-    ({"label_type": "score"}, "reader.label_type: must be class (the subfolder names) or none"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"roots": "photos"}, "reader.roots: is not a key of image_folder; valid keys: split_by"),
+        ({"image_size": 16}, "reader.image_size: must be of type list[int], got 16"),
+        ({"image_size": [16]}, "reader.image_size: must be [H, W]"),
+        ({"channels": "rgb"}, "reader.channels: must be of type int, got 'rgb'"),
+        ({"channels": 4}, "reader.channels: must be 3 (RGB) or 1 (grayscale), got 4"),
+        ({"root": "fotos"}, "reader.root: file or folder"),
+        ({"image_size": None}, "reader.image_size: is missing"),
+        ({"classes": ["red", "green"]}, "reader.classes: does not list the subfolder(s) blue"),
+        ({"classes": ["red", "green", "blue", "pink"]}, "reader.classes: names pink, which is not a subfolder"),
+        ({"split_by": "column"}, "reader.split_by: must be ratio or files for image_folder"),
+        ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
+        ({"label_column": "colour"}, "reader.label_column: is not used by image_folder"),
+        ({"label_type": "score"}, "reader.label_type: must be class (the subfolder names) or none"),
+    ],
+)
 def test_folder_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, change, message):
     mine = tmp_path / "mine"
     _tree(mine / "photos", per_class=1)
@@ -289,18 +409,27 @@ def test_a_folder_without_class_folders_says_so(tmp_path):
     assert path.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"path_colum": "path"}, "reader.path_colum: is not a key of image_table; valid keys: split_by"),
-    ({"path_column": "file"}, "reader.path_column: column 'file' is not in"),
-    ({"label_column": "color"}, "reader.label_column: column 'color' is not in"),
-    ({"split_column": "fold"}, "reader.split_column: column 'fold' is not in"),
-    ({"table": "photos.xlsx"}, "reader.table: file or folder"),
-    ({"images_root": "imgs"}, "reader.images_root: file or folder"),
-    ({"label_type": "multilabel", "label_column": None}, "reader.label_column: is needed with label_type: multilabel"),
-    ({"label_type": "multilabel", "label_columns": ["warm", "cold"]}, "reader.label_columns: column 'cold' is not in"),
-    ({"test_fraction": "most"}, "reader.test_fraction: must be of type float, got 'most'"),
-    ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"path_colum": "path"}, "reader.path_colum: is not a key of image_table; valid keys: split_by"),
+        ({"path_column": "file"}, "reader.path_column: column 'file' is not in"),
+        ({"label_column": "color"}, "reader.label_column: column 'color' is not in"),
+        ({"split_column": "fold"}, "reader.split_column: column 'fold' is not in"),
+        ({"table": "photos.xlsx"}, "reader.table: file or folder"),
+        ({"images_root": "imgs"}, "reader.images_root: file or folder"),
+        (
+            {"label_type": "multilabel", "label_column": None},
+            "reader.label_column: is needed with label_type: multilabel",
+        ),
+        (
+            {"label_type": "multilabel", "label_columns": ["warm", "cold"]},
+            "reader.label_columns: column 'cold' is not in",
+        ),
+        ({"test_fraction": "most"}, "reader.test_fraction: must be of type float, got 'most'"),
+        ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
+    ],
+)
 def test_table_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, change, message):
     mine = tmp_path / "mine"
     _write_csv(mine / "photos.csv", _table_data(mine, per_class=1))
@@ -364,15 +493,18 @@ def test_a_corrupt_image_or_a_missing_file_of_a_table(tmp_path):
     skipping = DomainDataModule(cfg, tmp_path / "c2", on_corrupt="skip")
     x, y = _all(skipping.split("train"))
     assert len(y) == 9 - 2
-    assert y.tolist() == [sorted(COLOURS).index(r["colour"]) for i, r in enumerate(rows)
-                          if r["part"] == "train" and i not in (5, 10)]
+    assert y.tolist() == [
+        sorted(COLOURS).index(r["colour"]) for i, r in enumerate(rows) if r["part"] == "train" and i not in (5, 10)
+    ]
 
 
-
-@pytest.mark.parametrize("inputs, message", [
-    (_inputs(channels=1), "inputs[0].channels: is 1 but the reader makes 3"),
-    ([{**_inputs()[0], "image_size": [32, 32]}], "inputs[0].image_size: is [32, 32] but the reader makes [16, 16]"),
-])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (_inputs(channels=1), "inputs[0].channels: is 1 but the reader makes 3"),
+        ([{**_inputs()[0], "image_size": [32, 32]}], "inputs[0].image_size: is [32, 32] but the reader makes [16, 16]"),
+    ],
+)
 def test_inputs_that_do_not_fit_the_images_are_named(tmp_path, inputs, message):
     mine = tmp_path / "mine"
     _tree(mine / "photos", per_class=1)

@@ -34,15 +34,21 @@ def _reviews(folder, n=40):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     labels = ["pos" if i % 2 else "neg" for i in range(n)]
-    pd.DataFrame({"text": [_sentence(rng, GOOD if y == "pos" else BAD) for y in labels], "label": labels}) \
-        .to_csv(folder / "reviews.csv", index=False)
+    pd.DataFrame({"text": [_sentence(rng, GOOD if y == "pos" else BAD) for y in labels], "label": labels}).to_csv(
+        folder / "reviews.csv", index=False
+    )
     with open(folder / "corpus.jsonl", "w") as handle:
-        for i in range(60):
+        for _i in range(60):
             handle.write(json.dumps({"text": _sentence(rng, GOOD + BAD)}) + "\n")
     scores = rng.uniform(0, 5, size=n).round(2)
-    pd.DataFrame({"a": [_sentence(rng, GOOD) for _ in range(n)], "b": [_sentence(rng, BAD) for _ in range(n)],
-                  "score": scores, "part": ["test" if i % 5 == 0 else "train" for i in range(n)]}) \
-        .to_parquet(folder / "pairs.parquet")
+    pd.DataFrame(
+        {
+            "a": [_sentence(rng, GOOD) for _ in range(n)],
+            "b": [_sentence(rng, BAD) for _ in range(n)],
+            "score": scores,
+            "part": ["test" if i % 5 == 0 else "train" for i in range(n)],
+        }
+    ).to_parquet(folder / "pairs.parquet")
 
 
 def _reader(**fields) -> dict:
@@ -51,8 +57,17 @@ def _reader(**fields) -> dict:
 
 def _transfer(folder, name, reader, task=None):
     task = task or {"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 2}
-    return write_domain(folder, name, display_name=name.replace("_", " "), domain="My text", role="transfer",
-                        inputs=INPUTS, reader=_reader(**reader), batch_size=8, task=task)
+    return write_domain(
+        folder,
+        name,
+        display_name=name.replace("_", " "),
+        domain="My text",
+        role="transfer",
+        inputs=INPUTS,
+        reader=_reader(**reader),
+        batch_size=8,
+        task=task,
+    )
 
 
 def _split(name, folder, tmp_path, split, cache="cache"):
@@ -69,14 +84,33 @@ def test_a_new_text_domain_runs_pretrain_transfer_table_from_yaml_alone(tmp_path
     mine = tmp_path / "mine"
     _reviews(mine)
     shared = {"vocab_from": "corpus.jsonl", "vocab_columns": ["text"]}
-    write_domain(mine, "my_text", display_name="My corpus", domain="My text", role="pretrain", inputs=INPUTS,
-                 reader=_reader(path="corpus.jsonl", label_type="none", **shared), batch_size=8,
-                 transfer=["my_reviews", "my_pairs"])
+    write_domain(
+        mine,
+        "my_text",
+        display_name="My corpus",
+        domain="My text",
+        role="pretrain",
+        inputs=INPUTS,
+        reader=_reader(path="corpus.jsonl", label_type="none", **shared),
+        batch_size=8,
+        transfer=["my_reviews", "my_pairs"],
+    )
     _transfer(mine, "my_reviews", {"path": "reviews.csv", "label_column": "label", "test_fraction": 0.25, **shared})
-    _transfer(mine, "my_pairs", {"path": "pairs.parquet", "text_column": "a", "text_pair_column": "b",
-                                 "label_type": "score", "label_column": "score", "split_by": "column",
-                                 "split_column": "part", **shared},
-              task={"_target_": "dabs_rq.tasks.RegressionTask", "metric": "spearman"})
+    _transfer(
+        mine,
+        "my_pairs",
+        {
+            "path": "pairs.parquet",
+            "text_column": "a",
+            "text_pair_column": "b",
+            "label_type": "score",
+            "label_column": "score",
+            "split_by": "column",
+            "split_column": "part",
+            **shared,
+        },
+        task={"_target_": "dabs_rq.tasks.RegressionTask", "metric": "spearman"},
+    )
     done = run_public_command("my_text", mine, tmp_path, data_cache)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table_rows(tmp_path)
@@ -95,8 +129,17 @@ def test_words_vocabulary_comes_from_the_train_rows_only(tmp_path):
     mine.mkdir()
     (mine / "train.csv").write_text("sentence,label\nalpha beta,x\nalpha gamma,y\n")
     (mine / "test.csv").write_text("sentence,label\nalpha delta,y\n")
-    _transfer(mine, "words", {"split_by": "files", "train": "train.csv", "test": "test.csv",
-                              "text_column": "sentence", "label_column": "label"})
+    _transfer(
+        mine,
+        "words",
+        {
+            "split_by": "files",
+            "train": "train.csv",
+            "test": "test.csv",
+            "text_column": "sentence",
+            "label_column": "label",
+        },
+    )
     ids, y = _split("words", mine, tmp_path, "train")
     # vocabulary: specials, then train words by count: alpha (2), beta, gamma
     alpha, beta, gamma = 4, 5, 6
@@ -110,8 +153,17 @@ def test_words_vocabulary_comes_from_the_train_rows_only(tmp_path):
 def test_csv_classes_ratio_split_and_truncation(tmp_path):
     mine = tmp_path / "mine"
     _reviews(mine)
-    _transfer(mine, "rev", {"path": "reviews.csv", "label_column": "label", "classes": ["pos", "neg"],
-                            "test_fraction": 0.25, "split_seed": 3})
+    _transfer(
+        mine,
+        "rev",
+        {
+            "path": "reviews.csv",
+            "label_column": "label",
+            "classes": ["pos", "neg"],
+            "test_fraction": 0.25,
+            "split_seed": 3,
+        },
+    )
     cfg = domains.load("rev", extra=[mine])
     assert cfg.reader.path == str((mine / "reviews.csv").resolve())  # relative to the YAML's folder
     table = pd.read_csv(mine / "reviews.csv")
@@ -132,12 +184,24 @@ def test_csv_classes_ratio_split_and_truncation(tmp_path):
 def test_jsonl_integer_classes_are_ordered_as_numbers_and_split_by_column(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
-    rows = [{"text": f"row {i}", "y": y, "split": "dev" if i % 4 == 0 else "fit"} for i, y in
-            enumerate([10, 2, 1, 2, 10, 1, 2, 1])]
+    rows = [
+        {"text": f"row {i}", "y": y, "split": "dev" if i % 4 == 0 else "fit"}
+        for i, y in enumerate([10, 2, 1, 2, 10, 1, 2, 1])
+    ]
     (mine / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _transfer(mine, "ints", {"path": "data.jsonl", "label_column": "y", "split_by": "column", "split_column": "split",
-                             "train_value": "fit", "test_value": "dev"},
-              task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    _transfer(
+        mine,
+        "ints",
+        {
+            "path": "data.jsonl",
+            "label_column": "y",
+            "split_by": "column",
+            "split_column": "split",
+            "train_value": "fit",
+            "test_value": "dev",
+        },
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
     _, y = _split("ints", mine, tmp_path, "train")
     assert y.tolist() == [1, 0, 1, 0, 1, 0]  # labels 2, 1, 2, 1, 2, 1 of classes 1, 2, 10 (not "1" < "10" < "2")
     _, test_y = _split("ints", mine, tmp_path, "test")
@@ -147,9 +211,20 @@ def test_jsonl_integer_classes_are_ordered_as_numbers_and_split_by_column(tmp_pa
 def test_parquet_sentence_pairs_with_a_score(tmp_path):
     mine = tmp_path / "mine"
     _reviews(mine)
-    _transfer(mine, "pairs", {"path": "pairs.parquet", "text_column": "a", "text_pair_column": "b",
-                              "label_type": "score", "label_column": "score", "split_by": "column",
-                              "split_column": "part"}, task={"_target_": "dabs_rq.tasks.RegressionTask"})
+    _transfer(
+        mine,
+        "pairs",
+        {
+            "path": "pairs.parquet",
+            "text_column": "a",
+            "text_pair_column": "b",
+            "label_type": "score",
+            "label_column": "score",
+            "split_by": "column",
+            "split_column": "part",
+        },
+        task={"_target_": "dabs_rq.tasks.RegressionTask"},
+    )
     table = pd.read_parquet(mine / "pairs.parquet")
     ids, y = _split("pairs", mine, tmp_path, "train")
     expected = table["score"][table["part"] == "train"].to_numpy()
@@ -162,10 +237,16 @@ def test_parquet_sentence_pairs_with_a_score(tmp_path):
 def test_multilabel_from_0_1_columns_and_from_names(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
-    rows = [("cats and dogs", 1, 1, "cat|dog", ["cat", "dog"]), ("a cat", 1, 0, "cat", ["cat"]),
-            ("no pets", 0, 0, "", []), ("a dog", 0, 1, "dog", ["dog"]), ("dog dog", 0, 1, " dog ", ["dog"])]
-    (mine / "pets.jsonl").write_text("".join(json.dumps({"text": t, "cat": c, "dog": d, "names": n, "listed": ls})
-                                             + "\n" for t, c, d, n, ls in rows))
+    rows = [
+        ("cats and dogs", 1, 1, "cat|dog", ["cat", "dog"]),
+        ("a cat", 1, 0, "cat", ["cat"]),
+        ("no pets", 0, 0, "", []),
+        ("a dog", 0, 1, "dog", ["dog"]),
+        ("dog dog", 0, 1, " dog ", ["dog"]),
+    ]
+    (mine / "pets.jsonl").write_text(
+        "".join(json.dumps({"text": t, "cat": c, "dog": d, "names": n, "listed": ls}) + "\n" for t, c, d, n, ls in rows)
+    )
     common = {"label_type": "multilabel", "split_by": "files", "train": "pets.jsonl", "test": "pets.jsonl"}
     task = {"_target_": "dabs_rq.tasks.MultilabelTask", "num_labels": 2}
     expected = [[1, 1], [1, 0], [0, 0], [0, 1], [0, 1]]
@@ -184,8 +265,20 @@ def test_a_pretrained_tokenizer_folder_beside_the_yaml(tmp_path):
     mine.mkdir()
     write_bert_tokenizer(mine, "tok")  # mine/tokenizers/tok: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 the=5 ...
     (mine / "qa.csv").write_text("q,a,label\nthe dog,the cat,yes\nwhat color,red,no\nthe mat,zebra,yes\n")
-    _transfer(mine, "qa", {"path": "qa.csv", "text_column": "q", "text_pair_column": "a", "label_column": "label",
-                           "tokenizer": "tokenizers/tok", "split_by": "files", "train": "qa.csv", "test": "qa.csv"})
+    _transfer(
+        mine,
+        "qa",
+        {
+            "path": "qa.csv",
+            "text_column": "q",
+            "text_pair_column": "a",
+            "label_column": "label",
+            "tokenizer": "tokenizers/tok",
+            "split_by": "files",
+            "train": "qa.csv",
+            "test": "qa.csv",
+        },
+    )
     cfg = domains.load("qa", extra=[mine])
     assert cfg.reader.tokenizer == str((mine / "tokenizers" / "tok").resolve())
     ids, y = _split("qa", mine, tmp_path, "train")
@@ -217,22 +310,25 @@ def test_vocab_from_gives_pretraining_and_transfer_one_id_per_word(tmp_path):
 # --------------------------------------------------------------------------- schema mistakes
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"text_colum": "text"}, "reader.text_colum: is not a key of text_table; valid keys: split_by"),
-    ({"seq_len": "long"}, "reader.seq_len: must be of type int, got 'long'"),
-    ({"path": "nope.csv"}, "reader.path: file or folder"),
-    ({"text_column": "body"}, "reader.text_column: column 'body' is not in"),
-    ({"label_column": "stars"}, "reader.label_column: column 'stars' is not in"),
-    ({"text_pair_column": "second"}, "reader.text_pair_column: column 'second' is not in"),
-    ({"label_type": "regression"}, "reader.label_type: must be one of none, class, multilabel, score"),
-    ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
-    ({"tokenizer": "./no_such_folder"}, "reader.tokenizer: file or folder"),
-    ({"seq_len": 2}, "reader.seq_len: must be at least 3"),
-    ({"vocab_size": 3}, "reader.vocab_size: must be more than 4"),
-    ({"vocab_columns": ["text"]}, "reader.vocab_columns: only applies with vocab_from"),
-    ({"vocab_from": "corpus.jsonl", "vocab_columns": ["body"]}, "reader.vocab_columns: column 'body' is not in"),
-    ({"classes": ["pos", "pos"]}, "reader.classes: names a class twice"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"text_colum": "text"}, "reader.text_colum: is not a key of text_table; valid keys: split_by"),
+        ({"seq_len": "long"}, "reader.seq_len: must be of type int, got 'long'"),
+        ({"path": "nope.csv"}, "reader.path: file or folder"),
+        ({"text_column": "body"}, "reader.text_column: column 'body' is not in"),
+        ({"label_column": "stars"}, "reader.label_column: column 'stars' is not in"),
+        ({"text_pair_column": "second"}, "reader.text_pair_column: column 'second' is not in"),
+        ({"label_type": "regression"}, "reader.label_type: must be one of none, class, multilabel, score"),
+        ({"split_by": "files"}, "reader.train: is needed with split_by: files"),
+        ({"tokenizer": "./no_such_folder"}, "reader.tokenizer: file or folder"),
+        ({"seq_len": 2}, "reader.seq_len: must be at least 3"),
+        ({"vocab_size": 3}, "reader.vocab_size: must be more than 4"),
+        ({"vocab_columns": ["text"]}, "reader.vocab_columns: only applies with vocab_from"),
+        ({"vocab_from": "corpus.jsonl", "vocab_columns": ["body"]}, "reader.vocab_columns: column 'body' is not in"),
+        ({"classes": ["pos", "pos"]}, "reader.classes: names a class twice"),
+    ],
+)
 def test_schema_mistakes_name_the_file_the_key_and_what_is_expected(tmp_path, change, message):
     mine = tmp_path / "mine"
     _reviews(mine)
@@ -263,12 +359,16 @@ def test_malformed_rows_stop_the_run_naming_file_and_row_or_are_skipped_and_coun
     mine = tmp_path / "mine"
     mine.mkdir()
     rows = [f"the film {i},{i / 10}" for i in range(20)]
-    rows[3] = ",1.5"            # empty text
+    rows[3] = ",1.5"  # empty text
     rows[7] = "the film seven,abc"  # a score that is no number
-    rows[12] = "the film twelve,"   # a missing score
+    rows[12] = "the film twelve,"  # a missing score
     (mine / "scores.csv").write_text("text,score\n" + "\n".join(rows) + "\n")
-    _transfer(mine, "scores", {"path": "scores.csv", "label_type": "score", "label_column": "score"},
-              task={"_target_": "dabs_rq.tasks.RegressionTask"})
+    _transfer(
+        mine,
+        "scores",
+        {"path": "scores.csv", "label_type": "score", "label_column": "score"},
+        task={"_target_": "dabs_rq.tasks.RegressionTask"},
+    )
     cfg = domains.load("scores", extra=[mine])
     with pytest.raises(CorruptDataError) as err:
         load_split("scores", "train", tmp_path, tmp_path / "c1", cfg=cfg)
@@ -286,20 +386,37 @@ def test_malformed_rows_stop_the_run_naming_file_and_row_or_are_skipped_and_coun
     assert np.allclose(test.labels.numpy(), [r / 10 for r in test_rows if r in good])
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"text": "a cat", "label": "cow"}', "row 3: label 'cow' is not one of reader.classes: cat, dog"),
-    ('{"text": "a cat"}', "row 3: missing label in column 'label'"),
-    ('{"text": ["a", "list"], "label": "cat"}', "row 3: empty or missing text in column 'text'"),
-    ('{"text": "   ", "label": "cat"}', "row 3: empty or missing text in column 'text'"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"text": "a cat", "label": "cow"}', "row 3: label 'cow' is not one of reader.classes: cat, dog"),
+        ('{"text": "a cat"}', "row 3: missing label in column 'label'"),
+        ('{"text": ["a", "list"], "label": "cat"}', "row 3: empty or missing text in column 'text'"),
+        ('{"text": "   ", "label": "cat"}', "row 3: empty or missing text in column 'text'"),
+    ],
+)
 def test_jsonl_rows_with_bad_classes_or_texts_are_corrupt(tmp_path, line, reason):
     mine = tmp_path / "mine"
     mine.mkdir()
-    lines = ['{"text": "a dog", "label": "dog"}', '{"text": "the cat", "label": "cat"}', line,
-             '{"text": "dog", "label": "dog"}']
+    lines = [
+        '{"text": "a dog", "label": "dog"}',
+        '{"text": "the cat", "label": "cat"}',
+        line,
+        '{"text": "dog", "label": "dog"}',
+    ]
     (mine / "pets.jsonl").write_text("\n".join(lines) + "\n")
-    _transfer(mine, "pets", {"path": "pets.jsonl", "label_column": "label", "classes": ["cat", "dog"],
-                             "split_by": "files", "train": "pets.jsonl", "test": "pets.jsonl"})
+    _transfer(
+        mine,
+        "pets",
+        {
+            "path": "pets.jsonl",
+            "label_column": "label",
+            "classes": ["cat", "dog"],
+            "split_by": "files",
+            "train": "pets.jsonl",
+            "test": "pets.jsonl",
+        },
+    )
     cfg = domains.load("pets", extra=[mine])
     with pytest.raises(CorruptDataError, match=f"pets.jsonl {reason}"):
         load_split("pets", "train", tmp_path, tmp_path / "c1", cfg=cfg)

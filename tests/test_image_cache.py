@@ -8,8 +8,15 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from dabs_rq.data.image_cache import (FileImages, ImageDataset, LazyImageDataset, ParallelRows, cache_file,
-                                      image_dataset, list_digest)
+from dabs_rq.data.image_cache import (
+    FileImages,
+    ImageDataset,
+    LazyImageDataset,
+    ParallelRows,
+    cache_file,
+    image_dataset,
+    list_digest,
+)
 
 RESIZE = transforms.Resize((8, 8))
 
@@ -72,8 +79,16 @@ def test_one_channel_storage_is_repeated_to_three_on_read(photos, tmp_path):
 
 def test_examples_map_to_image_rows_and_carry_extra_inputs(photos, tmp_path):
     tokens = torch.arange(8, dtype=torch.int32).reshape(4, 2)
-    dataset = image_dataset(FileImages(photos), 3, RESIZE, [1, 0, 1, 1], cache=tmp_path / "r.npy", shape=(3, 8, 8),
-                            rows=[0, 0, 2, 1], extra=[tokens])
+    dataset = image_dataset(
+        FileImages(photos),
+        3,
+        RESIZE,
+        [1, 0, 1, 1],
+        cache=tmp_path / "r.npy",
+        shape=(3, 8, 8),
+        rows=[0, 0, 2, 1],
+        extra=[tokens],
+    )
     assert len(dataset) == 4 and len(dataset.images) == 3  # one row per distinct image
     (image, ids), label = dataset[2]
     assert torch.equal(image, tensor_of(photos[2])) and ids.tolist() == [4, 5] and int(label) == 1
@@ -86,10 +101,10 @@ def test_examples_map_to_image_rows_and_carry_extra_inputs(photos, tmp_path):
 
 def test_on_the_fly_variant_gives_the_cached_items_and_can_go_to_workers(photos, tmp_path):
     kwargs = dict(shape=(1, 8, 8), rows=[2, 1, 0], extra=[np.arange(3)])
-    cached = image_dataset(FileImages([str(p) for p in photos]), 3, GRAY, [0, 1, 2], cache=tmp_path / "l.npy",
-                           **kwargs)
-    lazy = pickle.loads(pickle.dumps(image_dataset(FileImages([str(p) for p in photos]), 3, GRAY, [0, 1, 2],
-                                                   cache=None, **kwargs)))
+    cached = image_dataset(FileImages([str(p) for p in photos]), 3, GRAY, [0, 1, 2], cache=tmp_path / "l.npy", **kwargs)
+    lazy = pickle.loads(
+        pickle.dumps(image_dataset(FileImages([str(p) for p in photos]), 3, GRAY, [0, 1, 2], cache=None, **kwargs))
+    )
     assert isinstance(lazy, LazyImageDataset) and not lazy.supports_batch_indexing
     assert [p.name for p in tmp_path.rglob("*.npy")] == ["l.npy"]  # the lazy one wrote no cache
     for i in range(3):
@@ -119,6 +134,14 @@ def test_list_digest_and_cache_file_change_with_what_shapes_the_pixels(tmp_path)
     path = cache_file(tmp_path, "dtd", "train", files=list_digest(files), size=224)
     assert path == cache_file(tmp_path, "dtd", "train", size=224, files=list_digest(files))
     assert path.parent == tmp_path / "images" and path.name.startswith("dtd-train-") and path.suffix == ".npy"
-    assert len({path, cache_file(tmp_path, "dtd", "test", files=list_digest(files), size=224),
+    assert (
+        len(
+            {
+                path,
+                cache_file(tmp_path, "dtd", "test", files=list_digest(files), size=224),
                 cache_file(tmp_path, "dtd", "train", files=list_digest(files), size=96),
-                cache_file(tmp_path, "dtd", "train", files=list_digest(files[:1]), size=224)}) == 4
+                cache_file(tmp_path, "dtd", "train", files=list_digest(files[:1]), size=224),
+            }
+        )
+        == 4
+    )

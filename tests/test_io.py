@@ -48,7 +48,7 @@ def test_json_keys_are_sorted_and_indent_none_is_one_line(tmp_path):
 def test_text_is_utf8_with_newline_line_ends(tmp_path):
     path = tmp_path / "t.md"
     write_text_atomic(path, "a ± b\nc\n")
-    assert path.read_bytes() == "a ± b\nc\n".encode("utf-8")
+    assert path.read_bytes() == "a ± b\nc\n".encode()
 
 
 def test_arrays_round_trip_as_npy(tmp_path):

@@ -37,6 +37,7 @@ CLASSES = ("walk", "run", "sit")
 
 # --------------------------------------------------------------------------- sensor data
 
+
 def _recordings(folder, per_class=4, unlisted=(), empty=(), short=(), split_of=None):
     """``recordings/<class>_<k>.npy`` (200 x 3; ``short`` ones 10 steps) and ``labels.csv``
     (file, activity, part): files in ``unlisted`` have no row, those in ``empty`` an empty label."""
@@ -57,8 +58,16 @@ def _recordings(folder, per_class=4, unlisted=(), empty=(), short=(), split_of=N
 
 
 def _sensor(folder, **changes) -> dict:
-    return {"path": str(folder / "recordings"), "labels_csv": str(folder / "labels.csv"), "label_column": "activity",
-            "window": WINDOW, "stride": 20, "split_seed": 1, "test_fraction": 0.25, **changes}
+    return {
+        "path": str(folder / "recordings"),
+        "labels_csv": str(folder / "labels.csv"),
+        "label_column": "activity",
+        "window": WINDOW,
+        "stride": 20,
+        "split_seed": 1,
+        "test_fraction": 0.25,
+        **changes,
+    }
 
 
 def _both(reader, cache, **settings):
@@ -72,8 +81,12 @@ def _recording_split(folder, settings, cache):
     for split in ("train", "test"):
         data = sensor_arrays(split, cache, **{**settings, "normalize": False})
         (x,), _ = data[list(range(len(data)))]
-        out[split] = {name for name, w in firsts.items() if len(w) == WINDOW
-                      if any(torch.allclose(torch.from_numpy(w), row) for row in x)}
+        out[split] = {
+            name
+            for name, w in firsts.items()
+            if len(w) == WINDOW
+            if any(torch.allclose(torch.from_numpy(w), row) for row in x)
+        }
     return out
 
 
@@ -116,8 +129,11 @@ def test_leaving_unlabelled_recordings_out_keeps_the_split_of_the_pretraining_ya
 def test_split_by_column_with_an_unlisted_recording_errors_or_counts_it_in_no_split(tmp_path):
     _recordings(tmp_path, unlisted=("sit_3.npy",))
     settings = _sensor(tmp_path, split_by="column", split_column="part")
-    with pytest.raises(UnusableExamplesError, match=r"^reader\.unlabelled: 1 recordings are not in labels_csv .*"
-                                                    r"\(sit_3\.npy\)"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"^reader\.unlabelled: 1 recordings are not in labels_csv .*"
+        r"\(sit_3\.npy\)",
+    ):
         sensor_arrays("test", tmp_path / "cache", **settings)
     split = _both(sensor_arrays, tmp_path / "cache", **{**settings, "unlabelled": "skip"})
     for part in split.values():
@@ -127,8 +143,11 @@ def test_split_by_column_with_an_unlisted_recording_errors_or_counts_it_in_no_sp
 
 def test_an_empty_label_cell_is_an_error_never_a_class_named_empty(tmp_path):
     _recordings(tmp_path, empty=("walk_2.npy",))
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 1 recordings have an empty activity cell"
-                                                    r".*\(walk_2\.npy\)"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 1 recordings have an empty activity cell"
+        r".*\(walk_2\.npy\)",
+    ):
         sensor_arrays("train", tmp_path / "cache", **_sensor(tmp_path))
     split = _both(sensor_arrays, tmp_path / "cache", **_sensor(tmp_path, unlabelled="skip"))
     assert sum(s.excluded.get("recordings with an empty label in labels_csv", 0) for s in split.values()) == 1
@@ -166,20 +185,27 @@ def test_a_file_listed_twice_with_different_labels_or_two_recordings_of_one_name
 def test_array_recordings_without_labels_csv_never_get_a_made_up_label(tmp_path):
     _recordings(tmp_path)
     settings = {k: v for k, v in _sensor(tmp_path).items() if k != "labels_csv"}
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 12 array recordings have no activity "
-                                                    r"column .*set reader\.labels_csv"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 12 array recordings have no activity "
+        r"column .*set reader\.labels_csv",
+    ):
         sensor_arrays("train", tmp_path / "cache", **settings)
 
 
 def test_csv_recordings_windows_with_an_empty_row_label_are_named_or_counted(tmp_path):
     (tmp_path / "rec").mkdir()
     for k in range(8):
-        rows = ["ax,ay,az,state"] + [f"{np.sin(i / 5):.3f},{np.cos(i / 5):.3f},{k},{'' if k == 2 else 'up'}"
-                                     for i in range(100)]
+        rows = ["ax,ay,az,state"] + [
+            f"{np.sin(i / 5):.3f},{np.cos(i / 5):.3f},{k},{'' if k == 2 else 'up'}" for i in range(100)
+        ]
         (tmp_path / "rec" / f"r{k}.csv").write_text("\n".join(rows) + "\n")
     settings = {"path": str(tmp_path / "rec"), "label_column": "state", "window": WINDOW, "test_fraction": 0.25}
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 1 recordings hold windows whose state is "
-                                                    r"empty \(r2\.csv\)"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 1 recordings hold windows whose state is "
+        r"empty \(r2\.csv\)",
+    ):
         sensor_arrays("train", tmp_path / "c1", **settings)
     split = _both(sensor_arrays, tmp_path / "c2", **settings, unlabelled="skip")
     assert sum(s.excluded.get("windows with an empty label", 0) for s in split.values()) == 2  # 100 // 40
@@ -217,14 +243,40 @@ def test_a_skipped_corrupt_recording_keeps_the_other_recordings_split_and_is_cou
 
 # --------------------------------------------------------------------------- through the public command
 
+
 def _domain(folder, shared=None, **reader_changes):
-    reader = {"_target_": "dabs_rq.data.generic.sensor.sensor_arrays", "path": "recordings", "labels_csv": "labels.csv",
-              "window": WINDOW, "stride": 20, "split_seed": 1, "test_fraction": 0.25, **(shared or {})}
-    write_domain(folder, "imu", display_name="IMU", domain="My sensors", role="pretrain", inputs=INPUTS,
-                 reader={**reader, "label_type": "none"}, batch_size=8, transfer=["imu_activity"])
-    write_domain(folder, "imu_activity", display_name="IMU activity", domain="My sensors", role="transfer",
-                 inputs=INPUTS, reader={**reader, "label_column": "activity", **reader_changes}, batch_size=8,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    reader = {
+        "_target_": "dabs_rq.data.generic.sensor.sensor_arrays",
+        "path": "recordings",
+        "labels_csv": "labels.csv",
+        "window": WINDOW,
+        "stride": 20,
+        "split_seed": 1,
+        "test_fraction": 0.25,
+        **(shared or {}),
+    }
+    write_domain(
+        folder,
+        "imu",
+        display_name="IMU",
+        domain="My sensors",
+        role="pretrain",
+        inputs=INPUTS,
+        reader={**reader, "label_type": "none"},
+        batch_size=8,
+        transfer=["imu_activity"],
+    )
+    write_domain(
+        folder,
+        "imu_activity",
+        display_name="IMU activity",
+        domain="My sensors",
+        role="transfer",
+        inputs=INPUTS,
+        reader={**reader, "label_column": "activity", **reader_changes},
+        batch_size=8,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
 
 
 @pytest.mark.integration
@@ -241,12 +293,16 @@ def test_the_command_stops_with_exit_2_and_one_line_for_unlabelled_recordings(tm
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("made, expected", [
-    ({"empty": ("walk_2.npy",)}, "reader.unlabelled: 1 recordings have an empty activity cell"),
-    ({"short": ("run_1.npy",)}, f"reader.short: 1 recordings are shorter than window={WINDOW} steps"),
-])
-def test_the_command_stops_with_exit_2_for_an_empty_label_cell_or_a_short_recording(tmp_path, data_cache, made,
-                                                                                     expected):
+@pytest.mark.parametrize(
+    "made, expected",
+    [
+        ({"empty": ("walk_2.npy",)}, "reader.unlabelled: 1 recordings have an empty activity cell"),
+        ({"short": ("run_1.npy",)}, f"reader.short: 1 recordings are shorter than window={WINDOW} steps"),
+    ],
+)
+def test_the_command_stops_with_exit_2_for_an_empty_label_cell_or_a_short_recording(
+    tmp_path, data_cache, made, expected
+):
     mine = tmp_path / "mine"
     _recordings(mine, **made)
     _domain(mine)
@@ -278,6 +334,7 @@ def test_the_command_runs_with_the_skip_policies_and_says_what_it_left_out(tmp_p
 
 # --------------------------------------------------------------------------- images, audio, text
 
+
 def _png(path, value=100):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((12, 12, 3), value, dtype=np.uint8)).save(path)
@@ -291,8 +348,11 @@ def test_an_image_outside_the_class_folders_errors_or_is_counted_and_the_split_m
     _png(root / "stray.png")
     _png(root / "zz_stray.png", 7)
     settings = {"root": str(root), "image_size": [8, 8], "test_fraction": 0.25}
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 2 images lie outside the class subfolders "
-                                                    r".*\(stray\.png, zz_stray\.png\).*move them into a class"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 2 images lie outside the class subfolders "
+        r".*\(stray\.png, zz_stray\.png\).*move them into a class",
+    ):
         image_folder("train", tmp_path / "c1", **settings)
     labelled = _both(image_folder, tmp_path / "c2", **settings, unlabelled="skip")
     assert sum(s.excluded.get("images outside the class subfolders", 0) for s in labelled.values()) == 2
@@ -311,16 +371,31 @@ def _table_images(tmp_path, cells):
         _png(tmp_path / "images" / f"{k}.png", 10 * k)
         rows.append(f"images/{k}.png,{colour},{part}")
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    return {"table": str(tmp_path / "t.csv"), "label_column": "colour", "image_size": [8, 8],
-            "split_by": "column", "split_column": "part"}
+    return {
+        "table": str(tmp_path / "t.csv"),
+        "label_column": "colour",
+        "image_size": [8, 8],
+        "split_by": "column",
+        "split_column": "part",
+    }
 
 
 def test_image_table_rows_with_an_empty_label_or_no_split_are_named_or_counted(tmp_path):
-    cells = [("red", "train"), ("blue", "train"), ("", "train"), ("red", "test"), ("blue", "test"),
-             ("red", "valid"), ("blue", "train")]
+    cells = [
+        ("red", "train"),
+        ("blue", "train"),
+        ("", "train"),
+        ("red", "test"),
+        ("blue", "test"),
+        ("red", "valid"),
+        ("blue", "train"),
+    ]
     settings = _table_images(tmp_path, cells)
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 1 rows of .*t\.csv have an empty colour "
-                                                    r"cell \(t\.csv line 4\)"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 1 rows of .*t\.csv have an empty colour "
+        r"cell \(t\.csv line 4\)",
+    ):
         image_table("train", tmp_path / "c1", **settings)
     split = _both(image_table, tmp_path / "c2", **settings, unlabelled="skip")
     neither = "rows in neither split (part is neither 'train' nor 'test')"
@@ -335,8 +410,14 @@ def test_image_table_label_columns_must_hold_0_or_1(tmp_path):
         _png(tmp_path / "images" / f"{k}.png", 10 * k)
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(ReaderSpecError, match=r"reader\.label_columns: .*row 4: label column 'cold' holds '2', not 0"):
-        image_table("train", tmp_path / "c", table=str(tmp_path / "t.csv"), label_type="multilabel",
-                    label_columns=["warm", "cold"], image_size=[8, 8])
+        image_table(
+            "train",
+            tmp_path / "c",
+            table=str(tmp_path / "t.csv"),
+            label_type="multilabel",
+            label_columns=["warm", "cold"],
+            image_size=[8, 8],
+        )
 
 
 def test_image_text_rows_with_an_empty_text_are_corrupt_rows(tmp_path):
@@ -346,8 +427,15 @@ def test_image_text_rows_with_an_empty_text_are_corrupt_rows(tmp_path):
         rows.append({"image": f"pics/{k}.png", "text": "" if k == 2 else f"picture {k}", "fold": "train"})
     rows.append({"image": "pics/0.png", "text": "again", "fold": "test"})
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = {"table": str(tmp_path / "pairs.jsonl"), "label_type": "none", "image_size": [8, 8], "seq_len": 8,
-                "vocab_size": 50, "split_by": "column", "split_column": "fold"}
+    settings = {
+        "table": str(tmp_path / "pairs.jsonl"),
+        "label_type": "none",
+        "image_size": [8, 8],
+        "seq_len": 8,
+        "vocab_size": 50,
+        "split_by": "column",
+        "split_column": "fold",
+    }
     with pytest.raises(CorruptDataError, match=r"pairs\.jsonl line 3: empty or missing text in column 'text'"):
         image_text_pairs("train", tmp_path / "c1", **settings)
     train = image_text_pairs("train", tmp_path / "c2", on_corrupt="skip", **settings)
@@ -364,19 +452,31 @@ def test_a_clip_outside_the_class_folders_or_with_an_empty_label_cell_errors_or_
         for k in range(4):
             _wav(tmp_path / "clips" / c / f"{k}.wav")
     _wav(tmp_path / "clips" / "loose.wav")
-    settings = {"audio_root": str(tmp_path / "clips"), "clip_seconds": 0.2, "mean": -30.0, "std": 20.0,
-                "test_fraction": 0.25}
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 1 clips lie outside the class subfolders "
-                                                    r"of .*\(loose\.wav\)"):
+    settings = {
+        "audio_root": str(tmp_path / "clips"),
+        "clip_seconds": 0.2,
+        "mean": -30.0,
+        "std": 20.0,
+        "test_fraction": 0.25,
+    }
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 1 clips lie outside the class subfolders "
+        r"of .*\(loose\.wav\)",
+    ):
         audio_files("train", tmp_path / "c1", **settings)
     split = _both(audio_files, tmp_path / "c2", **settings, unlabelled="skip")
     assert sum(s.excluded.get("clips outside the class subfolders", 0) for s in split.values()) == 1
     assert len(split["train"]) + len(split["test"]) == 8
-    (tmp_path / "t.csv").write_text("path,sound\nlow/0.wav,low\nlow/1.wav,\nhigh/0.wav,high\nhigh/1.wav,high\n"
-                                    "low/2.wav,low\n")
+    (tmp_path / "t.csv").write_text(
+        "path,sound\nlow/0.wav,low\nlow/1.wav,\nhigh/0.wav,high\nhigh/1.wav,high\nlow/2.wav,low\n"
+    )
     table = {**settings, "table": str(tmp_path / "t.csv"), "label_column": "sound"}
-    with pytest.raises(UnusableExamplesError, match=r"reader\.unlabelled: 1 rows of .*t\.csv have an empty sound "
-                                                    r"cell \(1\.wav\)"):
+    with pytest.raises(
+        UnusableExamplesError,
+        match=r"reader\.unlabelled: 1 rows of .*t\.csv have an empty sound "
+        r"cell \(1\.wav\)",
+    ):
         audio_files("train", tmp_path / "c3", **table)
     split = _both(audio_files, tmp_path / "c4", **table, unlabelled="skip")
     assert sum(s.excluded.get("rows with an empty label", 0) for s in split.values()) == 1
@@ -389,10 +489,19 @@ def test_text_rows_without_a_label_name_the_key_or_are_counted_as_unlabelled(tmp
 
     rows = [f"the film {i},{'' if i in (4, 9) else ('good' if i % 2 else 'bad')},{part(i)}" for i in range(20)]
     (tmp_path / "reviews.csv").write_text("text,label,part\n" + "\n".join(rows) + "\n")
-    settings = {"path": str(tmp_path / "reviews.csv"), "label_column": "label", "seq_len": 8, "vocab_size": 50,
-                "split_by": "column", "split_column": "part"}
-    with pytest.raises(CorruptDataError, match=r"reviews\.csv row 5: missing label in column 'label' \(or set "
-                                               r"reader\.unlabelled: skip"):
+    settings = {
+        "path": str(tmp_path / "reviews.csv"),
+        "label_column": "label",
+        "seq_len": 8,
+        "vocab_size": 50,
+        "split_by": "column",
+        "split_column": "part",
+    }
+    with pytest.raises(
+        CorruptDataError,
+        match=r"reviews\.csv row 5: missing label in column 'label' \(or set "
+        r"reader\.unlabelled: skip",
+    ):
         text_table("train", tmp_path / "c1", **settings)
     train = text_table("train", tmp_path / "c2", unlabelled="skip", **settings)
     test = text_table("test", tmp_path / "c2", unlabelled="skip", **settings)
@@ -403,10 +512,23 @@ def test_text_rows_without_a_label_name_the_key_or_are_counted_as_unlabelled(tmp
 
 def test_unknown_policy_values_are_named_when_the_yaml_is_loaded(tmp_path):
     _recordings(tmp_path)
-    write_domain(tmp_path, "imu_bad", domain="d", role="transfer", inputs=INPUTS, batch_size=4,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
-                 reader={"_target_": "dabs_rq.data.generic.sensor.sensor_arrays", "path": "recordings",
-                         "labels_csv": "labels.csv", "label_column": "activity", "window": WINDOW, "short": "drop"})
+    write_domain(
+        tmp_path,
+        "imu_bad",
+        domain="d",
+        role="transfer",
+        inputs=INPUTS,
+        batch_size=4,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+        reader={
+            "_target_": "dabs_rq.data.generic.sensor.sensor_arrays",
+            "path": "recordings",
+            "labels_csv": "labels.csv",
+            "label_column": "activity",
+            "window": WINDOW,
+            "short": "drop",
+        },
+    )
     with pytest.raises(UserError, match=r"reader\.short: must be one of error, skip, got 'drop'"):
         domains.load("imu_bad", extra=[tmp_path])
 
@@ -424,13 +546,16 @@ def test_left_out_keeps_plain_counts_and_one_line():
 
 # --------------------------------------------------------------------------- DABS and embedded readers
 
+
 def test_glue_and_paws_x_rows_dabs_drops_are_counted_in_excluded_and_logged(tmp_path_factory, tmp_path, caplog):
     from tests import text_fixtures as fx
 
     root = fx.write_text_data_root(tmp_path_factory.mktemp("text_data"))
     caplog.set_level(logging.WARNING)
-    for name, reason in (("sst2", "rows with an empty input (drop_empty, as DABS)"),
-                         ("paws_en", "rows labelled -1 (unlabelled, as DABS)")):
+    for name, reason in (
+        ("sst2", "rows with an empty input (drop_empty, as DABS)"),
+        ("paws_en", "rows labelled -1 (unlabelled, as DABS)"),
+    ):
         for cache in ("c1", "c1"):  # built, then read from the cache: the same counts and line
             train = DomainDataModule(domains.load(name), cache_dir=tmp_path / cache, data_root=root).split("train")
             assert train.excluded == {reason: 1}, (name, train.excluded)
@@ -499,13 +624,18 @@ def test_pamap2_runs_too_short_for_a_window_are_counted(tmp_path):
 def test_embedded_readers_never_drop_or_invent_examples_silently(tmp_path, monkeypatch):
     from dabs_rq.data.embedded import spoken_digits, watch_imu, wordnet
 
-    with pytest.raises(UserError, match=r"^reader\.window: 140 of the 140 recordings are shorter than window=5000 "
-                                        r"steps \(the shortest has \d+\); lower reader\.window$"):
+    with pytest.raises(
+        UserError,
+        match=r"^reader\.window: 140 of the 140 recordings are shorter than window=5000 "
+        r"steps \(the shortest has \d+\); lower reader\.window$",
+    ):
         watch_imu.watch_exercises("train", tmp_path / "c1", window=5000)
     data = tmp_path / "data.noun"
-    data.write_text("  1 This software and database is being provided\n"
-                    "00001740 03 n 01 entity 0 000 | that which is perceived\n"
-                    "00001930 03 n 01 physical_entity 0 000\n")
+    data.write_text(
+        "  1 This software and database is being provided\n"
+        "00001740 03 n 01 entity 0 000 | that which is perceived\n"
+        "00001930 03 n 01 physical_entity 0 000\n"
+    )
     with pytest.raises(CorruptDataError, match=r"data\.noun line 3: not a synset line"):
         wordnet.parse_data_file(data)
 
@@ -517,5 +647,12 @@ def test_embedded_readers_never_drop_or_invent_examples_silently(tmp_path, monke
 
     monkeypatch.setattr(spoken_digits, "synthesizer", lambda: Silent())
     with pytest.raises(RuntimeError, match="espeak-ng produced no audio"):
-        spoken_digits.spoken_digits("train", tmp_path / "c2", n_speakers=2, pretrain_speakers=1,
-                                    digit_test_speakers=1, speaker_id_speakers=1, repetitions=1)
+        spoken_digits.spoken_digits(
+            "train",
+            tmp_path / "c2",
+            n_speakers=2,
+            pretrain_speakers=1,
+            digit_test_speakers=1,
+            speaker_id_speakers=1,
+            repetitions=1,
+        )

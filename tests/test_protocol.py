@@ -12,35 +12,62 @@ from tests.conftest import compose_config
 DABS_1_0 = {
     # encoder: dim 256, depth 12, 8 heads x 64, MLP 512, dropout 0.1 (MLP, output projection, embeddings),
     # no dropout on the attention weights, mean pooling over L+1 tokens, LayerNorm + Linear 256 -> 128 head
-    "model.dim": 256, "model.depth": 12, "model.heads": 8, "model.dim_head": 64, "model.mlp_dim": 512,
-    "model.dropout": 0.1, "model.emb_dropout": 0.1, "model.attn_dropout": 0.0, "model.pool": "mean",
+    "model.dim": 256,
+    "model.depth": 12,
+    "model.heads": 8,
+    "model.dim_head": 64,
+    "model.mlp_dim": 512,
+    "model.dropout": 0.1,
+    "model.emb_dropout": 0.1,
+    "model.attn_dropout": 0.0,
+    "model.pool": "mean",
     "model.out_dim": 128,
     # pretraining: 100k steps, checkpoint every 20k, AdamW 1e-4 / 1e-4, the domain's batch on one device
-    "pretrain.max_steps": 100000, "pretrain.checkpoint_every_n_steps": 20000, "pretrain.batch_size": None,
-    "pretrain.optimizer._target_": "torch.optim.AdamW", "pretrain.optimizer.lr": 1e-4,
-    "pretrain.optimizer.weight_decay": 1e-4, "pretrain.lr_scaling": "none", "batch_scope": "job",
+    "pretrain.max_steps": 100000,
+    "pretrain.checkpoint_every_n_steps": 20000,
+    "pretrain.batch_size": None,
+    "pretrain.optimizer._target_": "torch.optim.AdamW",
+    "pretrain.optimizer.lr": 1e-4,
+    "pretrain.optimizer.weight_decay": 1e-4,
+    "pretrain.lr_scaling": "none",
+    "batch_scope": "job",
     # transfer: frozen encoder in the loop, 100 epochs AdamW 1e-4 / 1e-4, dataset batch, drop_last, per-batch
     # correlation averaged over the epoch
-    "transfer.mode": "online", "transfer.epochs": 100, "transfer.batch_size": None, "transfer.drop_last": True,
-    "transfer.correlation": "batch_mean", "transfer.optimizer._target_": "torch.optim.AdamW",
-    "transfer.optimizer.lr": 1e-4, "transfer.optimizer.weight_decay": 1e-4,
+    "transfer.mode": "online",
+    "transfer.epochs": 100,
+    "transfer.batch_size": None,
+    "transfer.drop_last": True,
+    "transfer.correlation": "batch_mean",
+    "transfer.optimizer._target_": "torch.optim.AdamW",
+    "transfer.optimizer.lr": 1e-4,
+    "transfer.optimizer.weight_decay": 1e-4,
     # MS-COCO pretraining rows: DABS 1.0 has one per instance annotation (2.0: one per image)
     "dataset_overrides.mscoco.reader.rows": "per_instance",
 }
 #: DABS's batch per pretraining domain (protocol.md: 64 images/speech/X-ray/VQA, 128 text, 256 sensor).
-DABS_BATCH = {"imagenet": 64, "librispeech": 64, "chexpert": 64, "mscoco": 64, "wikitext103": 128, "mc4": 128,
-              "pamap2": 256}
+DABS_BATCH = {
+    "imagenet": 64,
+    "librispeech": 64,
+    "chexpert": 64,
+    "mscoco": 64,
+    "wikitext103": 128,
+    "mc4": 128,
+    "pamap2": 256,
+}
 
 
 def _flat(cfg) -> dict:
     return flatten(OmegaConf.to_container(cfg, resolve=False))
 
 
-@pytest.mark.parametrize("extra", [[], ["experiment=paper"], ["experiment=ablation_bins", "protocol=dabs"],
-                                   ["experiment=embedded", "protocol=dabs"]])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["experiment=paper"], ["experiment=ablation_bins", "protocol=dabs"], ["experiment=embedded", "protocol=dabs"]],
+)
 def test_protocol_dabs_composes_to_every_dabs_setting_of_protocol_md(extra):
-    cfg = compose_config(["domain=imagenet", "protocol=dabs", *extra] if "protocol=dabs" not in extra
-                         else ["domain=imagenet", *extra])
+    cfg = compose_config(
+        ["domain=imagenet", "protocol=dabs", *extra] if "protocol=dabs" not in extra else ["domain=imagenet", *extra]
+    )
     flat = _flat(cfg)
     wrong = {k: (flat.get(k, "<missing>"), v) for k, v in DABS_1_0.items() if flat.get(k, "<missing>") != v}
     assert not wrong, f"protocol=dabs differs from DABS 1.0 (got, expected): {wrong}"
@@ -57,8 +84,9 @@ def test_protocol_dabs_is_the_default_and_every_domain_keeps_the_dabs_batch():
 
 def test_the_dabs_encoder_has_no_attention_weight_dropout_and_mscoco_rows_are_documented():
     cfg = compose_config(["domain=imagenet", "protocol=dabs"])
-    encoder = build_encoder(cfg.model, OmegaConf.create([{"_target_": "dabs_rq.encoder.TokenEmbedding",
-                                                          "seq_len": 4, "vocab_size": 10}]))
+    encoder = build_encoder(
+        cfg.model, OmegaConf.create([{"_target_": "dabs_rq.encoder.TokenEmbedding", "seq_len": 4, "vocab_size": 10}])
+    )
     assert all(block.attn.dropout == 0.0 and block.dropout == 0.1 for block in encoder.blocks)
     assert compose_config(["domain=imagenet", "model.attn_dropout=0.1"]).model.attn_dropout == 0.1  # kept option
 
@@ -102,11 +130,18 @@ def test_paper_experiment_sweeps_the_table_1_grid():
 
 def test_protocol_fingerprint_ignores_speed_settings_but_not_number_settings():
     base = OmegaConf.to_container(compose_config(["domain=imagenet"]), resolve=False)
-    fast = OmegaConf.to_container(compose_config(["domain=imagenet", "model.compile=true",
-                                                  "pretrain.num_workers=2"]), resolve=False)
+    fast = OmegaConf.to_container(
+        compose_config(["domain=imagenet", "model.compile=true", "pretrain.num_workers=2"]), resolve=False
+    )
     assert digest(protocol_settings(base)) == digest(protocol_settings(fast))
-    for override in ("model.attn_dropout=0.1", "pretrain.max_steps=10", "transfer.drop_last=false",
-                     "transfer.correlation=split", "transfer.mode=cached_features", "batch_scope=device"):
+    for override in (
+        "model.attn_dropout=0.1",
+        "pretrain.max_steps=10",
+        "transfer.drop_last=false",
+        "transfer.correlation=split",
+        "transfer.mode=cached_features",
+        "batch_scope=device",
+    ):
         other = OmegaConf.to_container(compose_config(["domain=imagenet", override]), resolve=False)
         assert digest(protocol_settings(other, world_size=4)) != digest(protocol_settings(base)), override
     # the device count matters only where it changes the numbers
@@ -114,18 +149,30 @@ def test_protocol_fingerprint_ignores_speed_settings_but_not_number_settings():
 
 
 def test_portable_paths_name_their_root():
-    out = portable({"root": "/data/dabs/x.csv", "list": ["/home/u/a", "rel"], "n": 1},
-                   {"data_root": "/data/dabs", "home": "/home/u"})
+    out = portable(
+        {"root": "/data/dabs/x.csv", "list": ["/home/u/a", "rel"], "n": 1},
+        {"data_root": "/data/dabs", "home": "/home/u"},
+    )
     assert out == {"root": "<data_root>/x.csv", "list": ["<home>/a", "rel"], "n": 1}
 
 
 def test_transfer_keeps_every_epochs_test_metric_and_reports_the_last(tmp_path, data_cache):
     from dabs_rq.run import run
 
-    cfg = compose_config(["experiment=embedded", "domain=embedded_sensor", "algorithm=none", "model=tiny",
-                          "logger=none", "transfer.epochs=3", "trainer.enable_progress_bar=false",
-                          f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'job'}",
-                          f"cache_dir={data_cache}"])
+    cfg = compose_config(
+        [
+            "experiment=embedded",
+            "domain=embedded_sensor",
+            "algorithm=none",
+            "model=tiny",
+            "logger=none",
+            "transfer.epochs=3",
+            "trainer.enable_progress_bar=false",
+            f"results_dir={tmp_path / 'results'}",
+            f"output_dir={tmp_path / 'job'}",
+            f"cache_dir={data_cache}",
+        ]
+    )
     (record,) = run(cfg)
     values = record["protocol"]["epoch_values"]
     assert len(values) == 3 and record["value"] == pytest.approx(values[-1], abs=1e-5)
@@ -138,16 +185,28 @@ def test_transfer_keeps_every_epochs_test_metric_and_reports_the_last(tmp_path, 
 
 
 @pytest.mark.slow
-def test_transfer_drop_last_drops_the_partial_batch_and_refuses_a_batch_larger_than_the_set(tmp_path, data_cache,
-                                                                                            monkeypatch):
+def test_transfer_drop_last_drops_the_partial_batch_and_refuses_a_batch_larger_than_the_set(
+    tmp_path, data_cache, monkeypatch
+):
     import dabs_rq.run as runner
 
-    common = ["experiment=embedded", "domain=embedded_sensor", "algorithm=none", "model=tiny", "logger=none",
-              "transfer.epochs=1", "trainer.enable_progress_bar=false", f"cache_dir={data_cache}",
-              f"results_dir={tmp_path / 'results'}"]
+    common = [
+        "experiment=embedded",
+        "domain=embedded_sensor",
+        "algorithm=none",
+        "model=tiny",
+        "logger=none",
+        "transfer.epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"cache_dir={data_cache}",
+        f"results_dir={tmp_path / 'results'}",
+    ]
     with pytest.raises(ValueError, match="transfer.drop_last=true with batch 100000 leaves no full batch"):
-        runner.run(compose_config([*common, "transfer.drop_last=true", "transfer.batch_size=100000",
-                                   f"output_dir={tmp_path / 'a'}"]))
+        runner.run(
+            compose_config(
+                [*common, "transfer.drop_last=true", "transfer.batch_size=100000", f"output_dir={tmp_path / 'a'}"]
+            )
+        )
     loaders = []
 
     def spy(*args, **kwargs):
@@ -156,8 +215,17 @@ def test_transfer_drop_last_drops_the_partial_batch_and_refuses_a_batch_larger_t
 
     spy.__wrapped__ = runner.make_loader
     monkeypatch.setattr(runner, "make_loader", spy)
-    (record,) = runner.run(compose_config([*common, "transfer.drop_last=true", "transfer.batch_size=7",
-                                           f"output_dir={tmp_path / 'b'}", "experiment_name=drop"]))
+    (record,) = runner.run(
+        compose_config(
+            [
+                *common,
+                "transfer.drop_last=true",
+                "transfer.batch_size=7",
+                f"output_dir={tmp_path / 'b'}",
+                "experiment_name=drop",
+            ]
+        )
+    )
     train, test = loaders
     n_train, n_test = record["protocol"]["n_train"], record["protocol"]["n_test"]
     assert n_train % 7 and len(train) == n_train // 7  # the partial batch is dropped ...

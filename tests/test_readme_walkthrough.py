@@ -25,10 +25,15 @@ def walkthrough() -> str:
 def test_the_add_your_own_domain_walkthrough_runs_as_written(tmp_path, data_cache):
     (tmp_path / "walkthrough.sh").write_text("set -euo pipefail\n" + walkthrough())
     results = tmp_path / "results"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
-    done = subprocess.run(["bash", "walkthrough.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DABS_RQ_RESULTS": str(results),
+        "DABS_RQ_CACHE": str(data_cache),
+    }
+    done = subprocess.run(
+        ["bash", "walkthrough.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     table = (results / "table.md").read_text()
     assert "My IMU activity" in table and "My sensors" in table

@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dabs_rq.cli import _user_error
 from dabs_rq import io
+from dabs_rq.cli import _user_error
 from dabs_rq.io import write_json_atomic
 from dabs_rq.run import run
 from tests.conftest import compose_config
@@ -24,26 +24,53 @@ from tests.conftest import compose_config
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("override, message", [
-    ("algorithm=foo", "unknown algorithm 'foo'; valid: emix, mae, none, rq, rq_emix, shed"),
-    ("model=huge", "unknown model 'huge'; valid: dabs, small, tiny"),
-    ("hydra/launcher=pbs", "unknown hydra/launcher 'pbs'; valid: basic, local, slurm, submitit_local, submitit_slurm"),
-    ("logger=mlflow", "unknown logger 'mlflow'; valid: csv, none, tensorboard, wandb"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algorithm=foo", "unknown algorithm 'foo'; valid: emix, mae, none, rq, rq_emix, shed"),
+        ("model=huge", "unknown model 'huge'; valid: dabs, small, tiny"),
+        (
+            "hydra/launcher=pbs",
+            "unknown hydra/launcher 'pbs'; valid: basic, local, slurm, submitit_local, submitit_slurm",
+        ),
+        ("logger=mlflow", "unknown logger 'mlflow'; valid: csv, none, tensorboard, wandb"),
+    ],
+)
 def test_unknown_config_names_are_one_line_listing_the_valid_ones(tmp_path, override, message):
     sweep = ["-m", override.replace("=", "=none,", 1) if override.startswith("algorithm") else override]
     for args in ([override], sweep):
-        done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "domain=embedded_sensor", *args,
-                               f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}"],
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dabs_rq.cli",
+                "domain=embedded_sensor",
+                *args,
+                f"hydra.run.dir={tmp_path}",
+                f"hydra.sweep.dir={tmp_path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 2, done.stderr[-2000:]
         assert done.stderr.strip() == f"dabs-rq: error: {message}"
 
 
 def _fails_before_any_work(overrides: list[str], tmp_path: Path, data_cache: Path, match: str) -> None:
-    cfg = compose_config(["experiment=embedded", "domain=embedded_sensor", "model=tiny", "logger=none",
-                          f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'out'}",
-                          f"cache_dir={data_cache}", "trainer.enable_progress_bar=false", *overrides])
+    cfg = compose_config(
+        [
+            "experiment=embedded",
+            "domain=embedded_sensor",
+            "model=tiny",
+            "logger=none",
+            f"results_dir={tmp_path / 'results'}",
+            f"output_dir={tmp_path / 'out'}",
+            f"cache_dir={data_cache}",
+            "trainer.enable_progress_bar=false",
+            *overrides,
+        ]
+    )
     with pytest.raises(Exception) as info:
         run(cfg)
     error = _user_error(info.value)  # what the CLI prints, as one line, with exit status 2
@@ -54,19 +81,24 @@ def _fails_before_any_work(overrides: list[str], tmp_path: Path, data_cache: Pat
     assert not (tmp_path / "results" / "records").exists()
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["algorithm.module.quantizer.num_bins=1"], "num_bins"),
-    (["algorithm.module.quantizer.p=1.5"], "p must be"),
-    (["pretrain.batch_size=0"], "pretrain.batch_size must be a positive integer"),
-    (["pretrain.max_steps=-1"], "pretrain.max_steps must be a positive integer"),
-    (["transfer.batch_size=-4"], "transfer.batch_size must be a positive integer"),
-    (["pretrain.lr_scaling=sqrt"], "pretrain.lr_scaling must be one of none, linear"),
-    (["pretrain.checkpoint_every_n_steps=0"], "checkpoint_every_n_steps must be a positive integer"),
-    (["transfer.mode=finetune"], "transfer.mode must be one of"),
-    (["+algorithm.module.colour=red"], "RQContrastive.__init__() got an unexpected keyword argument 'colour'"),
-    (["+dataset_overrides.embedded_watch_exercise.task={_target_:dabs_rq.tasks.RegressionTask,metric:r2}"],
-     "regression metric must be one of pearson, spearman; got 'r2'"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["algorithm.module.quantizer.num_bins=1"], "num_bins"),
+        (["algorithm.module.quantizer.p=1.5"], "p must be"),
+        (["pretrain.batch_size=0"], "pretrain.batch_size must be a positive integer"),
+        (["pretrain.max_steps=-1"], "pretrain.max_steps must be a positive integer"),
+        (["transfer.batch_size=-4"], "transfer.batch_size must be a positive integer"),
+        (["pretrain.lr_scaling=sqrt"], "pretrain.lr_scaling must be one of none, linear"),
+        (["pretrain.checkpoint_every_n_steps=0"], "checkpoint_every_n_steps must be a positive integer"),
+        (["transfer.mode=finetune"], "transfer.mode must be one of"),
+        (["+algorithm.module.colour=red"], "RQContrastive.__init__() got an unexpected keyword argument 'colour'"),
+        (
+            ["+dataset_overrides.embedded_watch_exercise.task={_target_:dabs_rq.tasks.RegressionTask,metric:r2}"],
+            "regression metric must be one of pearson, spearman; got 'r2'",
+        ),
+    ],
+)
 def test_invalid_values_are_rejected_before_any_work(tmp_path, data_cache, overrides, match):
     _fails_before_any_work(["algorithm=rq", *overrides], tmp_path, data_cache, match)
 
@@ -74,13 +106,21 @@ def test_invalid_values_are_rejected_before_any_work(tmp_path, data_cache, overr
 def test_a_transfer_dataset_whose_inputs_differ_from_the_encoder_is_rejected(tmp_path, data_cache):
     # The watch IMU windows have 6 channels; a transfer set declaring 3 cannot use this encoder.
     three = "[{_target_:dabs_rq.encoder.SegmentEmbedding1d,seq_len:100,segment_size:5,channels:3}]"
-    _fails_before_any_work(["algorithm=none", f"+dataset_overrides.embedded_watch_exercise.inputs={three}"],
-                           tmp_path, data_cache, "has inputs that differ from domain 'embedded_sensor'")
+    _fails_before_any_work(
+        ["algorithm=none", f"+dataset_overrides.embedded_watch_exercise.inputs={three}"],
+        tmp_path,
+        data_cache,
+        "has inputs that differ from domain 'embedded_sensor'",
+    )
 
 
 def test_a_dataset_override_that_does_not_fit_the_yaml_is_one_line(tmp_path, data_cache):
-    _fails_before_any_work(["algorithm=none", "+dataset_overrides.embedded_watch_exercise.inputs.0.channels=3"],
-                           tmp_path, data_cache, "dataset_overrides.embedded_watch_exercise do not fit the YAML")
+    _fails_before_any_work(
+        ["algorithm=none", "+dataset_overrides.embedded_watch_exercise.inputs.0.channels=3"],
+        tmp_path,
+        data_cache,
+        "dataset_overrides.embedded_watch_exercise do not fit the YAML",
+    )
 
 
 # ------------------------------------------------------------------ storage faults
@@ -89,8 +129,12 @@ def test_a_dataset_override_that_does_not_fit_the_yaml_is_one_line(tmp_path, dat
 def test_an_unwritable_results_folder_is_a_clear_error_before_training(tmp_path, data_cache):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    _fails_before_any_work(["algorithm=rq", f"results_dir={blocker / 'results'}"], tmp_path, data_cache,
-                           f"results directory {blocker / 'results'} is not writable")
+    _fails_before_any_work(
+        ["algorithm=rq", f"results_dir={blocker / 'results'}"],
+        tmp_path,
+        data_cache,
+        f"results directory {blocker / 'results'} is not writable",
+    )
 
 
 def test_a_full_disk_is_a_clear_error_before_training(tmp_path, data_cache, monkeypatch):
@@ -129,8 +173,9 @@ for i in range(count):
 
 def test_concurrent_writers_lose_no_record_and_never_leave_a_torn_one(tmp_path):
     writers, count = 6, 40
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), str(count)])
-             for w in range(writers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), str(count)]) for w in range(writers)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0] * writers
     for w in range(writers):
         for i in range(count):
@@ -147,10 +192,22 @@ def test_concurrent_writers_lose_no_record_and_never_leave_a_torn_one(tmp_path):
 def test_same_seed_same_machine_gives_identical_transfer_metrics(tmp_path, data_cache):
     results = []
     for attempt in ("a", "b"):
-        cfg = compose_config(["experiment=embedded", "domain=embedded_sensor", "algorithm=rq", "model=tiny",
-                              "logger=none", "pretrain.max_steps=4", "transfer.epochs=3", "seed=3",
-                              f"results_dir={tmp_path / attempt}", f"output_dir={tmp_path / attempt / 'out'}",
-                              f"cache_dir={data_cache}", "trainer.enable_progress_bar=false"])
+        cfg = compose_config(
+            [
+                "experiment=embedded",
+                "domain=embedded_sensor",
+                "algorithm=rq",
+                "model=tiny",
+                "logger=none",
+                "pretrain.max_steps=4",
+                "transfer.epochs=3",
+                "seed=3",
+                f"results_dir={tmp_path / attempt}",
+                f"output_dir={tmp_path / attempt / 'out'}",
+                f"cache_dir={data_cache}",
+                "trainer.enable_progress_bar=false",
+            ]
+        )
         (record,) = run(cfg)
         results.append(record)
     first, second = results
@@ -189,5 +246,9 @@ def test_on_corrupt_reaches_file_readers_from_the_config_and_not_generated_ones(
 
 
 def test_an_unknown_on_corrupt_value_is_rejected_before_any_work(tmp_path, data_cache):
-    _fails_before_any_work(["algorithm=rq", "on_corrupt=ignore"], tmp_path, data_cache,
-                           "on_corrupt must be one of error, skip; got 'ignore'")
+    _fails_before_any_work(
+        ["algorithm=rq", "on_corrupt=ignore"],
+        tmp_path,
+        data_cache,
+        "on_corrupt must be one of error, skip; got 'ignore'",
+    )

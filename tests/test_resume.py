@@ -30,10 +30,24 @@ RECORD = "records/embedded/embedded_watch_exercise/rq/seed0.json"
 
 
 def _command(tmp_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dabs_rq.cli", "experiment=embedded", "domain=embedded_sensor", "algorithm=rq",
-            "model=tiny", "logger=none", "trainer.enable_progress_bar=false", "transfer.epochs=2",
-            "pretrain.max_steps=60", "pretrain.checkpoint_every_n_steps=5", "pretrain.batch_size=16", f"results_dir={tmp_path / 'results'}",
-            f"hydra.run.dir={tmp_path / 'job'}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        "experiment=embedded",
+        "domain=embedded_sensor",
+        "algorithm=rq",
+        "model=tiny",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "transfer.epochs=2",
+        "pretrain.max_steps=60",
+        "pretrain.checkpoint_every_n_steps=5",
+        "pretrain.batch_size=16",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+        *extra,
+    ]
 
 
 def _env(data_cache: Path) -> dict:
@@ -43,8 +57,9 @@ def _env(data_cache: Path) -> dict:
 def _start_and_signal(tmp_path: Path, data_cache: Path, signum: int) -> tuple[subprocess.Popen, int]:
     """Start the job, wait for its first periodic checkpoint, then send ``signum``."""
     ckpt = tmp_path / "job/checkpoints/last.ckpt"
-    proc = subprocess.Popen(_command(tmp_path), env=_env(data_cache), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _command(tmp_path), env=_env(data_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while not ckpt.exists():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -57,8 +72,7 @@ def _start_and_signal(tmp_path: Path, data_cache: Path, signum: int) -> tuple[su
 
 
 def _rerun(tmp_path: Path, data_cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(tmp_path, *extra), env=_env(data_cache), capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(_command(tmp_path, *extra), env=_env(data_cache), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.integration
@@ -114,8 +128,9 @@ def test_a_finished_pretraining_is_not_repeated_and_other_configs_are_refused(tm
     assert clash.returncode == 2 and "already holds a result of another config" in clash.stderr
     assert "overwrite=true" in clash.stderr and record.read_bytes() == before
     # ... unless asked to.
-    forced = _rerun(tmp_path, data_cache, "pretrain.max_steps=5", f"hydra.run.dir={tmp_path / 'job2'}",
-                    "overwrite=true")
+    forced = _rerun(
+        tmp_path, data_cache, "pretrain.max_steps=5", f"hydra.run.dir={tmp_path / 'job2'}", "overwrite=true"
+    )
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert json.loads(record.read_text())["pretraining"]["steps"] == 5
 
@@ -124,9 +139,19 @@ def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, dat
     from dabs_rq.run import run
     from tests.conftest import compose_config
 
-    overrides = ["experiment=embedded", "domain=embedded_image", "algorithm=rq", "model=tiny", "logger=none",
-                 "pretrain.max_steps=3", "transfer.epochs=2", "trainer.enable_progress_bar=false",
-                 f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'job'}", f"cache_dir={data_cache}"]
+    overrides = [
+        "experiment=embedded",
+        "domain=embedded_image",
+        "algorithm=rq",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=3",
+        "transfer.epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"results_dir={tmp_path / 'results'}",
+        f"output_dir={tmp_path / 'job'}",
+        f"cache_dir={data_cache}",
+    ]
     run(compose_config(overrides))
     results = tmp_path / "results/records/embedded"
     mnist = (results / "embedded_mnist/rq/seed0.json").read_bytes()
@@ -153,24 +178,48 @@ def test_a_rerun_after_a_failed_transfer_redoes_only_that_transfer(tmp_path, dat
 
 def _exact_command(tmp_path: Path, job: str, algorithm: str) -> list[str]:
     # 200 batches of 16 an epoch: every checkpoint (every 7 steps) and the kill fall mid-epoch.
-    return [sys.executable, "-m", "dabs_rq.cli", "experiment=embedded", "domain=embedded_sensor",
-            f"algorithm={algorithm}", "model=tiny", "logger=none", "trainer.enable_progress_bar=false",
-            "transfer.epochs=1", "table.rebuild_on_end=false", "pretrain.max_steps=40",
-            "pretrain.checkpoint_every_n_steps=7", "pretrain.batch_size=16",
-            f"results_dir={tmp_path / job / 'results'}", f"hydra.run.dir={tmp_path / job}"]
+    return [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        "experiment=embedded",
+        "domain=embedded_sensor",
+        f"algorithm={algorithm}",
+        "model=tiny",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "transfer.epochs=1",
+        "table.rebuild_on_end=false",
+        "pretrain.max_steps=40",
+        "pretrain.checkpoint_every_n_steps=7",
+        "pretrain.batch_size=16",
+        f"results_dir={tmp_path / job / 'results'}",
+        f"hydra.run.dir={tmp_path / job}",
+    ]
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("algorithm", ["rq", "emix"])
-def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_encoder_of_an_uninterrupted_run(tmp_path, data_cache,
-                                                                                            algorithm):
+def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_encoder_of_an_uninterrupted_run(
+    tmp_path, data_cache, algorithm
+):
     """model=tiny keeps dropout and attention dropout on; RQ and e-Mix draw random numbers every step."""
     env = _env(data_cache)
     # The uninterrupted run and the one to kill side by side.
-    whole = subprocess.Popen(_exact_command(tmp_path, "whole", algorithm), env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    killed = subprocess.Popen(_exact_command(tmp_path, "killed", algorithm), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    whole = subprocess.Popen(
+        _exact_command(tmp_path, "whole", algorithm),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = subprocess.Popen(
+        _exact_command(tmp_path, "killed", algorithm),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ckpt = tmp_path / "killed/checkpoints/last.ckpt"
     deadline = time.time() + 300
     while not ckpt.exists():
@@ -187,8 +236,9 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_encoder_of_an_uninterr
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": step}]
     assert not (tmp_path / "killed/encoder.pt").exists()
 
-    resumed = subprocess.run(_exact_command(tmp_path, "killed", algorithm), env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        _exact_command(tmp_path, "killed", algorithm), env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming pretraining from {ckpt}" in resumed.stdout
     assert "weights_only" not in resumed.stderr and "not resumable" not in resumed.stderr
@@ -238,8 +288,7 @@ class _KillAt(pl.Callback):
             raise _Killed
 
 
-def _fit(tmp_path: Path, num_workers: int, every: int, kill_at: int | None = None,
-         resume: bool = False) -> dict:
+def _fit(tmp_path: Path, num_workers: int, every: int, kill_at: int | None = None, resume: bool = False) -> dict:
     """25 steps over 10 batches an epoch: a fresh process's run (seeded, built, fitted)."""
     pl.seed_everything(0, workers=True, verbose=False)
     model = _Noisy()
@@ -248,20 +297,34 @@ def _fit(tmp_path: Path, num_workers: int, every: int, kill_at: int | None = Non
     loader = make_loader(data, 4, shuffle=True, drop_last=True, num_workers=num_workers, seed=0)
     checkpoint = ResumableCheckpoint(tmp_path / "checkpoints", every, signals=())
     callbacks = [checkpoint] + ([_KillAt(kill_at)] if kill_at is not None else [])
-    trainer = pl.Trainer(max_steps=25, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, callbacks=callbacks)
+    trainer = pl.Trainer(
+        max_steps=25,
+        max_epochs=-1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+    )
     trainer.fit(model, train_dataloaders=loader, ckpt_path=checkpoint.path if resume else None, weights_only=True)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize(("every", "kill_at", "num_workers", "position"), [
-    (4, 14, 0, {"epoch": 1, "batches": 2}),     # mid-epoch, past the first epoch
-    (5, 13, 0, {"epoch": 0, "batches": 10}),    # an epoch's last batch: resumes at the next epoch's first
-    (4, 14, 1, {"epoch": 1, "batches": 2}),     # a worker process fetches
-])
-def test_resuming_continues_the_epochs_data_order_and_random_streams_exactly(tmp_path, every, kill_at,
-                                                                              num_workers, position):
+@pytest.mark.parametrize(
+    ("every", "kill_at", "num_workers", "position"),
+    [
+        (4, 14, 0, {"epoch": 1, "batches": 2}),  # mid-epoch, past the first epoch
+        (5, 13, 0, {"epoch": 0, "batches": 10}),  # an epoch's last batch: resumes at the next epoch's first
+        (4, 14, 1, {"epoch": 1, "batches": 2}),  # a worker process fetches
+    ],
+)
+def test_resuming_continues_the_epochs_data_order_and_random_streams_exactly(
+    tmp_path, every, kill_at, num_workers, position
+):
     expected = _fit(tmp_path / "whole", num_workers, every)
     with pytest.raises(_Killed):
         _fit(tmp_path / "run", num_workers, every, kill_at=kill_at)
@@ -325,14 +388,21 @@ class _FakeStrategy:
 
 def _fake_trainer(world_size: int = 1, others: list[bool] | None = None) -> SimpleNamespace:
     saves: list[int] = []
-    trainer = SimpleNamespace(world_size=world_size, global_step=0, should_stop=False, train_dataloader=None,
-                              strategy=_FakeStrategy(others or []), saves=saves)
+    trainer = SimpleNamespace(
+        world_size=world_size,
+        global_step=0,
+        should_stop=False,
+        train_dataloader=None,
+        strategy=_FakeStrategy(others or []),
+        saves=saves,
+    )
     trainer.save_checkpoint = lambda path, weights_only=None: saves.append(trainer.global_step)
     return trainer
 
 
-def _steps(callback: ResumableCheckpoint, trainer: SimpleNamespace, clock: list[float],
-           times: list[float]) -> list[int]:
+def _steps(
+    callback: ResumableCheckpoint, trainer: SimpleNamespace, clock: list[float], times: list[float]
+) -> list[int]:
     for t in times:
         clock[0] = t
         trainer.global_step += 1

@@ -10,15 +10,24 @@ import torch
 
 from dabs_rq.algorithms.rq import GRADIENTS, RQContrastive, rq_view
 from dabs_rq.algorithms.rq_emix import RQEMix
-from dabs_rq.ops import RandomizedQuantization
 from dabs_rq.encoder import DomainAgnosticTransformer, SegmentEmbedding1d
+from dabs_rq.ops import RandomizedQuantization
 
 B, T, D = 6, 7, 4
 
 
 def tiny_encoder():
-    return DomainAgnosticTransformer([SegmentEmbedding1d(16, 20, 5, 3)], dim=16, depth=1, heads=2, dim_head=8,
-                                     mlp_dim=32, out_dim=8, dropout=0.0, emb_dropout=0.0)
+    return DomainAgnosticTransformer(
+        [SegmentEmbedding1d(16, 20, 5, 3)],
+        dim=16,
+        depth=1,
+        heads=2,
+        dim_head=8,
+        mlp_dim=32,
+        out_dim=8,
+        dropout=0.0,
+        emb_dropout=0.0,
+    )
 
 
 def quantizer(**kwargs):

@@ -21,13 +21,21 @@ def test_check_split_names_the_splits_there_are():
         check_split("val")
 
 
-@pytest.mark.parametrize("read", [
-    lambda tmp: mnist5k("val", tmp), lambda tmp: sklearn_digits("val", tmp), lambda tmp: spoken_digits("val", tmp),
-    lambda tmp: watch_exercises("val", tmp), lambda tmp: wordnet_glosses("val", tmp),
-    lambda tmp: pamap2.pamap2("val", tmp, tmp), lambda tmp: text.glue("val", tmp, tmp),
-    lambda tmp: vqa.vqa("val", tmp, tmp), lambda tmp: xray.chexpert("val", tmp, tmp),
-    lambda tmp: cifar10("val", tmp, tmp),
-])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda tmp: mnist5k("val", tmp),
+        lambda tmp: sklearn_digits("val", tmp),
+        lambda tmp: spoken_digits("val", tmp),
+        lambda tmp: watch_exercises("val", tmp),
+        lambda tmp: wordnet_glosses("val", tmp),
+        lambda tmp: pamap2.pamap2("val", tmp, tmp),
+        lambda tmp: text.glue("val", tmp, tmp),
+        lambda tmp: vqa.vqa("val", tmp, tmp),
+        lambda tmp: xray.chexpert("val", tmp, tmp),
+        lambda tmp: cifar10("val", tmp, tmp),
+    ],
+)
 def test_readers_refuse_an_unknown_split_before_reading(read, tmp_path):
     with pytest.raises(ValueError, match=MESSAGE):
         read(tmp_path)

@@ -19,15 +19,26 @@ from tests.test_generic_sensor import _recordings, _yamls
 
 
 def _overrides(tmp_path, data_cache, mine, *extra):
-    return ["domain=my_imu", "algorithm=rq", "model=tiny", "logger=none", "pretrain.max_steps=3",
-            "pretrain.batch_size=8", "transfer.epochs=2", "transfer.mode=cached_features",
-            "trainer.enable_progress_bar=false", "experiment_name=mine", f"extra_domain_dirs=[{mine}]",
-            f"results_dir={tmp_path / 'results'}", f"output_dir={tmp_path / 'job'}", f"cache_dir={data_cache}",
-            *extra]
+    return [
+        "domain=my_imu",
+        "algorithm=rq",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=3",
+        "pretrain.batch_size=8",
+        "transfer.epochs=2",
+        "transfer.mode=cached_features",
+        "trainer.enable_progress_bar=false",
+        "experiment_name=mine",
+        f"extra_domain_dirs=[{mine}]",
+        f"results_dir={tmp_path / 'results'}",
+        f"output_dir={tmp_path / 'job'}",
+        f"cache_dir={data_cache}",
+        *extra,
+    ]
 
 
-def test_a_transfer_yaml_edited_after_its_record_is_refused_then_rerun_with_the_new_data(tmp_path, data_cache,
-                                                                                          caplog):
+def test_a_transfer_yaml_edited_after_its_record_is_refused_then_rerun_with_the_new_data(tmp_path, data_cache, caplog):
     mine = tmp_path / "mine"
     _recordings(mine)
     _yamls(mine)
@@ -36,8 +47,11 @@ def test_a_transfer_yaml_edited_after_its_record_is_refused_then_rerun_with_the_
     assert first["datasets"]["transfer"]["reader"]["stride"] == 20
 
     _yamls(mine, stride=10)  # the user edits the transfer YAML: more, overlapping windows
-    with pytest.raises(ValueError, match=r"already holds a result of another config \(datasets\.transfer\.reader\."
-                                         r"stride: 20 -> 10\); use another experiment_name, or overwrite=true"):
+    with pytest.raises(
+        ValueError,
+        match=r"already holds a result of another config \(datasets\.transfer\.reader\."
+        r"stride: 20 -> 10\); use another experiment_name, or overwrite=true",
+    ):
         run(compose_config(_overrides(tmp_path, data_cache, mine)))
 
     caplog.set_level(logging.INFO, logger="dabs_rq")
@@ -62,8 +76,11 @@ def test_a_pretraining_yaml_edited_after_pretraining_refuses_the_job_folder(tmp_
     run(compose_config(_overrides(tmp_path, data_cache, mine)))
     pretrain_yaml = mine / "my_imu.yaml"
     pretrain_yaml.write_text(pretrain_yaml.read_text().replace("stride: 20", "stride: 5"))
-    with pytest.raises(ValueError, match=r"holds a job with another config \(pretrain_dataset\.reader\.stride: "
-                                         r"20 -> 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a job with another config \(pretrain_dataset\.reader\.stride: "
+        r"20 -> 5\)",
+    ):
         run(compose_config(_overrides(tmp_path, data_cache, mine)))
 
 
@@ -77,22 +94,33 @@ def test_records_hold_portable_paths_and_no_host_unless_asked(tmp_path, data_cac
     assert "host" not in record and str(tmp_path) not in text and os.path.expanduser("~") + "/" not in text
     assert record["datasets"]["transfer"]["reader"]["path"] == "<extra_domain_dirs[0]>/recordings"
     assert record["encoder_checkpoint"] == "encoder.pt" and record["git_commit"]
-    (asked,) = run(compose_config(_overrides(tmp_path, data_cache, mine, "record.host=true", "overwrite=true",
-                                             f"output_dir={tmp_path / 'job2'}")))
+    (asked,) = run(
+        compose_config(
+            _overrides(
+                tmp_path, data_cache, mine, "record.host=true", "overwrite=true", f"output_dir={tmp_path / 'job2'}"
+            )
+        )
+    )
     assert asked["host"] == os.uname().nodename and asked["job_dir"] == str(tmp_path / "job2")
     # the same data in another folder: the same dataset fingerprint (one row in the table)
     moved = tmp_path / "moved"
     shutil.copytree(mine, moved)
-    (again,) = run(compose_config(_overrides(tmp_path, data_cache, moved, f"output_dir={tmp_path / 'job3'}",
-                                             f"results_dir={tmp_path / 'results3'}")))
+    (again,) = run(
+        compose_config(
+            _overrides(
+                tmp_path, data_cache, moved, f"output_dir={tmp_path / 'job3'}", f"results_dir={tmp_path / 'results3'}"
+            )
+        )
+    )
     assert again["dataset_fingerprint"] == record["dataset_fingerprint"]
 
 
 def test_user_runs_write_to_an_untracked_results_folder(monkeypatch):
     monkeypatch.delenv("DABS_RQ_RESULTS", raising=False)
     assert default_results_dir() == LOCAL_RESULTS_DIR
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(LOCAL_RESULTS_DIR / "records" / "x.json")],
-                             cwd=PROJECT_ROOT)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(LOCAL_RESULTS_DIR / "records" / "x.json")], cwd=PROJECT_ROOT
+    )
     if ignored.returncode == 128:
         pytest.skip("not a git checkout")
     assert ignored.returncode == 0, "results/local/ must be gitignored"
@@ -113,10 +141,26 @@ def test_one_embedded_job_from_a_fresh_clone_leaves_git_status_clean(tmp_path, d
     subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("DABS_RQ_RESULTS", "DABS_RQ_DOMAINS")}
     env.update(PYTHONPATH=str(clone), DABS_RQ_CACHE=str(data_cache))
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=embedded", "domain=embedded_sensor",
-                           "algorithm=none", "seed=0", "model=tiny", "transfer.epochs=1",
-                           "trainer.enable_progress_bar=false"], cwd=clone, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dabs_rq.cli",
+            "-m",
+            "experiment=embedded",
+            "domain=embedded_sensor",
+            "algorithm=none",
+            "seed=0",
+            "model=tiny",
+            "transfer.epochs=1",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (clone / "results/local/records/embedded/embedded_watch_exercise/none/seed0.json").exists()
     assert str(clone / "results/local/table.md") in done.stdout  # the table path is printed

@@ -11,9 +11,14 @@ from dabs_rq.data.datamodule import DomainDataModule
 
 
 def dataset_cfg(**data):
-    return OmegaConf.create({"name": "toy", "domain": "Images", "role": "transfer",
-                             "data": {"check": ["train", "labels.csv"], "source": "https://example.org/toy",
-                                      "size": "1 GB", **data}})
+    return OmegaConf.create(
+        {
+            "name": "toy",
+            "domain": "Images",
+            "role": "transfer",
+            "data": {"check": ["train", "labels.csv"], "source": "https://example.org/toy", "size": "1 GB", **data},
+        }
+    )
 
 
 def test_state_follows_the_files_on_disk(tmp_path):
@@ -25,7 +30,9 @@ def test_state_follows_the_files_on_disk(tmp_path):
     (tmp_path / "toy" / "labels.csv").write_text("a,b\n")
     assert storage.status(manual, tmp_path).state == "present"
     assert storage.status(dataset_cfg(download="streaming"), tmp_path).state == "streaming"
-    assert storage.status(OmegaConf.create({"name": "e", "domain": "d", "role": "pretrain"}), tmp_path).state == "embedded"
+    assert (
+        storage.status(OmegaConf.create({"name": "e", "domain": "d", "role": "pretrain"}), tmp_path).state == "embedded"
+    )
 
 
 def test_missing_manual_dataset_says_what_where_and_how(tmp_path):
@@ -52,18 +59,22 @@ def test_data_root_comes_from_config_then_environment(monkeypatch, tmp_path):
 
 
 def test_datamodule_checks_before_reading_and_passes_root_and_quirks(tmp_path):
-    cfg = OmegaConf.create({
-        "name": "toy", "domain": "Images", "role": "transfer", "batch_size": 2,
-        "reader": {"_target_": "tests.test_storage.recording_reader", "size": 3},
-        "data": {"check": ["files"], "download": "manual", "source": "somewhere"},
-        "reader_options": {"keep_bug": True},
-    })
+    cfg = OmegaConf.create(
+        {
+            "name": "toy",
+            "domain": "Images",
+            "role": "transfer",
+            "batch_size": 2,
+            "reader": {"_target_": "tests.test_storage.recording_reader", "size": 3},
+            "data": {"check": ["files"], "download": "manual", "source": "somewhere"},
+            "reader_options": {"keep_bug": True},
+        }
+    )
     with pytest.raises(storage.DatasetMissingError):
         DomainDataModule(cfg, tmp_path / "cache", data_root=tmp_path).split("train")
     (tmp_path / "toy" / "files").mkdir(parents=True)
     data = DomainDataModule(cfg, tmp_path / "cache", data_root=tmp_path).split("train")
-    assert data == {"split": "train", "root": str(tmp_path / "toy"), "size": 3, "keep_bug": True,
-                    "download": False}
+    assert data == {"split": "train", "root": str(tmp_path / "toy"), "size": 3, "keep_bug": True, "download": False}
 
 
 def recording_reader(split, cache_dir, root, download, size, keep_bug):
@@ -72,19 +83,25 @@ def recording_reader(split, cache_dir, root, download, size, keep_bug):
 
 @pytest.mark.integration
 def test_data_status_command_lists_every_dataset():
-    done = subprocess.run([sys.executable, "-m", "dabs_rq.cli", "data", "status"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dabs_rq.cli", "data", "status"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "embedded_image" in done.stdout and "embedded" in done.stdout
     assert "datasets under" in done.stdout.splitlines()[-1]
 
 
 def test_sources_table_lists_real_datasets_with_their_manual_steps():
-    cfgs = [dataset_cfg(download="manual", manual_steps="register | unzip", license="CC BY 4.0"),
-            OmegaConf.create({"name": "e", "domain": "d", "role": "pretrain"})]
+    cfgs = [
+        dataset_cfg(download="manual", manual_steps="register | unzip", license="CC BY 4.0"),
+        OmegaConf.create({"name": "e", "domain": "d", "role": "pretrain"}),
+    ]
     markdown = storage.sources_markdown(cfgs)
     assert markdown.splitlines()[0].startswith("| dataset | role | domain | download | size | license |")
-    assert "| `toy` | transfer | Images | manual | 1 GB | CC BY 4.0 | https://example.org/toy | register \\| unzip |" in markdown
+    assert (
+        "| `toy` | transfer | Images | manual | 1 GB | CC BY 4.0 | https://example.org/toy | register \\| unzip |"
+        in markdown
+    )
     assert "`e`" not in markdown  # embedded datasets ship with packages: no download to describe
 
 
@@ -93,8 +110,15 @@ def failing_reader(split, cache_dir):
 
 
 def test_a_reader_error_reaches_the_user_as_itself_not_wrapped_by_hydra(tmp_path):
-    cfg = OmegaConf.create({"name": "toy", "domain": "d", "role": "transfer", "batch_size": 2,
-                            "reader": {"_target_": "tests.test_storage.failing_reader"}})
+    cfg = OmegaConf.create(
+        {
+            "name": "toy",
+            "domain": "d",
+            "role": "transfer",
+            "batch_size": 2,
+            "reader": {"_target_": "tests.test_storage.failing_reader"},
+        }
+    )
     with pytest.raises(storage.DatasetMissingError, match="^dataset 'toy' split 'test' is not on disk"):
         DomainDataModule(cfg, tmp_path).split("test")
 
@@ -102,9 +126,20 @@ def test_a_reader_error_reaches_the_user_as_itself_not_wrapped_by_hydra(tmp_path
 @pytest.mark.integration
 def test_running_a_domain_whose_data_is_missing_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "dabs_rq.cli", "domain=imagenet", f"data_root={tmp_path}", "algorithm=rq",
-         f"hydra.run.dir={tmp_path / 'run'}", f"results_dir={tmp_path / 'results'}"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "dabs_rq.cli",
+            "domain=imagenet",
+            f"data_root={tmp_path}",
+            "algorithm=rq",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"results_dir={tmp_path / 'results'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert "dataset 'imagenet' is not on disk" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "results" / "records").exists()
@@ -149,7 +184,14 @@ def test_no_module_but_storage_downloads_by_hand():
         if path.name == "storage.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else \
-                [node.attr] if isinstance(node, ast.Attribute) else [node.id] if isinstance(node, ast.Name) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                else [node.attr]
+                if isinstance(node, ast.Attribute)
+                else [node.id]
+                if isinstance(node, ast.Name)
+                else []
+            )
             found += [f"{path.relative_to(package)}:{node.lineno} {n}" for n in names if n.split(".")[-1] in by_hand]
     assert found == []

@@ -54,17 +54,20 @@ def test_bad_task_settings():
         RegressionTask("mcc")
 
 
-@pytest.mark.parametrize("task_class,metric,function", [
-    (RegressionTask, "spearman", torchmetrics.functional.spearman_corrcoef),
-    (BinaryCorrelationTask, "pearson", torchmetrics.functional.pearson_corrcoef),
-])
+@pytest.mark.parametrize(
+    "task_class,metric,function",
+    [
+        (RegressionTask, "spearman", torchmetrics.functional.spearman_corrcoef),
+        (BinaryCorrelationTask, "pearson", torchmetrics.functional.pearson_corrcoef),
+    ],
+)
 def test_correlation_batch_mean_is_dabs_batch_size_weighted_mean_of_per_batch_values(task_class, metric, function):
     """DABS logs a per-batch correlation with on_epoch=True: Lightning averages it weighted by batch size,
     the last partial batch included. ``split`` is one correlation over everything."""
     torch.manual_seed(0)
     preds, labels = torch.randn(300), torch.randn(300)
     labels = (labels > 0).float() if task_class is BinaryCorrelationTask else labels
-    batches = [(preds[i:i + 128], labels[i:i + 128]) for i in range(0, 300, 128)]  # 128, 128, 44
+    batches = [(preds[i : i + 128], labels[i : i + 128]) for i in range(0, 300, 128)]  # 128, 128, 44
     expected = sum(len(p) * float(function(p, y)) for p, y in batches) / 300
     task = task_class(metric, correlation="batch_mean")
     per_batch = task.metric()

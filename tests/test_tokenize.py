@@ -12,8 +12,16 @@ def test_local_tokenizer_is_found_under_the_data_root_and_encodes_pairs(tmp_path
     ids = encode(tok, ["the dog", "a cat is on the mat"], ["what color", "red"], max_length=8)
     assert ids.shape == (2, 8) and str(ids.dtype) == "torch.int32"
     vocab = tok.get_vocab()
-    assert ids[0].tolist() == [vocab["[CLS]"], vocab["the"], vocab["dog"], vocab["[SEP]"], vocab["what"],
-                               vocab["color"], vocab["[SEP]"], vocab["[PAD]"]]
+    assert ids[0].tolist() == [
+        vocab["[CLS]"],
+        vocab["the"],
+        vocab["dog"],
+        vocab["[SEP]"],
+        vocab["what"],
+        vocab["color"],
+        vocab["[SEP]"],
+        vocab["[PAD]"],
+    ]
     assert ids[1, -1].item() == vocab["[SEP]"]  # truncated pair still ends with [SEP]
     single = encode(tok, ["dogs"], max_length=5)[0].tolist()
     assert single == [vocab["[CLS]"], vocab["dog"], vocab["##s"], vocab["[SEP]"], vocab["[PAD]"]]

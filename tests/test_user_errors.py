@@ -41,8 +41,11 @@ def test_a_binary_task_on_three_classes_is_one_line_before_training(tmp_path, da
     mine = tmp_path / "mine"
     _recordings(mine)
     path = _yamls(mine)
-    path.write_text(path.read_text().replace("dabs_rq.tasks.MulticlassTask", "dabs_rq.tasks.BinaryTask")
-                    .replace("num_classes: 3\n", ""))
+    path.write_text(
+        path.read_text()
+        .replace("dabs_rq.tasks.MulticlassTask", "dabs_rq.tasks.BinaryTask")
+        .replace("num_classes: 3\n", "")
+    )
     line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
     assert "a binary task needs labels 0 and 1, but the labels take 3 values (0, 1, 2)" in line
     assert "MulticlassTask with num_classes: 3" in line and "fix 'task' in its YAML" in line
@@ -51,30 +54,60 @@ def test_a_binary_task_on_three_classes_is_one_line_before_training(tmp_path, da
 @pytest.mark.integration
 def test_a_bug_inside_a_job_keeps_its_traceback(tmp_path, data_cache):
     """A plain ValueError raised by code (here a user's own reader with a bug) is not reduced to a line."""
-    (tmp_path / "buggy_reader.py").write_text(textwrap.dedent("""
+    (tmp_path / "buggy_reader.py").write_text(
+        textwrap.dedent("""
         def read(split, cache_dir, **kwargs):
             raise ValueError("an internal invariant broke")
-    """))
+    """)
+    )
     mine = tmp_path / "mine"
     mine.mkdir()
     reader = {"_target_": "buggy_reader.read"}
-    write_domain(mine, "buggy", domain="Bugs", role="pretrain", inputs=INPUTS, reader=reader, batch_size=8,
-                 transfer=["buggy_task"])
-    write_domain(mine, "buggy_task", domain="Bugs", role="transfer", inputs=INPUTS, reader=reader, batch_size=8,
-                 task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3})
+    write_domain(
+        mine,
+        "buggy",
+        domain="Bugs",
+        role="pretrain",
+        inputs=INPUTS,
+        reader=reader,
+        batch_size=8,
+        transfer=["buggy_task"],
+    )
+    write_domain(
+        mine,
+        "buggy_task",
+        domain="Bugs",
+        role="transfer",
+        inputs=INPUTS,
+        reader=reader,
+        batch_size=8,
+        task={"_target_": "dabs_rq.tasks.MulticlassTask", "num_classes": 3},
+    )
     env_path = f"PYTHONPATH={tmp_path}"
-    done = subprocess.run(["env", env_path, *_cli_args(mine, tmp_path, data_cache, "buggy")], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["env", env_path, *_cli_args(mine, tmp_path, data_cache, "buggy")], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" in done.stderr and "an internal invariant broke" in done.stderr
     assert "dabs-rq: error:" not in done.stderr
 
 
 def _cli_args(mine, tmp_path, data_cache, domain):
-    return [f"DABS_RQ_DOMAINS={mine}", f"DABS_RQ_CACHE={data_cache}", sys.executable, "-m", "dabs_rq.cli",
-            f"domain={domain}", "model=tiny", "logger=none", "pretrain.max_steps=2", "transfer.epochs=1",
-            "trainer.enable_progress_bar=false", f"results_dir={tmp_path / 'results'}",
-            f"hydra.run.dir={tmp_path / 'job'}"]
+    return [
+        f"DABS_RQ_DOMAINS={mine}",
+        f"DABS_RQ_CACHE={data_cache}",
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        f"domain={domain}",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=2",
+        "transfer.epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+    ]
 
 
 def test_only_user_errors_become_one_line():
@@ -106,20 +139,47 @@ def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache
     import os
 
     env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "DABS_RQ_RESULTS": str(tmp_path / "results")}
-    base = [sys.executable, "-m", "dabs_rq.cli", "-m", "experiment=embedded", "model=tiny", "logger=none",
-            "seed=0", "pretrain.max_steps=2", "transfer.epochs=1", "trainer.enable_progress_bar=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    done = subprocess.run([*base, "domain=embedded_sensor,embedded_sensr", "algorithm=none"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    base = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        "-m",
+        "experiment=embedded",
+        "model=tiny",
+        "logger=none",
+        "seed=0",
+        "pretrain.max_steps=2",
+        "transfer.epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    done = subprocess.run(
+        [*base, "domain=embedded_sensor,embedded_sensr", "algorithm=none"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
-    assert "job domain=embedded_sensr algorithm=none" in done.stderr and "unknown domain/dataset 'embedded_sensr'" \
-        in done.stderr
+    assert (
+        "job domain=embedded_sensr algorithm=none" in done.stderr
+        and "unknown domain/dataset 'embedded_sensr'" in done.stderr
+    )
     assert "1 of 2 jobs of this sweep are invalid; none was started" in done.stderr
     assert not (tmp_path / "results").exists() and "Traceback" not in done.stderr  # the good job never ran
     # a dataset setting that only one job reads is checked in that job
-    done = subprocess.run([*base, "domain=embedded_sensor,embedded_image", "algorithm=none",
-                           "+dataset_overrides.embedded_mnist.batch_size=0"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            *base,
+            "domain=embedded_sensor,embedded_image",
+            "algorithm=none",
+            "+dataset_overrides.embedded_mnist.batch_size=0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "job domain=embedded_image algorithm=none" in done.stderr and "batch_size' must be a positive" in done.stderr
     assert not (tmp_path / "results").exists()
@@ -134,8 +194,9 @@ def test_a_corrupt_recording_names_the_fix_and_a_skip_is_said_once_per_dataset(t
     bad.write_bytes(bad.read_bytes()[:60])
     line = _one_line_before_training(run_public_command("my_imu", mine, tmp_path, data_cache))
     assert "run_1.npy" in line and "on_corrupt=skip" in line
-    done = run_public_command("my_imu", mine, tmp_path, data_cache, "on_corrupt=skip",
-                              f"hydra.run.dir={tmp_path / 'job2'}")
+    done = run_public_command(
+        "my_imu", mine, tmp_path, data_cache, "on_corrupt=skip", f"hydra.run.dir={tmp_path / 'job2'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     said = [line for line in (done.stdout + done.stderr).splitlines() if "run_1.npy" in line]
     # the pretraining set and the transfer set each read the file: one 'skipped' and one 'left out' line each,
@@ -145,10 +206,13 @@ def test_a_corrupt_recording_names_the_fix_and_a_skip_is_said_once_per_dataset(t
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("content,expected", [
-    ("", "is empty (0 bytes); write a header row naming its columns"),
-    ("file,activity\n", "has a header (file, activity) but no rows; add one row per example"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("", "is empty (0 bytes); write a header row naming its columns"),
+        ("file,activity\n", "has a header (file, activity) but no rows; add one row per example"),
+    ],
+)
 def test_an_empty_or_header_only_labels_table_is_named_with_its_yaml(tmp_path, data_cache, content, expected):
     mine = tmp_path / "mine"
     _recordings(mine)

@@ -70,8 +70,11 @@ def write_parquet(frame: pd.DataFrame, folder: Path, split: str, shards: int = 1
 
 def glue_splits(config: str) -> dict[str, pd.DataFrame]:
     if config == "mnli":
-        return {"train": glue_frame(config, GLUE_TRAIN), "validation_matched": glue_frame(config, GLUE_EVAL, 100),
-                "validation_mismatched": glue_frame(config, MNLI_MISMATCHED, 200)}
+        return {
+            "train": glue_frame(config, GLUE_TRAIN),
+            "validation_matched": glue_frame(config, GLUE_EVAL, 100),
+            "validation_mismatched": glue_frame(config, MNLI_MISMATCHED, 200),
+        }
     return {"train": glue_frame(config, GLUE_TRAIN), "validation": glue_frame(config, GLUE_EVAL, 100)}
 
 
@@ -96,25 +99,56 @@ def write_glue_tsv(data_root: Path) -> None:
         cola.loc[0, "sentence"] = 'the "dog" is red'  # quotes are literal in GLUE TSVs
         write_tsv(glue / "cola" / file, None, [["gj04", str(r.label), "", r.sentence] for r in cola.itertuples()])
         mrpc = glue_frame("mrpc", n, offset)
-        write_tsv(glue / "mrpc" / file, ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
-                  [[str(r.label), "1", "2", r.sentence1, r.sentence2] for r in mrpc.itertuples()], bom=True)
+        write_tsv(
+            glue / "mrpc" / file,
+            ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+            [[str(r.label), "1", "2", r.sentence1, r.sentence2] for r in mrpc.itertuples()],
+            bom=True,
+        )
         qnli = glue_frame("qnli", n, offset)
-        write_tsv(glue / "qnli" / file, ["index", "question", "sentence", "label"],
-                  [[str(i), r.question, r.sentence, ["entailment", "not_entailment"][r.label]]
-                   for i, r in enumerate(qnli.itertuples())])
+        write_tsv(
+            glue / "qnli" / file,
+            ["index", "question", "sentence", "label"],
+            [
+                [str(i), r.question, r.sentence, ["entailment", "not_entailment"][r.label]]
+                for i, r in enumerate(qnli.itertuples())
+            ],
+        )
         stsb = glue_frame("stsb", n, offset)
-        write_tsv(glue / "stsb" / file, ["index", "genre", "filename", "year", "old_index", "source1", "source2",
-                                         "sentence1", "sentence2", "score"],
-                  [[str(i), "main", "f", "2012", "0", "s", "s", r.sentence1, r.sentence2, f"{r.label:.3f}"]
-                   for i, r in enumerate(stsb.itertuples())])
+        write_tsv(
+            glue / "stsb" / file,
+            [
+                "index",
+                "genre",
+                "filename",
+                "year",
+                "old_index",
+                "source1",
+                "source2",
+                "sentence1",
+                "sentence2",
+                "score",
+            ],
+            [
+                [str(i), "main", "f", "2012", "0", "s", "s", r.sentence1, r.sentence2, f"{r.label:.3f}"]
+                for i, r in enumerate(stsb.itertuples())
+            ],
+        )
     names = ["entailment", "neutral", "contradiction"]
-    for split, file in (("train", "train.tsv"), ("validation_matched", "dev_matched.tsv"),
-                        ("validation_mismatched", "dev_mismatched.tsv")):
+    for split, file in (
+        ("train", "train.tsv"),
+        ("validation_matched", "dev_matched.tsv"),
+        ("validation_mismatched", "dev_mismatched.tsv"),
+    ):
         frame = glue_splits("mnli")[split]
-        write_tsv(glue / "mnli" / file, ["index", "promptID", "pairID", "genre", "sentence1", "sentence2",
-                                         "label1", "gold_label"],
-                  [[str(i), "1", "1e", "fiction", r.premise, r.hypothesis, names[r.label], names[r.label]]
-                   for i, r in enumerate(frame.itertuples())])
+        write_tsv(
+            glue / "mnli" / file,
+            ["index", "promptID", "pairID", "genre", "sentence1", "sentence2", "label1", "gold_label"],
+            [
+                [str(i), "1", "1e", "fiction", r.premise, r.hypothesis, names[r.label], names[r.label]]
+                for i, r in enumerate(frame.itertuples())
+            ],
+        )
 
 
 def wikitext_lines(rows: int, offset: int = 0) -> list[str]:
@@ -147,7 +181,7 @@ def paws_frame(language: str, rows: int, with_bad_rows: bool) -> pd.DataFrame:
     """PAWS-X pairs; with ``with_bad_rows``, row 2 is unlabelled (-1) and row 3 has an empty sentence2."""
     sep = " " if " " in SENTENCES[language] else ""
     words = SENTENCES[language].split() if sep else list(SENTENCES[language])
-    first = [sep.join(words[i % len(words):] + words[: i % len(words)]) for i in range(rows)]
+    first = [sep.join(words[i % len(words) :] + words[: i % len(words)]) for i in range(rows)]
     second = [sep.join(reversed(s.split() if sep else list(s))) + f" {i}" for i, s in enumerate(first)]
     labels = [i % 2 for i in range(rows)]
     if with_bad_rows:
@@ -167,8 +201,10 @@ def write_paws_x_hub(data_root: Path) -> None:
 def write_paws_x_tsv(data_root: Path, language: str = "fr") -> None:
     """``x-final/<lang>/{translated_train,dev_2k}.tsv`` (``train.tsv`` for en) of the PAWS-X archive."""
     folder = data_root / "paws-x" / language
-    for name, frame in (("train.tsv" if language == "en" else "translated_train.tsv",
-                         paws_frame(language, PAWS_TRAIN, True)), ("dev_2k.tsv", paws_frame(language, PAWS_EVAL, False))):
+    for name, frame in (
+        ("train.tsv" if language == "en" else "translated_train.tsv", paws_frame(language, PAWS_TRAIN, True)),
+        ("dev_2k.tsv", paws_frame(language, PAWS_EVAL, False)),
+    ):
         write_tsv(folder / name, list(frame.columns), [[str(v) for v in row] for row in frame.itertuples(index=False)])
 
 
@@ -184,9 +220,14 @@ def write_c4(data_root: Path, languages: tuple[str, ...] = MC4_LANGUAGES) -> Non
     for language in languages:
         for split, shards in (("", C4_SHARDS), ("-validation", 1)):
             for k in range(shards):
-                docs = [{"text": c4_text(language, k, d, validation=bool(split)),
-                         "timestamp": "2019-04-22T08:00:00Z", "url": f"https://example.org/{language}/{k}/{d}"}
-                        for d in range(C4_DOCS_PER_SHARD)]
+                docs = [
+                    {
+                        "text": c4_text(language, k, d, validation=bool(split)),
+                        "timestamp": "2019-04-22T08:00:00Z",
+                        "url": f"https://example.org/{language}/{k}/{d}",
+                    }
+                    for d in range(C4_DOCS_PER_SHARD)
+                ]
                 path = folder / f"c4-{language}{split}.tfrecord-{k:05d}-of-{shards:05d}.json.gz"
                 with gzip.open(path, "wt", encoding="utf-8") as handle:
                     handle.writelines(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
@@ -206,9 +247,18 @@ def write_xlmr_tokenizer(data_root: Path, name: str = "xlm-roberta-base") -> Pat
     core.pre_tokenizer = pre_tokenizers.Metaspace()
     core.decoder = decoders.Metaspace()
     core.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", cls_token="<s>",
-                                        sep_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     folder = Path(data_root) / "tokenizers" / name
     tokenizer.save_pretrained(folder)
     return folder

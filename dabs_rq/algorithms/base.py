@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -33,8 +33,9 @@ class PretrainingAlgorithm(pl.LightningModule):
 
     requires_pretraining = True
 
-    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
-                 gather_negatives: bool = True) -> None:
+    def __init__(
+        self, encoder: nn.Module, optimizer: OptimizerFactory | None = None, gather_negatives: bool = True
+    ) -> None:
         super().__init__()
         # The algorithm's own settings (every subclass's ``__init__`` arguments but the encoder, the optimizer
         # and modules such as a quantizer, whose settings a subclass adds): logged by every logger and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,4 +56,3 @@ class EMix(PretrainingAlgorithm):
             logits, perm + offset, reduction="none"
         )
         return per_sample.mean()
-

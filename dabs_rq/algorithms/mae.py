@@ -11,7 +11,7 @@ the loss is the mean over the inputs that have masked positions in the batch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +23,18 @@ from dabs_rq.encoder.embedders import TokenEmbedding
 
 
 class MAE(PretrainingAlgorithm):
-    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
-                 corruption_rate: float = 0.15) -> None:
+    def __init__(
+        self, encoder: nn.Module, optimizer: OptimizerFactory | None = None, corruption_rate: float = 0.15
+    ) -> None:
         super().__init__(encoder, optimizer, gather_negatives=False)
         self.corruption_rate = check_corruption_rate(corruption_rate)
         embedders = list(encoder.embedding.embedders)
         self.heads = nn.ModuleList(
-            nn.Identity() if isinstance(e, TokenEmbedding) else nn.Sequential(nn.ReLU(), nn.Linear(encoder.dim, e.patch_dim))
-            for e in embedders)
+            nn.Identity()
+            if isinstance(e, TokenEmbedding)
+            else nn.Sequential(nn.ReLU(), nn.Linear(encoder.dim, e.patch_dim))
+            for e in embedders
+        )
 
     def loss(self, inputs: Sequence[Tensor]) -> Tensor:
         embeddings = self.encoder.embed(inputs)
@@ -53,4 +57,3 @@ class MAE(PretrainingAlgorithm):
                     losses.append((head(out) - target).norm(dim=-1).mean())
             start = stop
         return torch.stack(losses).mean()
-

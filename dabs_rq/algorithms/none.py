@@ -9,4 +9,3 @@ class NoPretraining(PretrainingAlgorithm):
     """The random-init baseline: the runner skips pretraining for it."""
 
     requires_pretraining = False
-

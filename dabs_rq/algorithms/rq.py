@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +59,7 @@ def reference_gradient_carrier(x: Tensor, q: Tensor, applied: Tensor, quantizer:
         view = (batch, 1, 1, -1)
     else:
         dim = int(quantizer.channel_dim) % x.dim()
-        view = (batch, math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:]))
+        view = (batch, math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1 :]))
     xv, qv = x.reshape(view), q.detach().reshape(view)
     finite = torch.isfinite(xv)
     quantized = applied.view(batch, 1, 1, 1) & finite  # the elements RQ replaced

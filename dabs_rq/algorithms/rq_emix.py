@@ -17,9 +17,16 @@ from dabs_rq.ops import RandomizedQuantization
 
 
 class RQEMix(EMix):
-    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
-                 quantizer: RandomizedQuantization | None = None, temperature: float = 0.2, alpha: float = 1.0,
-                 gradient: str = "straight_through", gather_negatives: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        quantizer: RandomizedQuantization | None = None,
+        temperature: float = 0.2,
+        alpha: float = 1.0,
+        gradient: str = "straight_through",
+        gather_negatives: bool = True,
+    ) -> None:
         super().__init__(encoder, optimizer, temperature, alpha, gather_negatives)
         self.quantizer = quantizer if quantizer is not None else RandomizedQuantization(channel_dim=-1)
         self.gradient = check_gradient(gradient)
@@ -29,6 +36,13 @@ class RQEMix(EMix):
 
     def settings(self) -> dict:
         q = self.quantizer
-        return {**super().settings(), "gradient": self.gradient, "num_bins": q.num_bins,
-                "collapse": q.collapse, "spacing": q.spacing, "p": q.p, "channel_dim": q.channel_dim,
-                "statistics": q.statistics}
+        return {
+            **super().settings(),
+            "gradient": self.gradient,
+            "num_bins": q.num_bins,
+            "collapse": q.collapse,
+            "spacing": q.spacing,
+            "p": q.p,
+            "channel_dim": q.channel_dim,
+            "statistics": q.statistics,
+        }

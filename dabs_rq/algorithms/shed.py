@@ -8,7 +8,7 @@ position holds a moved embedding; cross-entropy over all positions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,9 @@ from dabs_rq.algorithms.masking import check_corruption_rate, corrupted_position
 
 
 class ShED(PretrainingAlgorithm):
-    def __init__(self, encoder: nn.Module, optimizer: OptimizerFactory | None = None,
-                 corruption_rate: float = 0.15) -> None:
+    def __init__(
+        self, encoder: nn.Module, optimizer: OptimizerFactory | None = None, corruption_rate: float = 0.15
+    ) -> None:
         super().__init__(encoder, optimizer, gather_negatives=False)
         self.corruption_rate = check_corruption_rate(corruption_rate)
         self.head = nn.Linear(encoder.dim, 2)
@@ -42,4 +43,3 @@ class ShED(PretrainingAlgorithm):
         tokens = self.encoder.encode(shuffled, output="tokens")[:, 1:]
         logits = self.head(tokens)
         return F.cross_entropy(logits.reshape(-1, 2).float(), labels.reshape(-1))
-

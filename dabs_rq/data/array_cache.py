@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ def cache_key(**settings: Any) -> str:
 SMALL_TABLE_BYTES = 1 << 20
 
 
-def source_identity(root: str | Path | None, files: Iterable[str | Path] = (),
-                    tables: Iterable[str | Path] = ()) -> str:
+def source_identity(
+    root: str | Path | None, files: Iterable[str | Path] = (), tables: Iterable[str | Path] = ()
+) -> str:
     """A short digest of what a cache is built from (part of its key): the data root and each source file.
 
     ``root`` (the dataset's data root) enters resolved (symlinks followed), so two copies of a
@@ -67,7 +69,7 @@ def source_identity(root: str | Path | None, files: Iterable[str | Path] = (),
 
     def name(path: str) -> str:
         if prefix is not None and path.startswith(prefix):
-            return path[len(prefix):]
+            return path[len(prefix) :]
         folder, leaf = os.path.split(path)
         if folder not in folders:
             folders[folder] = os.path.realpath(folder)
@@ -131,9 +133,15 @@ def _read_corrupt_record(path: Path, count: int, shape: Sequence[int]) -> dict[i
         return None
 
 
-def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: Any, fill: Callable[[int], np.ndarray],
-                         desc: str = "preprocessing",
-                         skip_corrupt: bool = False) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
+def checked_memmap_cache(
+    path: Path,
+    count: int,
+    shape: Sequence[int],
+    dtype: Any,
+    fill: Callable[[int], np.ndarray],
+    desc: str = "preprocessing",
+    skip_corrupt: bool = False,
+) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
     """:func:`memmap_cache` that also handles corrupt samples: ``(array, {row: error})``.
 
     ``fill(i)`` raises :class:`CorruptDataError` for a sample it cannot decode. Without
@@ -149,8 +157,11 @@ def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: An
         if corrupt is not None:
             if corrupt and not skip_corrupt:
                 first = corrupt[min(corrupt)]
-                raise CorruptDataError(first.path, f"{first.reason} (recorded when {path} was built; fixing the "
-                                                   "file builds a new cache)", first.line)
+                raise CorruptDataError(
+                    first.path,
+                    f"{first.reason} (recorded when {path} was built; fixing the file builds a new cache)",
+                    first.line,
+                )
             return array, corrupt
     corrupt = {}
     with atomic_path(path, suffix=".npy") as tmp:
@@ -167,15 +178,28 @@ def checked_memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: An
         del array
         record = corrupt_record_path(path)
         if corrupt:
-            write_json_atomic(record, {"count": count, "shape": list(shape),
-                                       "rows": [[i, e.to_record()] for i, e in sorted(corrupt.items())]}, indent=None)
+            write_json_atomic(
+                record,
+                {
+                    "count": count,
+                    "shape": list(shape),
+                    "rows": [[i, e.to_record()] for i, e in sorted(corrupt.items())],
+                },
+                indent=None,
+            )
         elif record.exists():
             record.unlink()
     return np.load(path, mmap_mode="r"), corrupt
 
 
-def memmap_cache(path: Path, count: int, shape: Sequence[int], dtype: Any, fill: Callable[[int], np.ndarray],
-                 desc: str = "preprocessing") -> np.ndarray:
+def memmap_cache(
+    path: Path,
+    count: int,
+    shape: Sequence[int],
+    dtype: Any,
+    fill: Callable[[int], np.ndarray],
+    desc: str = "preprocessing",
+) -> np.ndarray:
     """``[count, *shape]`` array at ``path``, built once with ``fill(i)`` per row (atomically), then memory-mapped.
 
     A :class:`CorruptDataError` from ``fill`` stops the build (see :func:`checked_memmap_cache`
@@ -189,8 +213,12 @@ class ArrayDataset(Dataset):
 
     supports_batch_indexing = True
 
-    def __init__(self, inputs: Sequence[np.ndarray], labels: np.ndarray | torch.Tensor,
-                 dtypes: Sequence[torch.dtype] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[np.ndarray],
+        labels: np.ndarray | torch.Tensor,
+        dtypes: Sequence[torch.dtype] | None = None,
+    ) -> None:
         self.inputs = list(inputs)
         self.labels = torch.as_tensor(np.asarray(labels))
         self.dtypes = list(dtypes) if dtypes is not None else [torch.float32] * len(self.inputs)

@@ -71,13 +71,31 @@ def fix_length(wave: np.ndarray, length: int, last: bool = False) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def mel_transform(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, pad_mode: str = "reflect",
-                  mel_scale: str = "htk", norm: str | None = None) -> torchaudio.transforms.MelSpectrogram:
+def mel_transform(
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    pad_mode: str = "reflect",
+    mel_scale: str = "htk",
+    norm: str | None = None,
+) -> torchaudio.transforms.MelSpectrogram:
     """The (cached) power mel spectrogram transform of one setting at ``sample_rate``."""
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop_length, f_min=0.0, f_max=None,
-        n_mels=n_mels, window_fn=torch.hann_window, power=2.0, normalized=False, center=True, pad_mode=pad_mode,
-        norm=norm, mel_scale=mel_scale,
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        win_length=n_fft,
+        hop_length=hop_length,
+        f_min=0.0,
+        f_max=None,
+        n_mels=n_mels,
+        window_fn=torch.hann_window,
+        power=2.0,
+        normalized=False,
+        center=True,
+        pad_mode=pad_mode,
+        norm=norm,
+        mel_scale=mel_scale,
     )
 
 
@@ -100,5 +118,6 @@ def log_mel(waves: Tensor, sample_rate: int, settings: MelSettings) -> Tensor:
             return torch.log(power + settings.eps)
         if settings.scale != "db":
             raise ValueError(f"scale must be 'db' or 'ln'; got {settings.scale!r}")
-        return torchaudio.functional.amplitude_to_DB(power, multiplier=10.0, amin=settings.amin, db_multiplier=0.0,
-                                                     top_db=settings.top_db)
+        return torchaudio.functional.amplitude_to_DB(
+            power, multiplier=10.0, amin=settings.amin, db_multiplier=0.0, top_db=settings.top_db
+        )

@@ -32,10 +32,20 @@ class DomainDataModule(pl.LightningDataModule):
     rank); shuffled orders are seeded by ``seed`` and the epoch, the same on every rank.
     """
 
-    def __init__(self, dataset_cfg: DictConfig, cache_dir: Path, num_workers: int | None = None,
-                 batch_size: int | None = None, data_root: str | Path | None = None, download: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, on_corrupt: str = "error",
-                 splits: dict[str, Dataset] | None = None) -> None:
+    def __init__(
+        self,
+        dataset_cfg: DictConfig,
+        cache_dir: Path,
+        num_workers: int | None = None,
+        batch_size: int | None = None,
+        data_root: str | Path | None = None,
+        download: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        on_corrupt: str = "error",
+        splits: dict[str, Dataset] | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = dataset_cfg
         self.cache_dir = Path(cache_dir)
@@ -79,9 +89,17 @@ class DomainDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool) -> DataLoader:
-        return make_loader(self.split(split), self.batch_size, shuffle, drop_last, self.num_workers,
-                           pin_memory=torch.cuda.is_available(), seed=self.seed, rank=self.rank,
-                           world_size=self.world_size)
+        return make_loader(
+            self.split(split),
+            self.batch_size,
+            shuffle,
+            drop_last,
+            self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def pretrain_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=True)

@@ -16,8 +16,9 @@ behaviour: a quirk of DABS reproduced or fixed; recorded with results).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -26,8 +27,17 @@ from dabs_rq.paths import DOMAINS_DIR
 
 ROLES = ("pretrain", "transfer")
 REQUIRED = ("name", "domain", "role", "inputs", "reader", "batch_size")
-OPTIONAL = ("display_name", "paper_name", "synthetic", "num_workers", "description", "transfer", "task", "data",
-            "reader_options")
+OPTIONAL = (
+    "display_name",
+    "paper_name",
+    "synthetic",
+    "num_workers",
+    "description",
+    "transfer",
+    "task",
+    "data",
+    "reader_options",
+)
 EXTRA_DIRS_ENV = "DABS_RQ_DOMAINS"
 
 
@@ -46,8 +56,10 @@ def search_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
         for raw in paths:
             folder = Path(raw).expanduser()
             if not folder.is_dir():
-                raise DomainConfigError(f"{source}: folder {folder} does not exist (it should hold your dataset "
-                                        f"YAMLs); fix the path or remove it")
+                raise DomainConfigError(
+                    f"{source}: folder {folder} does not exist (it should hold your dataset "
+                    f"YAMLs); fix the path or remove it"
+                )
             folders.append(folder)
     _refuse_shadowing(folders)
     return folders
@@ -60,8 +72,10 @@ def _refuse_shadowing(folders: Sequence[Path]) -> None:
     for folder in dict.fromkeys(f.resolve() for f in folders):
         for path in sorted(folder.glob("*.yaml")):
             if path.stem in seen:
-                raise DomainConfigError(f"dataset '{path.stem}' is defined twice: {seen[path.stem]} and {path}; "
-                                        f"rename one of them (and its 'name:' key)")
+                raise DomainConfigError(
+                    f"dataset '{path.stem}' is defined twice: {seen[path.stem]} and {path}; "
+                    f"rename one of them (and its 'name:' key)"
+                )
             seen[path.stem] = path
 
 
@@ -90,8 +104,9 @@ def _validate_generic_reader(cfg: DictConfig, path: Path) -> None:
     from dabs_rq.data.generic import InputsMismatchError, ReaderSpecError, validate_reader
 
     try:
-        resolved = validate_reader(OmegaConf.to_container(cfg.reader, resolve=True), path,
-                                   OmegaConf.to_container(cfg.inputs, resolve=True))
+        resolved = validate_reader(
+            OmegaConf.to_container(cfg.reader, resolve=True), path, OmegaConf.to_container(cfg.inputs, resolve=True)
+        )
     except (ReaderSpecError, InputsMismatchError) as err:
         raise DomainConfigError(f"{path}: {err}") from None
     if resolved is not None:
@@ -130,8 +145,9 @@ def validate(cfg: DictConfig, path: Path) -> DictConfig:
     return cfg
 
 
-def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
-         overrides: Mapping[str, Any] | None = None) -> DictConfig:
+def load(
+    name: str, extra: Iterable[str | Path] = (), role: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> DictConfig:
     """The validated config of dataset ``name`` (of ``role``, if given).
 
     ``overrides`` (from the run config's ``dataset_overrides.<name>``) are merged over the
@@ -149,13 +165,19 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
     if overrides:
         overrides = OmegaConf.to_container(OmegaConf.create(dict(overrides)))
         for key, value in overrides.items():
-            if isinstance(value, dict) and "_target_" in value and value["_target_"] != cfg.get(key, {}).get("_target_"):
+            if (
+                isinstance(value, dict)
+                and "_target_" in value
+                and value["_target_"] != cfg.get(key, {}).get("_target_")
+            ):
                 cfg[key] = value
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
         except Exception as err:  # noqa: BLE001 - omegaconf raises several error types
-            raise DomainConfigError(f"{path}: dataset_overrides.{name} do not fit the YAML "
-                                    f"({str(err).splitlines()[0]}); give a list as a whole list") from None
+            raise DomainConfigError(
+                f"{path}: dataset_overrides.{name} do not fit the YAML "
+                f"({str(err).splitlines()[0]}); give a list as a whole list"
+            ) from None
     validate(cfg, path)
     if role is not None and cfg.role != role:
         valid = ", ".join(available(extra, role))
@@ -163,15 +185,18 @@ def load(name: str, extra: Iterable[str | Path] = (), role: str | None = None,
     return cfg
 
 
-def transfer_datasets(domain: DictConfig, extra: Sequence[str | Path] = (),
-                      overrides: Mapping[str, Any] | None = None) -> list[DictConfig]:
+def transfer_datasets(
+    domain: DictConfig, extra: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None
+) -> list[DictConfig]:
     """The validated transfer datasets of a pretrain domain, checked to share its input spec."""
     out = []
     known = set(available(extra))
     for name in domain.transfer:
         if str(name) not in known:
-            raise DomainConfigError(f"{find(str(domain.name), extra)}: 'transfer' lists '{name}', which is not a "
-                                    f"dataset YAML; valid transfer datasets: {', '.join(available(extra, 'transfer'))}")
+            raise DomainConfigError(
+                f"{find(str(domain.name), extra)}: 'transfer' lists '{name}', which is not a "
+                f"dataset YAML; valid transfer datasets: {', '.join(available(extra, 'transfer'))}"
+            )
         cfg = load(str(name), extra, role="transfer", overrides=(overrides or {}).get(str(name)))
         if OmegaConf.to_container(cfg.inputs) != OmegaConf.to_container(domain.inputs):
             raise DomainConfigError(

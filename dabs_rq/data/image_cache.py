@@ -31,10 +31,11 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,16 @@ Transform = Callable[[Image.Image], Image.Image]
 # --------------------------------------------------------------------------- image sources
 
 #: what PIL raises for a file it cannot decode (truncated, garbled, not an image); not "missing"
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error,
-                 Image.DecompressionBombError)
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 #: file-system errors: the file is not there (or not readable), which is not corruption
 NOT_CORRUPT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -79,6 +88,7 @@ def open_rgb(path: str | Path, box: Box | None = None) -> Image.Image:
 
 # Sources and decoders are small classes rather than closures so that an on-the-fly dataset
 # can be sent to DataLoader worker processes.
+
 
 @dataclass
 class FileImages:
@@ -114,6 +124,7 @@ class DecodedImages:
 
 # --------------------------------------------------------------------------- building the cache
 
+
 class ParallelRows:
     """A ``fill(i)`` for :func:`memmap_cache` that decodes rows on a thread pool, a chunk at a time.
 
@@ -124,8 +135,9 @@ class ParallelRows:
     :class:`CorruptDataError` of one row is raised when that row is asked for, not for its chunk.
     """
 
-    def __init__(self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None,
-                 chunk: int = 256) -> None:
+    def __init__(
+        self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None, chunk: int = 256
+    ) -> None:
         self.load, self.count, self.chunk = load, count, chunk
         self.workers = _cpus() if workers is None else workers
         self._pool: ThreadPoolExecutor | None = None
@@ -150,7 +162,7 @@ class ParallelRows:
         except CorruptDataError as err:
             return err
 
-    def __enter__(self) -> "ParallelRows":
+    def __enter__(self) -> ParallelRows:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -186,20 +198,29 @@ def cache_file(cache_dir: Path, name: str, split: str, **settings: Any) -> Path:
     return Path(cache_dir) / "images" / f"{name}-{split}-{key}.npy"
 
 
-def cache_images(path: Path, images: DecodedImages, shape: Sequence[int], workers: int | None = None,
-                 skip_corrupt: bool = False) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
+def cache_images(
+    path: Path, images: DecodedImages, shape: Sequence[int], workers: int | None = None, skip_corrupt: bool = False
+) -> tuple[np.ndarray, dict[int, CorruptDataError]]:
     """uint8 ``[len(images), *shape]`` memory map of the decoded rows, built once at ``path`` in row order.
 
     Returns the rows that hold no image (corrupt files, recorded with the cache; only with
     ``skip_corrupt``, else the first corrupt file raises) as ``{row: error}``.
     """
     with ParallelRows(images.__getitem__, len(images), workers) as fill:
-        return checked_memmap_cache(path, len(images), tuple(shape), np.uint8, fill,
-                                    desc=f"decoding images into {Path(path).name}", skip_corrupt=skip_corrupt)
+        return checked_memmap_cache(
+            path,
+            len(images),
+            tuple(shape),
+            np.uint8,
+            fill,
+            desc=f"decoding images into {Path(path).name}",
+            skip_corrupt=skip_corrupt,
+        )
 
 
-def scan_images(open_image: Callable[[int], Image.Image], count: int, record: Path | None,
-                workers: int | None = None) -> dict[int, CorruptDataError]:
+def scan_images(
+    open_image: Callable[[int], Image.Image], count: int, record: Path | None, workers: int | None = None
+) -> dict[int, CorruptDataError]:
     """``{i: error}`` for the images ``open_image(i)`` that do not decode, remembered in the JSON file ``record``.
 
     What an on-the-fly dataset needs to skip corrupt files: one decoding pass (on ``workers``
@@ -235,6 +256,7 @@ def scan_images(open_image: Callable[[int], Image.Image], count: int, record: Pa
 
 # --------------------------------------------------------------------------- datasets
 
+
 class ImageDataset(Dataset):
     """Items ``((image, *extra), label)`` with ``image = images[rows[i]] / 255`` as float32 ``[channels, H, W]``.
 
@@ -245,8 +267,14 @@ class ImageDataset(Dataset):
 
     supports_batch_indexing = True
 
-    def __init__(self, images: np.ndarray | DecodedImages, labels: ArrayLike, rows: ArrayLike | None = None,
-                 extra: Sequence[ArrayLike] = (), channels: int = 3) -> None:
+    def __init__(
+        self,
+        images: np.ndarray | DecodedImages,
+        labels: ArrayLike,
+        rows: ArrayLike | None = None,
+        extra: Sequence[ArrayLike] = (),
+        channels: int = 3,
+    ) -> None:
         self.images, self.channels = images, int(channels)
         self.labels = torch.as_tensor(np.asarray(labels))
         self.rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
@@ -274,8 +302,9 @@ class LazyImageDataset(ImageDataset):
     supports_batch_indexing = False
 
 
-def without_rows(bad: Iterable[int], labels: ArrayLike, rows: ArrayLike | None,
-                 extra: Sequence[ArrayLike]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def without_rows(
+    bad: Iterable[int], labels: ArrayLike, rows: ArrayLike | None, extra: Sequence[ArrayLike]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``(labels, rows, extra)`` of the examples whose image row is not in ``bad``."""
     labels = np.asarray(labels)
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
@@ -283,10 +312,21 @@ def without_rows(bad: Iterable[int], labels: ArrayLike, rows: ArrayLike | None,
     return labels[keep], rows[keep], [np.asarray(x)[keep] for x in extra]
 
 
-def image_dataset(open_image: Callable[[int], Image.Image], count: int, transform: Transform, labels: ArrayLike, *,
-                  cache: Path | None, shape: Sequence[int], rows: ArrayLike | None = None,
-                  extra: Sequence[ArrayLike] = (), channels: int = 3, workers: int | None = None,
-                  corrupt: CorruptLog | None = None, scan_record: Path | None = None) -> ImageDataset:
+def image_dataset(
+    open_image: Callable[[int], Image.Image],
+    count: int,
+    transform: Transform,
+    labels: ArrayLike,
+    *,
+    cache: Path | None,
+    shape: Sequence[int],
+    rows: ArrayLike | None = None,
+    extra: Sequence[ArrayLike] = (),
+    channels: int = 3,
+    workers: int | None = None,
+    corrupt: CorruptLog | None = None,
+    scan_record: Path | None = None,
+) -> ImageDataset:
     """The dataset of ``count`` images ``open_image(i)`` through ``transform``, cached at ``cache`` as uint8.
 
     ``shape`` is a stored row ``[C, H, W]`` (``C = 1`` for a transform ending in grayscale);

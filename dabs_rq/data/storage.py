@@ -28,9 +28,10 @@ import logging
 import os
 import tarfile
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -68,8 +69,9 @@ class CorruptDataError(UserError):
     parquet file: ``unit``) and what is wrong: ``corrupt data: <path>[ line <n>]: <reason>``.
     """
 
-    def __init__(self, path: str | os.PathLike, reason: str | None = None, line: int | None = None,
-                 unit: str = "line") -> None:
+    def __init__(
+        self, path: str | os.PathLike, reason: str | None = None, line: int | None = None, unit: str = "line"
+    ) -> None:
         self.path, self.line, self.unit = str(path), None if line is None else int(line), str(unit)
         self.reason = _one_line(reason) if reason is not None else ""
         # (a bare message when re-raised from a DataLoader worker, which passes one string)
@@ -88,7 +90,7 @@ class CorruptDataError(UserError):
         return [self.path, self.reason, self.line, self.unit]
 
     @classmethod
-    def from_record(cls, record: Iterable) -> "CorruptDataError":
+    def from_record(cls, record: Iterable) -> CorruptDataError:
         path, reason, line, *unit = list(record)
         return cls(path, reason, None if line in (None, "") else int(line), *unit)
 
@@ -138,8 +140,10 @@ class CorruptLog:
         lines = {e.line is not None for e in self.errors}
         noun = "rows" if lines == {True} else "files" if lines == {False} else "files/rows"
         first = self.errors[0]
-        return (f"skipped {len(self.errors)} corrupt {noun} in {self.dataset} {self.split}, "
-                f"first: {first.where}: {first.reason}")
+        return (
+            f"skipped {len(self.errors)} corrupt {noun} in {self.dataset} {self.split}, "
+            f"first: {first.where}: {first.reason}"
+        )
 
     def report(self, kept: int | None = None) -> None:
         """Log the summary line (if anything was skipped); with ``kept == 0`` raise: nothing usable is left."""
@@ -147,9 +151,13 @@ class CorruptLog:
             return
         if kept == 0:
             first = self.errors[0]
-            raise CorruptDataError(first.path, f"nothing is left of {self.dataset} {self.split} after skipping "
-                                               f"{len(self.errors)} corrupt samples (first: {first.reason})",
-                                   first.line, first.unit)
+            raise CorruptDataError(
+                first.path,
+                f"nothing is left of {self.dataset} {self.split} after skipping "
+                f"{len(self.errors)} corrupt samples (first: {first.reason})",
+                first.line,
+                first.unit,
+            )
         log.warning(self.summary())
 
 
@@ -168,8 +176,12 @@ def refuse(key: str, count: int, what: str, names: Sequence[str], fix: str) -> U
     them out (counted in the record)``.
     """
     shown = ", ".join(str(n) for n in list(names)[:3]) + (", ..." if count > 3 else "")
-    return UnusableExamplesError(_one_line(f"reader.{key}: {count} {what} ({shown}); {fix}, or set "
-                                           f"reader.{key}: skip to leave them out (counted in the record)"))
+    return UnusableExamplesError(
+        _one_line(
+            f"reader.{key}: {count} {what} ({shown}); {fix}, or set "
+            f"reader.{key}: skip to leave them out (counted in the record)"
+        )
+    )
 
 
 class LeftOut:
@@ -205,8 +217,9 @@ class LeftOut:
         parts = []
         for reason, count in self.counts.items():
             shown = self.names.get(reason)
-            parts.append(f"{count} {reason}" + (f" ({', '.join(shown)}{', ...' if count > len(shown) else ''})"
-                                                if shown else ""))
+            parts.append(
+                f"{count} {reason}" + (f" ({', '.join(shown)}{', ...' if count > len(shown) else ''})" if shown else "")
+            )
         return f"left out of {self.dataset} {self.split}: " + "; ".join(parts)
 
     def state(self) -> dict:
@@ -214,7 +227,7 @@ class LeftOut:
         return {"counts": dict(self.counts), "names": {k: list(v) for k, v in self.names.items()}}
 
     @classmethod
-    def from_state(cls, dataset: str, split: str, state: dict | None) -> "LeftOut":
+    def from_state(cls, dataset: str, split: str, state: dict | None) -> LeftOut:
         left = cls(dataset, split, (state or {}).get("counts"))
         left.names = {str(k): [str(n) for n in v] for k, v in ((state or {}).get("names") or {}).items()}
         return left
@@ -253,8 +266,7 @@ def missing_paths(cfg: DictConfig, root: Path) -> list[Path]:
 
 def status(cfg: DictConfig, root: Path) -> DatasetStatus:
     if "data" not in cfg:
-        return DatasetStatus(cfg.name, cfg.domain, cfg.role, "embedded", "(ships with the installed packages)",
-                             "-")
+        return DatasetStatus(cfg.name, cfg.domain, cfg.role, "embedded", "(ships with the installed packages)", "-")
     mode = cfg.data.get("download", "manual")
     if mode == "streaming":
         state = "streaming"
@@ -262,8 +274,9 @@ def status(cfg: DictConfig, root: Path) -> DatasetStatus:
         state = "present"
     else:
         state = "downloadable" if mode == "auto" else "missing"
-    return DatasetStatus(cfg.name, cfg.domain, cfg.role, state, str(dataset_folder(cfg, root)),
-                         str(cfg.data.get("size", "?")))
+    return DatasetStatus(
+        cfg.name, cfg.domain, cfg.role, state, str(dataset_folder(cfg, root)), str(cfg.data.get("size", "?"))
+    )
 
 
 def require(cfg: DictConfig, root: Path, allow_download: bool) -> Path:
@@ -289,13 +302,22 @@ def require(cfg: DictConfig, root: Path, allow_download: bool) -> Path:
 
 def sources_markdown(configs: list[DictConfig]) -> str:
     """A Markdown table of every real dataset: source, size, license, download mode and manual steps."""
-    lines = ["| dataset | role | domain | download | size | license | source | manual steps |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | role | domain | download | size | license | source | manual steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for cfg in sorted((c for c in configs if "data" in c), key=lambda c: (str(c.domain), str(c.name))):
         data = cfg.data
-        cells = [f"`{cfg.name}`", str(cfg.role), str(cfg.domain), str(data.get("download", "manual")),
-                 str(data.get("size", "?")), str(data.get("license", "?")), str(data.get("source", "?")),
-                 " ".join(str(data.get("manual_steps", "") or "").split()) or "-"]
+        cells = [
+            f"`{cfg.name}`",
+            str(cfg.role),
+            str(cfg.domain),
+            str(data.get("download", "manual")),
+            str(data.get("size", "?")),
+            str(data.get("license", "?")),
+            str(data.get("source", "?")),
+            " ".join(str(data.get("manual_steps", "") or "").split()) or "-",
+        ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -323,8 +345,9 @@ def _check_tar_member(member: tarfile.TarInfo, dest: str) -> None:
         raise UnsafeArchiveError(_one_line(err)) from err
 
 
-def extract_archive(archive: str | os.PathLike, to_path: str | os.PathLike | None = None,
-                    remove_finished: bool = False) -> Path:
+def extract_archive(
+    archive: str | os.PathLike, to_path: str | os.PathLike | None = None, remove_finished: bool = False
+) -> Path:
     """Extract a tar (any compression: ``.tar``, ``.tar.gz``, ``.tgz``, ...) or zip archive into ``to_path``.
 
     Safe against path traversal: every member is checked before anything is written, and the
@@ -398,8 +421,10 @@ def download(url: str, path: str | os.PathLike, md5: str | None = None, sha256: 
     except RuntimeError as err:
         if "invalid hash value" not in str(err):
             raise
-        raise CorruptDataError(path, f"downloaded from {url}, but its sha256 does not start with the published "
-                                     f"{sha256} (not kept; try again)") from None
+        raise CorruptDataError(
+            path,
+            f"downloaded from {url}, but its sha256 does not start with the published {sha256} (not kept; try again)",
+        ) from None
     problem = _checksum_problem(path, md5, None)
     if problem is not None:
         path.unlink()
@@ -407,8 +432,14 @@ def download(url: str, path: str | os.PathLike, md5: str | None = None, sha256: 
     return path
 
 
-def download_and_extract(url: str, download_root: str | os.PathLike, extract_root: str | os.PathLike | None = None,
-                         md5: str | None = None, remove_finished: bool = False, sha256: str | None = None) -> None:
+def download_and_extract(
+    url: str,
+    download_root: str | os.PathLike,
+    extract_root: str | os.PathLike | None = None,
+    md5: str | None = None,
+    remove_finished: bool = False,
+    sha256: str | None = None,
+) -> None:
     """:func:`download` ``url`` into ``download_root`` (as its base name; checksums checked), then
     :func:`extract_archive` it into ``extract_root`` (default: ``download_root``)."""
     archive = download(url, Path(download_root) / os.path.basename(url), md5=md5, sha256=sha256)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +58,18 @@ class ShardedBatchSampler(Sampler[list[int]]):
     (seed, epoch, batch) only, so it is the same in an uninterrupted and a resumed run.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, same_count: bool = True, with_keys: bool = False) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        same_count: bool = True,
+        with_keys: bool = False,
+    ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -67,8 +78,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.seed, self.rank, self.world_size, self.same_count = seed, rank, world_size, same_count
         self.with_keys = with_keys
         self.epoch = 0
-        self.consumed = 0   # batches of this epoch training has used (set by the trainer side)
-        self._start = 0     # batches of this epoch to skip on the next iteration (a resumed run)
+        self.consumed = 0  # batches of this epoch training has used (set by the trainer side)
+        self._start = 0  # batches of this epoch to skip on the next iteration (a resumed run)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -104,7 +115,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = torch.arange(self.n)
         stop = self.world_size * len(self) if self.same_count else self._num_batches()
         for b in range(self.rank + start * self.world_size, stop, self.world_size):
-            indices = order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            indices = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
             yield (fetch_seed(self.seed, self.epoch, b), indices) if self.with_keys else indices
 
 
@@ -166,9 +177,18 @@ class ResumableLoader(DataLoader):
         self.sampler.consumed = int(batches)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool, num_workers: int = 0,
-                pin_memory: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                same_count: bool | None = None) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    same_count: bool | None = None,
+) -> DataLoader:
     """A DataLoader over this rank's share; in-memory datasets are sliced a batch at a time.
 
     ``same_count`` (every rank gets as many batches) defaults to ``shuffle`` (training loaders); see
@@ -181,10 +201,24 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: boo
     workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)
     if isinstance(dataset, IterableDataset):  # streams (mC4) order and shard themselves
         return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **workers)
-    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size,
-                                  shuffle if same_count is None else same_count, with_keys=True)
-    return ResumableLoader(SeededBatches(dataset), sampler=sampler, batch_size=None,
-                           generator=torch.Generator().manual_seed(seed), **workers)
+    sampler = ShardedBatchSampler(
+        len(dataset),
+        batch_size,
+        shuffle,
+        drop_last,
+        seed,
+        rank,
+        world_size,
+        shuffle if same_count is None else same_count,
+        with_keys=True,
+    )
+    return ResumableLoader(
+        SeededBatches(dataset),
+        sampler=sampler,
+        batch_size=None,
+        generator=torch.Generator().manual_seed(seed),
+        **workers,
+    )
 
 
 def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

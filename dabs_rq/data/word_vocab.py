@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ class WordVocabulary:
         self.index = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, corpus: Iterable[str], size: int) -> "WordVocabulary":
+    def build(cls, corpus: Iterable[str], size: int) -> WordVocabulary:
         if size <= len(SPECIALS):
             raise ValueError(f"vocabulary size must exceed {len(SPECIALS)}, got {size}")
         counts = Counter(w for text in corpus for w in words(text))

@@ -7,7 +7,7 @@ that a transfer dataset can be checked against a pretrained encoder.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,8 +52,12 @@ class PatchEmbedding2d(nn.Module):
         return (self.channels, *self.image_size)
 
     def spec(self) -> dict:
-        return {"type": "patches2d", "image_size": list(self.image_size), "patch_size": list(self.patch_size),
-                "channels": self.channels}
+        return {
+            "type": "patches2d",
+            "image_size": list(self.image_size),
+            "patch_size": list(self.patch_size),
+            "channels": self.channels,
+        }
 
 
 class SegmentEmbedding1d(nn.Module):
@@ -81,8 +85,12 @@ class SegmentEmbedding1d(nn.Module):
         return (self.seq_len, self.channels)
 
     def spec(self) -> dict:
-        return {"type": "segments1d", "seq_len": self.seq_len, "segment_size": self.segment_size,
-                "channels": self.channels}
+        return {
+            "type": "segments1d",
+            "seq_len": self.seq_len,
+            "segment_size": self.segment_size,
+            "channels": self.channels,
+        }
 
 
 class TokenEmbedding(nn.Module):
@@ -133,6 +141,8 @@ class MultiInputEmbedding(nn.Module):
             return f"the data give {len(example)} inputs per example but 'inputs' lists {len(self.embedders)}"
         for i, (embedder, x) in enumerate(zip(self.embedders, example)):
             if tuple(x.shape) != tuple(embedder.input_shape):
-                return (f"inputs[{i}] ({type(embedder).__name__}) expects examples of shape "
-                        f"{list(embedder.input_shape)} but the data give {list(x.shape)}")
+                return (
+                    f"inputs[{i}] ({type(embedder).__name__}) expects examples of shape "
+                    f"{list(embedder.input_shape)} but the data give {list(x.shape)}"
+                )
         return None

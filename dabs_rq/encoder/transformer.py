@@ -14,7 +14,7 @@ softmax (SDPA's ``dropout_p``). DABS's encoder has no attention-weight dropout (
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,9 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float,
-                 attn_dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float, attn_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.dropout = dropout  # the rate of the projection and MLP dropout (for inspection)
         self.norm1 = nn.LayerNorm(dim)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,7 @@ STATISTICS = ("channel", "instance")
 _LAST_BIN_MARGIN = 1e-6  # right end of the last bin: max + 1e-6, as in the reference
 
 
-def _as_int(value: object) -> Optional[int]:
+def _as_int(value: object) -> int | None:
     """``value`` as an int if it is an integer (int, numpy / torch integer scalar; not a bool), else None."""
     if isinstance(value, bool):
         return None
@@ -73,8 +73,11 @@ def _check_settings(num_bins: object, collapse: object, spacing: object, p: obje
     bins = _as_int(num_bins)
     if bins is None or bins < 2:
         raise UserError(f"num_bins must be an integer >= 2, got {num_bins!r}")
-    for name, value, valid in (("collapse", collapse, COLLAPSE_MODES), ("spacing", spacing, SPACINGS),
-                               ("statistics", statistics, STATISTICS)):
+    for name, value, valid in (
+        ("collapse", collapse, COLLAPSE_MODES),
+        ("spacing", spacing, SPACINGS),
+        ("statistics", statistics, STATISTICS),
+    ):
         if not isinstance(value, str) or value not in valid:
             raise UserError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
     try:  # a real number (not a bool or a string); NaN fails the comparison
@@ -91,14 +94,17 @@ def _check_input(x: Tensor, channel_dim: object) -> int:
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise UserError(f"input must have rank >= 2 (batch, channels, ...), got rank {x.dim()} "
-                        f"(shape {tuple(x.shape)})")
+        raise UserError(
+            f"input must have rank >= 2 (batch, channels, ...), got rank {x.dim()} (shape {tuple(x.shape)})"
+        )
     if not x.is_floating_point():
         raise TypeError(f"input must be a floating point tensor, got {x.dtype}")
     index = _as_int(channel_dim)
     if index is None or not -x.dim() <= index < x.dim() or index % x.dim() == 0:
-        raise UserError(f"channel_dim must index a non-batch dimension of a rank-{x.dim()} input "
-                        f"(1..{x.dim() - 1} or -1..-{x.dim() - 1}), got {channel_dim!r}")
+        raise UserError(
+            f"channel_dim must index a non-batch dimension of a rank-{x.dim()} input "
+            f"(1..{x.dim() - 1} or -1..-{x.dim() - 1}), got {channel_dim!r}"
+        )
     return index % x.dim()
 
 
@@ -106,8 +112,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _draws(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collapse: str, spacing: str, p: float,
-           generator: Optional[torch.Generator]) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+def _draws(
+    x: Tensor,
+    view: tuple[int, int, int, int],
+    num_bins: int,
+    collapse: str,
+    spacing: str,
+    p: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """All random draws of one call, in the reference's order (they do not depend on the data).
 
     Cut fractions [N, num_bins - 1] (``random`` spacing, also under ``all_zeros``, as the
@@ -122,8 +135,9 @@ def _draws(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collapse: 
     return cut, proxy, applied
 
 
-def _bins(lo: Tensor, hi: Tensor, num_bins: int, cut_fractions: Optional[Tensor],
-          proxy_fractions: Optional[Tensor], guard: bool) -> tuple[Tensor, Tensor]:
+def _bins(
+    lo: Tensor, hi: Tensor, num_bins: int, cut_fractions: Tensor | None, proxy_fractions: Tensor | None, guard: bool
+) -> tuple[Tensor, Tensor]:
     """Sorted cut points [N, num_bins - 1] and clamped proxies [N, num_bins] of N rows with range [lo, hi].
 
     ``cut_fractions`` None: uniform spacing; ``proxy_fractions`` None: bin middles. The
@@ -172,9 +186,15 @@ def _lookup(xv: Tensor, cuts: Tensor, proxies: Tensor, exact: bool) -> Tensor:
     return out
 
 
-def _quantize(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collapse: str,
-              cut_fractions: Optional[Tensor], proxy_fractions: Optional[Tensor],
-              applied: Optional[Tensor]) -> Tensor:
+def _quantize(
+    x: Tensor,
+    view: tuple[int, int, int, int],
+    num_bins: int,
+    collapse: str,
+    cut_fractions: Tensor | None,
+    proxy_fractions: Tensor | None,
+    applied: Tensor | None,
+) -> Tensor:
     """RQ of a non-empty ``x`` with checked arguments and the draws of :func:`_draws`.
 
     ``view`` = (batch, P, channels, Q): ``x`` seen as [B, P, C, Q] with the statistics over P and
@@ -208,10 +228,10 @@ def _quantize(x: Tensor, view: tuple[int, int, int, int], num_bins: int, collaps
     return out
 
 
-_COMPILED: dict[Union[bool, str], Callable] = {}
+_COMPILED: dict[bool | str, Callable] = {}
 
 
-def _compiled(mode: Union[bool, str]) -> Callable:
+def _compiled(mode: bool | str) -> Callable:
     """``_quantize`` through ``torch.compile`` (``mode``: True or a mode name), built once per mode.
 
     Static shapes: a training run sees one or two input shapes (after 8, dynamo runs eagerly).
@@ -238,12 +258,12 @@ def randomized_quantization(
     collapse: str = "inside_random",
     spacing: str = "random",
     p: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-    compile: Union[bool, str] = False,
+    generator: torch.Generator | None = None,
+    compile: bool | str = False,
     statistics: str = "channel",
     *,
     return_applied: bool = False,
-) -> Union[Tensor, tuple[Tensor, Tensor]]:
+) -> Tensor | tuple[Tensor, Tensor]:
     """Quantize every (sample, channel) of ``x`` with random bins; see the module docstring.
 
     Args:
@@ -270,7 +290,7 @@ def randomized_quantization(
         if statistics == "instance":
             view = (shape[0], 1, 1, math.prod(shape[1:]))
         else:
-            view = (shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1:]))
+            view = (shape[0], math.prod(shape[1:dim]), shape[dim], math.prod(shape[dim + 1 :]))
         cut_fractions, proxy_fractions, applied = _draws(x, view, num_bins, collapse, spacing, p, generator)
         quantize = _compiled(compile) if compile else _quantize
         out = quantize(x, view, num_bins, collapse, cut_fractions, proxy_fractions, applied)
@@ -286,9 +306,17 @@ class RandomizedQuantization(nn.Module):
     (``channel_dim`` as far as possible without an input: a non-zero integer).
     """
 
-    def __init__(self, num_bins: int = 8, channel_dim: int = 1, collapse: str = "inside_random",
-                 spacing: str = "random", p: float = 1.0, generator: Optional[torch.Generator] = None,
-                 compile: Union[bool, str] = False, statistics: str = "channel") -> None:
+    def __init__(
+        self,
+        num_bins: int = 8,
+        channel_dim: int = 1,
+        collapse: str = "inside_random",
+        spacing: str = "random",
+        p: float = 1.0,
+        generator: torch.Generator | None = None,
+        compile: bool | str = False,
+        statistics: str = "channel",
+    ) -> None:
         super().__init__()
         _check_settings(num_bins, collapse, spacing, p, statistics)
         if _as_int(channel_dim) in (None, 0):
@@ -297,16 +325,37 @@ class RandomizedQuantization(nn.Module):
         self.p, self.generator, self.compile, self.statistics = p, generator, compile, statistics
 
     def forward(self, x: Tensor) -> Tensor:
-        return randomized_quantization(x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p,
-                                       self.generator, self.compile, self.statistics)
+        return randomized_quantization(
+            x,
+            self.num_bins,
+            self.channel_dim,
+            self.collapse,
+            self.spacing,
+            self.p,
+            self.generator,
+            self.compile,
+            self.statistics,
+        )
 
     def forward_with_applied(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(forward(x), applied)``: the same draws and output, and the [batch] bool mask of the
         samples that were quantized (False where the ``p`` draw kept the input)."""
-        return randomized_quantization(x, self.num_bins, self.channel_dim, self.collapse, self.spacing, self.p,
-                                       self.generator, self.compile, self.statistics, return_applied=True)
+        return randomized_quantization(
+            x,
+            self.num_bins,
+            self.channel_dim,
+            self.collapse,
+            self.spacing,
+            self.p,
+            self.generator,
+            self.compile,
+            self.statistics,
+            return_applied=True,
+        )
 
     def extra_repr(self) -> str:
-        return (f"num_bins={self.num_bins}, channel_dim={self.channel_dim}, collapse={self.collapse!r}, "
-                f"spacing={self.spacing!r}, p={self.p}, statistics={self.statistics!r}"
-                + (f", compile={self.compile!r}" if self.compile else ""))
+        return (
+            f"num_bins={self.num_bins}, channel_dim={self.channel_dim}, collapse={self.collapse!r}, "
+            f"spacing={self.spacing!r}, p={self.p}, statistics={self.statistics!r}"
+            + (f", compile={self.compile!r}" if self.compile else "")
+        )

@@ -17,14 +17,18 @@ import torch
 from tests.reference import restated
 
 #: the upstream module, or None when it is not vendored here
-UPSTREAM = (importlib.import_module("tests.reference.randomized_quantization")
-            if importlib.util.find_spec("tests.reference.randomized_quantization") else None)
+UPSTREAM = (
+    importlib.import_module("tests.reference.randomized_quantization")
+    if importlib.util.find_spec("tests.reference.randomized_quantization")
+    else None
+)
 
 
 def upstream_quantize(x: torch.Tensor, num_bins: int, spacing: str, collapse: str, p: float = 1.0) -> torch.Tensor:
     """The upstream module on a (B, C, H, W) batch (``transforms_like=False``, its batched use)."""
-    module = UPSTREAM.RandomizedQuantizationAugModule(num_bins, collapse_to_val=collapse, spacing=spacing,
-                                                      p_random_apply_rand_quant=p)
+    module = UPSTREAM.RandomizedQuantizationAugModule(
+        num_bins, collapse_to_val=collapse, spacing=spacing, p_random_apply_rand_quant=p
+    )
     return module(x.contiguous())
 
 

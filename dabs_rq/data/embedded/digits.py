@@ -17,6 +17,7 @@ from dabs_rq.data.embedded.package_data import package_file
 from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors, seeded_split
 
+
 def _select(images: torch.Tensor, labels: torch.Tensor, split: str, test_fraction: float, seed: int):
     train_idx, test_idx = seeded_split(len(labels), test_fraction, seed)
     idx = torch.from_numpy(train_idx if split == "train" else test_idx)
@@ -36,8 +37,9 @@ def mnist5k(split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int =
     return _select(data["images"], data["labels"], split, test_fraction, seed)
 
 
-def sklearn_digits(split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int = 0,
-                   image_size: int = 28) -> TensorInputsDataset:
+def sklearn_digits(
+    split: str, cache_dir: Path, test_fraction: float = 0.2, seed: int = 0, image_size: int = 28
+) -> TensorInputsDataset:
     """UCI optical digits (1,797 8x8 scans, CC BY 4.0) bundled in scikit-learn, upsampled."""
     check_split(split)
 

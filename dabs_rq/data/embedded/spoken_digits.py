@@ -30,8 +30,34 @@ from dabs_rq.data.splits import check_split
 from dabs_rq.data.tensor_dataset import TensorInputsDataset, cached_tensors
 
 ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Andy", "Alicia", "klatt",
-            "klatt2", "Gene", "Mike", "adam", "belinda", "david", "edward", "john", "linda", "paul", "robert")
+VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Andy",
+    "Alicia",
+    "klatt",
+    "klatt2",
+    "Gene",
+    "Mike",
+    "adam",
+    "belinda",
+    "david",
+    "edward",
+    "john",
+    "linda",
+    "paul",
+    "robert",
+)
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TASKS = ("pretrain", "digit", "speaker")
 SAMPLE_RATE = 16_000

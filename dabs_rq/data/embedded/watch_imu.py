@@ -12,8 +12,8 @@ than leaving that recording out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ def watch_exercises(
         lengths = [len(series) for series in raw["X"]]
         short = sum(n < window for n in lengths)
         if short:  # it would give no window: its recording would silently vanish
-            raise UserError(f"reader.window: {short} of the {len(lengths)} recordings are shorter than window={window} "
-                            f"steps (the shortest has {min(lengths)}); lower reader.window")
+            raise UserError(
+                f"reader.window: {short} of the {len(lengths)} recordings are shorter than window={window} "
+                f"steps (the shortest has {min(lengths)}); lower reader.window"
+            )
         xs, ys, subjects = [], [], []
         for series, label, subject in zip(raw["X"], raw["y"], raw["subject"]):
             w = cut_windows(np.asarray(series, dtype=np.float32), window, stride)

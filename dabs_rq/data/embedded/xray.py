@@ -71,8 +71,9 @@ def _decode(data: bytes, size: int) -> np.ndarray:
         return np.asarray(image.convert("L").resize((size, size), Image.BOX), dtype=np.float32) / 255.0
 
 
-def read_masks(path: Path, size: int, min_foreground: float, max_foreground: float,
-               corrupt: CorruptLog) -> tuple[np.ndarray, list[str], LeftOut]:
+def read_masks(
+    path: Path, size: int, min_foreground: float, max_foreground: float, corrupt: CorruptLog
+) -> tuple[np.ndarray, list[str], LeftOut]:
     """The usable masks of the zip at ``path``, resized: ``([M, size, size] float32, member names, left out)``.
 
     Foreground = fraction of pixels over half lung after resizing; masks outside
@@ -167,13 +168,13 @@ def _flag(labels: Tensor, finding: str) -> Tensor:
 class Chest:
     """One batch of patients: the placed lung masks and the thorax geometry read off them (image units: [0, 1])."""
 
-    lung: Tensor    # [N, S, S] lung fraction per pixel
-    sides: Tensor   # [N, 2, S, S] the lung left and right of the midline (image right = the patient's left)
-    X: Tensor       # [1, 1, S] pixel-centre x
-    Y: Tensor       # [1, S, 1] pixel-centre y
-    cx: Tensor      # [N, 1, 1] midline between the outer lung edges
-    top: Tensor     # [N, 1, 1] lung apices
-    width: Tensor   # [N, 1, 1] thoracic width (outer lung edges)
+    lung: Tensor  # [N, S, S] lung fraction per pixel
+    sides: Tensor  # [N, 2, S, S] the lung left and right of the midline (image right = the patient's left)
+    X: Tensor  # [1, 1, S] pixel-centre x
+    Y: Tensor  # [1, S, 1] pixel-centre y
+    cx: Tensor  # [N, 1, 1] midline between the outer lung edges
+    top: Tensor  # [N, 1, 1] lung apices
+    width: Tensor  # [N, 1, 1] thoracic width (outer lung edges)
     height: Tensor  # [N, 1, 1] apices to the lowest lung pixel
 
     @property
@@ -186,8 +187,13 @@ def place_lungs(masks: Tensor, rng: np.random.RandomState) -> Chest:
     n, size = len(masks), masks.shape[-1]
     angle, scale = _u(rng, -0.07, 0.07, n).view(n), _u(rng, 0.93, 1.07, n).view(n)
     shift = torch.from_numpy(rng.uniform(-0.06, 0.06, (n, 2))).float()
-    theta = torch.stack([torch.stack([scale * torch.cos(angle), -scale * torch.sin(angle), shift[:, 0]], 1),
-                         torch.stack([scale * torch.sin(angle), scale * torch.cos(angle), shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([scale * torch.cos(angle), -scale * torch.sin(angle), shift[:, 0]], 1),
+            torch.stack([scale * torch.sin(angle), scale * torch.cos(angle), shift[:, 1]], 1),
+        ],
+        1,
+    )
     lung = _warp(masks, theta).clamp(0, 1)
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     X, Y = coords.view(1, 1, size), coords.view(1, size, 1)
@@ -195,8 +201,16 @@ def place_lungs(masks: Tensor, rng: np.random.RandomState) -> Chest:
     x_min, x_max, y_min, y_max = (v.view(n, 1, 1) for v in (x_min, x_max, y_min, y_max))
     cx = (x_min + x_max) / 2
     right = (X >= cx).float()
-    return Chest(lung, torch.stack([lung * (1 - right), lung * right], 1), X, Y, cx, y_min,
-                 (x_max - x_min).clamp_min(4 / size), (y_max - y_min).clamp_min(4 / size))
+    return Chest(
+        lung,
+        torch.stack([lung * (1 - right), lung * right], 1),
+        X,
+        Y,
+        cx,
+        y_min,
+        (x_max - x_min).clamp_min(4 / size),
+        (y_max - y_min).clamp_min(4 / size),
+    )
 
 
 def heart_shadow(chest: Chest, enlarged: Tensor, rng: np.random.RandomState) -> Tensor:
@@ -205,7 +219,9 @@ def heart_shadow(chest: Chest, enlarged: Tensor, rng: np.random.RandomState) -> 
     ratio = torch.where(enlarged, _u(rng, 0.52, 0.64, n), _u(rng, 0.38, 0.50, n))
     hx = chest.cx + chest.width * _u(rng, 0.02, 0.10, n)
     hy = chest.top + chest.height * _u(rng, 0.68, 0.78, n)
-    r = ((chest.X - hx) / (ratio * chest.width / 2)) ** 2 + ((chest.Y - hy) / (chest.height * _u(rng, 0.16, 0.22, n))) ** 2
+    r = ((chest.X - hx) / (ratio * chest.width / 2)) ** 2 + (
+        (chest.Y - hy) / (chest.height * _u(rng, 0.16, 0.22, n))
+    ) ** 2
     return torch.sigmoid((1 - r) / 0.1)
 
 
@@ -231,11 +247,11 @@ def collapse(chest: Chest, present: Tensor, rng: np.random.RandomState) -> tuple
     hilum_x = 2 * (chest.cx.view(n) + torch.where(side == 1, 1.0, -1.0) * 0.15 * chest.width.view(n)) - 1
     hilum_y = 2 * (chest.top + 0.45 * chest.height).view(n) - 1
     c, zero = _u(rng, 0.70, 0.90, n).view(n), torch.zeros(n)
-    shrink = torch.stack([torch.stack([1 / c, zero, hilum_x * (1 - 1 / c)], 1),
-                          torch.stack([zero, 1 / c, hilum_y * (1 - 1 / c)], 1)], 1)
+    shrink = torch.stack(
+        [torch.stack([1 / c, zero, hilum_x * (1 - 1 / c)], 1), torch.stack([zero, 1 / c, hilum_y * (1 - 1 / c)], 1)], 1
+    )
     collapsed = _warp(one, shrink).clamp(0, 1)
-    return (one * (1 - collapsed) * present, one * collapsed * present,
-            4 * collapsed * (1 - collapsed) * one * present)
+    return (one * (1 - collapsed) * present, one * collapsed * present, 4 * collapsed * (1 - collapsed) * one * present)
 
 
 def nodules(chest: Chest, present: Tensor, rng: np.random.RandomState) -> Tensor:
@@ -261,7 +277,9 @@ def render(masks: Tensor, labels: Tensor, rng: np.random.RandomState) -> Tensor:
     n, size = len(masks), masks.shape[-1]
     chest = place_lungs(masks, rng)
     X, Y, cx, width, height = chest.X, chest.Y, chest.cx, chest.width, chest.height
-    body_r = ((X - cx) / (width * _u(rng, 0.58, 0.68, n))) ** 2 + ((Y - (chest.top + 0.55 * height)) / (0.95 * height)) ** 2
+    body_r = ((X - cx) / (width * _u(rng, 0.58, 0.68, n))) ** 2 + (
+        (Y - (chest.top + 0.55 * height)) / (0.95 * height)
+    ) ** 2
     body = torch.sigmoid((1 - body_r) / 0.08)
     spine = torch.exp(-0.5 * ((X - cx) / (0.06 * width)) ** 2)
     thorax = (_blur(chest.lung, 3.0) * 2.5).clamp(0, 1)  # where ribs show
@@ -277,8 +295,18 @@ def render(masks: Tensor, labels: Tensor, rng: np.random.RandomState) -> Tensor:
     # densities add along the ray; air darkens where the lung is not hidden by heart or fluid
     air = 0.40 * _blur(chest.lung, 0.8) * (1 - 0.75 * heart) * (1 - fluid) * (1 - 0.3 * remaining) + 0.10 * gap
     markings = 0.04 * texture * chest.lung * (1 - 0.75 * heart) * (1 - (gap > 0.1).float())
-    image = (0.04 + 0.52 * body + 0.15 * spine * body + 0.08 * ribs * thorax + 0.10 * heart * body
-             + 0.05 * fluid + 0.10 * pleura + markings + blob - air)
+    image = (
+        0.04
+        + 0.52 * body
+        + 0.15 * spine * body
+        + 0.08 * ribs * thorax
+        + 0.10 * heart * body
+        + 0.05 * fluid
+        + 0.10 * pleura
+        + markings
+        + blob
+        - air
+    )
     image = _blur(image, 0.6)
     contrast, brightness = _u(rng, 0.85, 1.15, n), _u(rng, -0.06, 0.06, n)
     noise = _u(rng, 0.015, 0.035, n) * torch.from_numpy(rng.standard_normal((n, size, size))).float()
@@ -299,14 +327,25 @@ def draw_images(masks: np.ndarray, mask_index: np.ndarray, labels: np.ndarray, s
 # --------------------------------------------------------------------------- the reader
 
 
-def _build(zip_path: Path, n_images: int, image_size: int, test_fraction: float, prevalence: float,
-           min_foreground: float, max_foreground: float, seed: int, on_corrupt: str) -> dict:
+def _build(
+    zip_path: Path,
+    n_images: int,
+    image_size: int,
+    test_fraction: float,
+    prevalence: float,
+    min_foreground: float,
+    max_foreground: float,
+    seed: int,
+    on_corrupt: str,
+) -> dict:
     corrupt = CorruptLog("embedded_xray", "lung masks", on_corrupt)
     masks, names, left = read_masks(zip_path, image_size, min_foreground, max_foreground, corrupt)
     train_masks, test_masks = seeded_split(len(masks), test_fraction, seed)
     if len(train_masks) == 0 or len(test_masks) == 0:
-        raise UserError(f"reader: {len(masks)} usable lung masks in {zip_path} leave no masks for one split "
-                        f"(test_fraction={test_fraction}); check reader.masks_zip or the foreground bounds")
+        raise UserError(
+            f"reader: {len(masks)} usable lung masks in {zip_path} leave no masks for one split "
+            f"(test_fraction={test_fraction}); check reader.masks_zip or the foreground bounds"
+        )
     rng = np.random.RandomState(seed)
     n_test = int(round(n_images * test_fraction))
     parts, images, labels = {}, [], []
@@ -358,13 +397,24 @@ def chest_xrays(
     zip_path = Path(masks_zip).expanduser() if masks_zip is not None else default_masks_zip()
     if not zip_path.is_file():
         raise UserError(f"reader.masks_zip: {zip_path} is not a file")
-    settings = [VERSION, n_images, image_size, test_fraction, prevalence, min_foreground, max_foreground, seed,
-                on_corrupt, source_identity(None, files=[zip_path])]
+    settings = [
+        VERSION,
+        n_images,
+        image_size,
+        test_fraction,
+        prevalence,
+        min_foreground,
+        max_foreground,
+        seed,
+        on_corrupt,
+        source_identity(None, files=[zip_path]),
+    ]
     key = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:16]
     data = cached_tensors(
         Path(cache_dir) / f"embedded_xray_{image_size}px_{n_images}_{key}.pt",
-        lambda: _build(zip_path, n_images, image_size, test_fraction, prevalence, min_foreground, max_foreground,
-                       seed, on_corrupt),
+        lambda: _build(
+            zip_path, n_images, image_size, test_fraction, prevalence, min_foreground, max_foreground, seed, on_corrupt
+        ),
     )
     keep = data["is_test"] if split == "test" else ~data["is_test"]
     dataset = TensorInputsDataset([data["images"][keep].float() / 255], data["labels"][keep])  # as ToTensor

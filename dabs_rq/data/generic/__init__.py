@@ -38,18 +38,22 @@ def check_inputs(spec: ReaderSpec, inputs: list[dict]) -> None:
     """The YAML's ``inputs`` must take what the reader makes (window length, image size, ...)."""
     expected = spec.expected_inputs()
     if expected and len(expected) != len(inputs):
-        raise ReaderSpecError("_target_", f"makes {len(expected)} input(s) per item but the YAML's inputs list "
-                                          f"{len(inputs)}")
+        raise ReaderSpecError(
+            "_target_", f"makes {len(expected)} input(s) per item but the YAML's inputs list {len(inputs)}"
+        )
     for i, (wanted, given) in enumerate(zip(expected, inputs)):
         for key, value in wanted.items():
             have = given.get(key)
             if isinstance(value, AtLeast):
                 if have is not None and int(have) < int(value):
-                    raise InputsMismatchError(f"inputs[{i}].{key}: is {have!r} but the reader needs {value!r} "
-                                              f"(from its settings); raise it")
+                    raise InputsMismatchError(
+                        f"inputs[{i}].{key}: is {have!r} but the reader needs {value!r} (from its settings); raise it"
+                    )
             elif have is not None and list(_as_list(have)) != list(_as_list(value)):
-                raise InputsMismatchError(f"inputs[{i}].{key}: is {have!r} but the reader makes {value!r} "
-                                          f"(from its settings); make them equal")
+                raise InputsMismatchError(
+                    f"inputs[{i}].{key}: is {have!r} but the reader makes {value!r} "
+                    f"(from its settings); make them equal"
+                )
 
 
 class InputsMismatchError(UserError):
@@ -74,5 +78,12 @@ def validate_reader(mapping: dict, yaml_path: Path, inputs: list[dict] | None = 
     return {**mapping, **resolved}
 
 
-__all__ = ["READERS", "InputsMismatchError", "ReaderSpec", "ReaderSpecError", "check_inputs", "schema",
-           "validate_reader"]
+__all__ = [
+    "READERS",
+    "InputsMismatchError",
+    "ReaderSpec",
+    "ReaderSpecError",
+    "check_inputs",
+    "schema",
+    "validate_reader",
+]

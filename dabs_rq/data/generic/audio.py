@@ -67,7 +67,7 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,18 +93,18 @@ class AudioFiles(ReaderSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("audio_root", "table", "train", "test")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.audio.audio_files"
 
-    audio_root: Optional[str] = None
-    table: Optional[str] = None
-    train: Optional[str] = None
-    test: Optional[str] = None
+    audio_root: str | None = None
+    table: str | None = None
+    train: str | None = None
+    test: str | None = None
     path_column: str = "path"
     sample_rate: int = 16000
     clip_seconds: float = 1.0
     n_mels: int = 64
     n_fft: int = 1024
     hop_length: int = 250
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    mean: float | None = None
+    std: float | None = None
 
     # ------------------------------------------------------------------ shape and checks
 
@@ -134,35 +134,48 @@ class AudioFiles(ReaderSpec):
         if not self.clip_seconds > 0:
             raise ReaderSpecError("clip_seconds", f"must be positive, got {self.clip_seconds}")
         if self.frames < 1:
-            raise ReaderSpecError("hop_length", f"must be at most clip_seconds * sample_rate = {self.samples} "
-                                                f"(frames = samples // hop_length), got {self.hop_length}")
+            raise ReaderSpecError(
+                "hop_length",
+                f"must be at most clip_seconds * sample_rate = {self.samples} "
+                f"(frames = samples // hop_length), got {self.hop_length}",
+            )
         if self.n_mels > self.n_fft // 2 + 1:
-            raise ReaderSpecError("n_mels", f"must be at most n_fft // 2 + 1 = {self.n_fft // 2 + 1} (the STFT's "
-                                            f"frequency bins; raise n_fft), got {self.n_mels}")
+            raise ReaderSpecError(
+                "n_mels",
+                f"must be at most n_fft // 2 + 1 = {self.n_fft // 2 + 1} (the STFT's "
+                f"frequency bins; raise n_fft), got {self.n_mels}",
+            )
         if (self.mean is None) != (self.std is None):
-            raise ReaderSpecError("std" if self.std is None else "mean",
-                                  "is needed too: give both mean and std, or neither (train statistics)")
+            raise ReaderSpecError(
+                "std" if self.std is None else "mean",
+                "is needed too: give both mean and std, or neither (train statistics)",
+            )
         if self.std is not None and not self.std > 0:
             raise ReaderSpecError("std", f"must be positive, got {self.std}")
         if self.audio_root is not None and not Path(self.audio_root).is_dir():
             raise ReaderSpecError("audio_root", f"must be a folder, {self.audio_root} is a file")
         if self.split_by == "files":
             for key in ("train", "test"):
-                self._check_source(key, self.require(key, "with split_by: files (a table or a folder of class "
-                                                          "subfolders)"))
+                self._check_source(
+                    key, self.require(key, "with split_by: files (a table or a folder of class subfolders)")
+                )
             if Path(self.train).is_file() != Path(self.test).is_file():
                 raise ReaderSpecError("test", "must be a table like train, or both folders")
         elif self.table is not None:
             if not Path(self.table).is_file():
-                raise ReaderSpecError("table", f"must be a table file ({', '.join(TABLE_SUFFIXES)}), "
-                                               f"{self.table} is a folder")
+                raise ReaderSpecError(
+                    "table", f"must be a table file ({', '.join(TABLE_SUFFIXES)}), {self.table} is a folder"
+                )
             self._check_source("table", self.table)
         else:
             if self.split_by == "column":
-                raise ReaderSpecError("table", "is needed with split_by: column (its split_column holds each "
-                                               "clip's split)")
-            self._check_source("audio_root", self.require("audio_root", "(a folder of <class>/ subfolders of "
-                                                                        "audio files, or set table)"))
+                raise ReaderSpecError(
+                    "table", "is needed with split_by: column (its split_column holds each clip's split)"
+                )
+            self._check_source(
+                "audio_root",
+                self.require("audio_root", "(a folder of <class>/ subfolders of audio files, or set table)"),
+            )
 
     def _check_source(self, key: str, source: str) -> None:
         """A table (its columns) or a folder (of class subfolders, for class labels)."""
@@ -174,28 +187,38 @@ class AudioFiles(ReaderSpec):
             self.check_columns(str(path), self.table_header(key, path), needs)
             return
         if self.label_type in ("multilabel", "score"):
-            raise ReaderSpecError("table" if key == "audio_root" else key,
-                                  f"must be a table with label_type: {self.label_type} (folders give classes)")
+            raise ReaderSpecError(
+                "table" if key == "audio_root" else key,
+                f"must be a table with label_type: {self.label_type} (folders give classes)",
+            )
         if self.split_by == "column":
             raise ReaderSpecError(key, "must be a table with split_by: column, got a folder")
         if self.label_type == "class" and not any(p.is_dir() for p in path.iterdir()):
-            raise ReaderSpecError(key, f"folder {path} has no class subfolders (<class>/*.wav; or set "
-                                       f"label_type: none, or a table)")
+            raise ReaderSpecError(
+                key, f"folder {path} has no class subfolders (<class>/*.wav; or set label_type: none, or a table)"
+            )
 
     # ------------------------------------------------------------------ what to read
 
     def _folder_items(self, folder: Path, key: str = "audio_root") -> tuple[list[Path], list[str]]:
         """Audio files at any depth under ``folder`` and their class (first subfolder); '' without class
         labels, and for a file directly in ``folder`` (no class: ``unlabelled``)."""
-        files = sorted(Path(where) / name for where, _, found in os.walk(folder, followlinks=True)
-                       for name in found if Path(name).suffix.lower() in SUFFIXES)
+        files = sorted(
+            Path(where) / name
+            for where, _, found in os.walk(folder, followlinks=True)
+            for name in found
+            if Path(name).suffix.lower() in SUFFIXES
+        )
         if self.label_type == "none":
             names = [""] * len(files)
         else:
             names = [parts[0] if len(parts) > 1 else "" for parts in (f.relative_to(folder).parts for f in files)]
         if not files or not any(names) and self.label_type != "none":
-            raise ReaderSpecError(key, f"no {'/'.join(SUFFIXES)} files in {folder}"
-                                       f"{'' if self.label_type == 'none' else ' (<class>/ subfolders)'}")
+            raise ReaderSpecError(
+                key,
+                f"no {'/'.join(SUFFIXES)} files in {folder}"
+                f"{'' if self.label_type == 'none' else ' (<class>/ subfolders)'}",
+            )
         return files, names
 
     def _table_items(self, path: Path) -> tuple[list[Path], Any]:
@@ -225,17 +248,25 @@ class AudioFiles(ReaderSpec):
             try:
                 return spec.labels(table)
             except (ValueError, TypeError) as err:
-                raise ReaderSpecError("classes" if self.classes else "label_column",
-                                      " ".join(str(err).split())) from None
+                raise ReaderSpecError(
+                    "classes" if self.classes else "label_column", " ".join(str(err).split())
+                ) from None
 
         def refuse(files: list[Path], missing: np.ndarray, what: str) -> None:
-            self.refuse_unlabelled(int(missing.sum()), what, [files[i].name for i in np.flatnonzero(missing)],
-                                   "fill in their labels" if self.table or self.split_by == "files" and
-                                   Path(self.train).is_file() else "move them into a class subfolder")
+            self.refuse_unlabelled(
+                int(missing.sum()),
+                what,
+                [files[i].name for i in np.flatnonzero(missing)],
+                "fill in their labels"
+                if self.table or self.split_by == "files" and Path(self.train).is_file()
+                else "move them into a class subfolder",
+            )
 
         if self.split_by == "files":
             (train_files, train_table, spec, reason, what), (test_files, test_table, _, _, _) = (
-                read("train", self.train), read("test", self.test))
+                read("train", self.train),
+                read("test", self.test),
+            )
             both = pd.concat([train_table, test_table], ignore_index=True)
             y, missing = labels(both, spec), spec.missing_labels(both)
             refuse(train_files + test_files, missing, what)
@@ -244,9 +275,12 @@ class AudioFiles(ReaderSpec):
             left = {split: LeftOut(Path(self.train).name, split) for split in parts}
             for split, (files, _, gone) in parts.items():
                 left[split].add(reason, int(gone.sum()), [files[i].name for i in np.flatnonzero(gone)])
-            return ({split: [f for f, g in zip(files, gone) if not g] for split, (files, _, gone) in parts.items()},
-                    {split: ys[torch.from_numpy(~gone)] for split, (_, ys, gone) in parts.items()},
-                    Path(self.train).name, left)
+            return (
+                {split: [f for f, g in zip(files, gone) if not g] for split, (files, _, gone) in parts.items()},
+                {split: ys[torch.from_numpy(~gone)] for split, (_, ys, gone) in parts.items()},
+                Path(self.train).name,
+                left,
+            )
         key = "table" if self.table else "audio_root"
         files, table, spec, reason, what = read(key, getattr(self, key))
         y, missing = labels(table, spec), spec.missing_labels(table)
@@ -285,8 +319,15 @@ class AudioFiles(ReaderSpec):
 
     def mel(self) -> MelSettings:
         """This reader's settings of the shared front end (HTK mel, zero-padded frames, dB with an 80 dB floor)."""
-        return MelSettings(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels, pad_mode="constant",
-                           frames=self.frames, amin=AMIN, top_db=TOP_DB)
+        return MelSettings(
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            pad_mode="constant",
+            frames=self.frames,
+            amin=AMIN,
+            top_db=TOP_DB,
+        )
 
     def spectrograms(self, waves: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> [B, 1, n_mels, frames] dB mel spectrograms (not normalised)."""
@@ -294,6 +335,7 @@ class AudioFiles(ReaderSpec):
 
     def _split_x(self, files: list[Path], log: CorruptLog) -> tuple[torch.Tensor, list[int]]:
         """Spectrograms of the files that decode, and their positions in ``files``."""
+
         def decode(path: Path) -> np.ndarray | CorruptDataError:
             try:
                 return self._wave(path)
@@ -303,7 +345,7 @@ class AudioFiles(ReaderSpec):
         out, kept = [], []
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # soundfile releases the GIL
             for start in range(0, len(files), CHUNK):
-                waves = list(pool.map(decode, files[start:start + CHUNK]))
+                waves = list(pool.map(decode, files[start : start + CHUNK]))
                 good = []
                 for i, wave in enumerate(waves, start=start):
                     if isinstance(wave, CorruptDataError):
@@ -340,8 +382,15 @@ class AudioFiles(ReaderSpec):
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
         source = self.table or self.audio_root if self.split_by != "files" else self.train
-        return self.cached("audio", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt,
-                           dataset=Path(source).name)
+        return self.cached(
+            "audio",
+            split,
+            cache_dir,
+            self.sources(),
+            lambda: self.build(on_corrupt),
+            on_corrupt,
+            dataset=Path(source).name,
+        )
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class ImageTextPairs(TokenizerPath, TableImages):
 
     image_column: str = "image"
     text_column: str = "text"
-    text_pair_column: Optional[str] = None
+    text_pair_column: str | None = None
     tokenizer: str = "words"
     seq_len: int = 32
     vocab_size: int = 10000
@@ -83,9 +83,8 @@ class ImageTextPairs(TokenizerPath, TableImages):
             tokens["vocab_size"] = AtLeast(self.vocab_size)
         return [*super().expected_inputs(), tokens]
 
-    def column_needs(self) -> list[tuple[str, Optional[str]]]:
-        return [*super().column_needs(), ("text_column", self.text_column),
-                ("text_pair_column", self.text_pair_column)]
+    def column_needs(self) -> list[tuple[str, str | None]]:
+        return [*super().column_needs(), ("text_column", self.text_column), ("text_pair_column", self.text_pair_column)]
 
     def row_problem(self, rows: TableRows, i: int) -> str | None:
         """An empty text or pair is a corrupt row (it would be encoded as ``[CLS] [SEP]``, a blank input)."""

@@ -64,8 +64,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Optional, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -73,8 +74,8 @@ from omegaconf import MISSING
 from torchvision import transforms
 
 from dabs_rq.data import image_cache
-from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.array_cache import source_identity
+from dabs_rq.data.generic.spec import TABLE_SUFFIXES, ReaderSpec, ReaderSpecError, read_table
 from dabs_rq.data.image_cache import FileImages, ImageDataset
 from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
@@ -91,6 +92,7 @@ EMPTY_LABEL = "rows with an empty label"
 
 
 # --------------------------------------------------------------------------- shared by every image reader
+
 
 @dataclasses.dataclass
 class ImageSpec(ReaderSpec):
@@ -118,8 +120,17 @@ class ImageSpec(ReaderSpec):
             steps.append(transforms.Grayscale(1))
         return transforms.Compose(steps)
 
-    def image_split(self, kind: str, split: str, paths: Sequence[Path], labels: torch.Tensor, cache_dir: Path,
-                    log: CorruptLog, extra: Sequence[np.ndarray] = (), left: LeftOut | None = None) -> ImageDataset:
+    def image_split(
+        self,
+        kind: str,
+        split: str,
+        paths: Sequence[Path],
+        labels: torch.Tensor,
+        cache_dir: Path,
+        log: CorruptLog,
+        extra: Sequence[np.ndarray] = (),
+        left: LeftOut | None = None,
+    ) -> ImageDataset:
         """Items ``((image, *extra), label)`` of the image files ``paths`` (one per example; repeats decoded once).
 
         Corrupt files go to ``log`` (stop, or leave their examples out); ``log`` reports once. The
@@ -134,11 +145,26 @@ class ImageSpec(ReaderSpec):
         row_of = {p: i for i, p in enumerate(unique)}
         rows = np.fromiter((row_of[str(p)] for p in paths), dtype=np.int64, count=len(paths))
         size = [int(s) for s in self.image_size]
-        cache = image_cache.cache_file(cache_dir, f"generic_{kind}", split, source=source_identity(None, files=unique),
-                                       image_size=size, channels=self.channels)
-        dataset = image_cache.image_dataset(FileImages(unique), len(unique), self.transform(), labels.numpy(),
-                                            cache=cache, shape=(self.channels, *size), rows=rows, extra=extra,
-                                            channels=self.channels, corrupt=log)
+        cache = image_cache.cache_file(
+            cache_dir,
+            f"generic_{kind}",
+            split,
+            source=source_identity(None, files=unique),
+            image_size=size,
+            channels=self.channels,
+        )
+        dataset = image_cache.image_dataset(
+            FileImages(unique),
+            len(unique),
+            self.transform(),
+            labels.numpy(),
+            cache=cache,
+            shape=(self.channels, *size),
+            rows=rows,
+            extra=extra,
+            channels=self.channels,
+            corrupt=log,
+        )
         left.add(CORRUPT_IMAGES, len(paths) - len(dataset))
         return left.attach(dataset)
 
@@ -163,22 +189,28 @@ def subfolders(folder: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- a folder of class folders
 
+
 @dataclasses.dataclass
 class ImageFolder(ImageSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("root", "train", "test")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.images.image_folder"
 
-    root: Optional[str] = None
-    train: Optional[str] = None
-    test: Optional[str] = None
+    root: str | None = None
+    train: str | None = None
+    test: str | None = None
 
     def check(self) -> None:
         if self.split_by not in ("ratio", "files"):
-            raise ReaderSpecError("split_by", f"must be ratio or files for image_folder (a folder has no split "
-                                              f"column), got {self.split_by!r}")
+            raise ReaderSpecError(
+                "split_by",
+                f"must be ratio or files for image_folder (a folder has no split column), got {self.split_by!r}",
+            )
         if self.label_type not in ("class", "none"):
-            raise ReaderSpecError("label_type", f"must be class (the subfolder names) or none for image_folder, "
-                                                f"got {self.label_type!r}; use image_table for other labels")
+            raise ReaderSpecError(
+                "label_type",
+                f"must be class (the subfolder names) or none for image_folder, "
+                f"got {self.label_type!r}; use image_table for other labels",
+            )
         for key in ("label_column", "label_columns", "label_separator", "split_column"):
             if getattr(self, key) not in (None, []):
                 raise ReaderSpecError(key, "is not used by image_folder (labels are subfolder names); remove it")
@@ -192,18 +224,25 @@ class ImageFolder(ImageSpec):
             found = {key: subfolders(Path(getattr(self, key))) for key in keys}
             for key, names in found.items():
                 if not names:
-                    raise ReaderSpecError(key, f"{getattr(self, key)} holds no class subfolders (one folder per "
-                                               "class; set label_type: none for unlabelled images)")
+                    raise ReaderSpecError(
+                        key,
+                        f"{getattr(self, key)} holds no class subfolders (one folder per "
+                        "class; set label_type: none for unlabelled images)",
+                    )
                 if self.classes:
                     extra = [n for n in names if n not in self.class_names([])]
                     if extra:
-                        raise ReaderSpecError("classes", f"does not list the subfolder(s) {', '.join(extra)} of "
-                                                         f"{getattr(self, key)}")
+                        raise ReaderSpecError(
+                            "classes", f"does not list the subfolder(s) {', '.join(extra)} of {getattr(self, key)}"
+                        )
             if self.classes:
                 missing = [c for c in self.class_names([]) if not any(c in n for n in found.values())]
                 if missing:
-                    raise ReaderSpecError("classes", f"names {', '.join(missing)}, which is not a subfolder of "
-                                                     f"{' or '.join(getattr(self, k) for k in keys)}")
+                    raise ReaderSpecError(
+                        "classes",
+                        f"names {', '.join(missing)}, which is not a subfolder of "
+                        f"{' or '.join(getattr(self, k) for k in keys)}",
+                    )
 
     def folders(self) -> dict[str, str]:
         return {"train": self.train, "test": self.test} if self.split_by == "files" else {"all": self.root}
@@ -225,13 +264,19 @@ class ImageFolder(ImageSpec):
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error") -> ImageDataset:
         check_split(split)
         folders = self.folders()
-        classes = (self.class_names(n for f in folders.values() for n in subfolders(Path(f)))
-                   if self.label_type == "class" else [])
+        classes = (
+            self.class_names(n for f in folders.values() for n in subfolders(Path(f)))
+            if self.label_type == "class"
+            else []
+        )
         found = {key: self.samples(folder, classes) for key, folder in folders.items()}
         outside = [p for paths, _, loose in found.values() for p, out in zip(paths, loose) if out]
-        self.refuse_unlabelled(len(outside), f"images lie outside the class subfolders of "
-                                             f"{' and '.join(folders.values())}", [p.name for p in outside],
-                               "move them into a class subfolder")
+        self.refuse_unlabelled(
+            len(outside),
+            f"images lie outside the class subfolders of {' and '.join(folders.values())}",
+            [p.name for p in outside],
+            "move them into a class subfolder",
+        )
         if self.split_by == "files":
             paths, labels, loose = found[split]
             if not paths:
@@ -248,8 +293,15 @@ class ImageFolder(ImageSpec):
         left = LeftOut(log.dataset, split)
         left.add(LOOSE, int(loose.sum()), [p.name for p, out in zip(paths, loose) if out])
         keep = np.flatnonzero(~loose)
-        return self.image_split("folder", split, [paths[i] for i in keep],
-                                torch.tensor([labels[i] for i in keep], dtype=torch.long), cache_dir, log, left=left)
+        return self.image_split(
+            "folder",
+            split,
+            [paths[i] for i in keep],
+            torch.tensor([labels[i] for i in keep], dtype=torch.long),
+            cache_dir,
+            log,
+            left=left,
+        )
 
 
 def image_folder(split: str, cache_dir: Path, on_corrupt: str = "error", **settings) -> ImageDataset:
@@ -258,6 +310,7 @@ def image_folder(split: str, cache_dir: Path, on_corrupt: str = "error", **setti
 
 
 # --------------------------------------------------------------------------- image files listed in a table
+
 
 class TableRows(NamedTuple):
     """Every row of the reader's table(s), with where each row came from and each split's row indices."""
@@ -300,12 +353,12 @@ class TableImages(ImageSpec):
     PATH_KEY: ClassVar[str] = "path_column"
     KIND: ClassVar[str] = "table"
 
-    table: Optional[str] = None
-    train: Optional[str] = None
-    test: Optional[str] = None
-    images_root: Optional[str] = None
+    table: str | None = None
+    train: str | None = None
+    test: str | None = None
+    images_root: str | None = None
 
-    def column_needs(self) -> list[tuple[str, Optional[str]]]:
+    def column_needs(self) -> list[tuple[str, str | None]]:
         """(key, column) pairs every table must have."""
         return [(self.PATH_KEY, getattr(self, self.PATH_KEY)), *self.label_needs()]
 
@@ -315,7 +368,7 @@ class TableImages(ImageSpec):
 
     def check(self) -> None:
         super().check()
-        for key in (("train", "test") if self.split_by == "files" else ("table",)):
+        for key in ("train", "test") if self.split_by == "files" else ("table",):
             self.require(key, "with split_by: files" if self.split_by == "files" else "(the table of image paths)")
             path = Path(getattr(self, key))
             if not path.is_file() or path.suffix.lower() not in TABLE_SUFFIXES:
@@ -345,11 +398,14 @@ class TableImages(ImageSpec):
             splits = {s: self.split_rows(len(table), s, values) for s in ("train", "test")}
         for split, idx in splits.items():
             if not len(idx):
-                key, why = {"files": (split, f"{tables.get(split)} has no rows"),
-                            "column": (f"{split}_value", f"no row of {sources[0]} has {self.split_column} == "
-                                                         f"{getattr(self, f'{split}_value')!r}"),
-                            "ratio": ("test_fraction", f"leaves the {split} split of {len(table)} rows empty")
-                            }[self.split_by]
+                key, why = {
+                    "files": (split, f"{tables.get(split)} has no rows"),
+                    "column": (
+                        f"{split}_value",
+                        f"no row of {sources[0]} has {self.split_column} == {getattr(self, f'{split}_value')!r}",
+                    ),
+                    "ratio": ("test_fraction", f"leaves the {split} split of {len(table)} rows empty"),
+                }[self.split_by]
                 raise ReaderSpecError(key, why)
         return TableRows(table, sources, source, index, splits)
 
@@ -378,8 +434,13 @@ class TableImages(ImageSpec):
             problem = self.row_problem(rows, int(i))
             if path is None or not path.is_file() or problem is not None:
                 line, unit = row_location(table, int(rows.index[i]))
-                why = (f"no image path in column {column!r}" if path is None else problem if problem is not None
-                       else f"image file {path} does not exist")
+                why = (
+                    f"no image path in column {column!r}"
+                    if path is None
+                    else problem
+                    if problem is not None
+                    else f"image file {path} does not exist"
+                )
                 log.add(CorruptDataError(table, why, line, unit))
                 continue
             paths.append(path)
@@ -392,9 +453,12 @@ class TableImages(ImageSpec):
         labels = self.table_labels(rows)
         missing = self.missing_labels(rows.table)
         where = [rows.name(i) for i in np.flatnonzero(missing)[:3]]
-        self.refuse_unlabelled(int(missing.sum()), f"rows of {', '.join(map(str, rows.sources))} have an empty "
-                                                   f"{self.label_column or 'label'} cell", where,
-                               "fill in their labels")
+        self.refuse_unlabelled(
+            int(missing.sum()),
+            f"rows of {', '.join(map(str, rows.sources))} have an empty {self.label_column or 'label'} cell",
+            where,
+            "fill in their labels",
+        )
         log = CorruptLog(self.tables().get(split, rows.sources[0]).stem, split, on_corrupt)
         left = LeftOut(log.dataset, split)
         idx = rows.splits[split]
@@ -405,8 +469,9 @@ class TableImages(ImageSpec):
         paths, kept = self.image_paths(rows, idx, log)
         left.add(CORRUPT_ROWS, len(idx) - len(kept))
         extra = [x[kept] for x in self.extra_inputs(rows)]
-        return self.image_split(self.KIND, split, paths, labels[torch.from_numpy(kept)], cache_dir, log, extra,
-                                left=left)
+        return self.image_split(
+            self.KIND, split, paths, labels[torch.from_numpy(kept)], cache_dir, log, extra, left=left
+        )
 
     def extra_inputs(self, rows: TableRows) -> list[np.ndarray]:
         """Inputs served after the image, one row per table row (none here; token ids for image-text pairs)."""

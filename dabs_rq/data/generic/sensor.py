@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -71,9 +71,9 @@ class Recording:
 
     path: Path
     name: str
-    windows: Optional[np.ndarray]
+    windows: np.ndarray | None
     labels: list
-    reason: Optional[str] = None
+    reason: str | None = None
 
 
 def _text(value: object) -> object:
@@ -92,15 +92,15 @@ class SensorArrays(ReaderSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("path", "train", "test", "labels_csv")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.sensor.sensor_arrays"
 
-    path: Optional[str] = None
-    train: Optional[str] = None
-    test: Optional[str] = None
+    path: str | None = None
+    train: str | None = None
+    test: str | None = None
     pattern: str = "*"
-    channels: Optional[list[str]] = None
+    channels: list[str] | None = None
     window: int = 100
-    stride: Optional[int] = None
+    stride: int | None = None
     normalize: bool = True
-    labels_csv: Optional[str] = None
+    labels_csv: str | None = None
     file_column: str = "file"
     array_key: str = "x"
     short: str = "error"
@@ -172,8 +172,11 @@ class SensorArrays(ReaderSpec):
         windows = cut_windows(signal, self.window, stride)
         if not len(windows):
             return None, []
-        labels = ([Counter(cut).most_common(1)[0][0] for cut in sliding_windows(rows, self.window, stride)]
-                  if rows is not None else [None] * len(windows))
+        labels = (
+            [Counter(cut).most_common(1)[0][0] for cut in sliding_windows(rows, self.window, stride)]
+            if rows is not None
+            else [None] * len(windows)
+        )
         return windows, labels
 
     def _read(self, files: list[Path], log: CorruptLog) -> list[Recording]:
@@ -218,8 +221,11 @@ class SensorArrays(ReaderSpec):
             name = Path(str(cell).strip()).name
             value = (_text(label), split)
             if name in out and out[name] != value:
-                raise ReaderSpecError("labels_csv", f"{self.labels_csv} lists {name} twice with different labels or "
-                                                    f"splits (data rows {first[name] + 1} and {row + 1}); keep one")
+                raise ReaderSpecError(
+                    "labels_csv",
+                    f"{self.labels_csv} lists {name} twice with different labels or "
+                    f"splits (data rows {first[name] + 1} and {row + 1}); keep one",
+                )
             out.setdefault(name, value)
             first.setdefault(name, row)
         return out
@@ -257,8 +263,9 @@ class SensorArrays(ReaderSpec):
                 if r.reason == EMPTY_WINDOW_LABEL:  # only its windows without a label are left out
                     keep = [k for k, lab in enumerate(r.labels) if not _no_label(lab)]
                     left[split].add(EMPTY_WINDOW_LABEL, len(r.labels) - len(keep), [r.name])
-                    r.windows, r.labels, r.reason = (r.windows[keep], [r.labels[k] for k in keep], None) if keep \
-                        else (None, [], None)
+                    r.windows, r.labels, r.reason = (
+                        (r.windows[keep], [r.labels[k] for k in keep], None) if keep else (None, [], None)
+                    )
                 elif r.reason is not None:
                     left[split].add(r.reason, 1, [r.name])
         out: dict = {}
@@ -266,12 +273,18 @@ class SensorArrays(ReaderSpec):
         for split, recs in parts.items():
             recs = [r for r in recs if r.reason is None and r.windows is not None]
             if not recs:
-                why = (f"; {left[split].line()}" if len(left[split])
-                       else f" (recordings shorter than window={self.window}?)")
+                why = (
+                    f"; {left[split].line()}"
+                    if len(left[split])
+                    else f" (recordings shorter than window={self.window}?)"
+                )
                 raise ReaderSpecError("split_by", f"the {split} split has no windows{why}")
             x = np.concatenate([r.windows for r in recs])
-            labels = [(rows[r.path.name][0] if uses_csv else lab) for r in recs
-                      for lab in (r.labels if not uses_csv else [None] * len(r.windows))]
+            labels = [
+                (rows[r.path.name][0] if uses_csv else lab)
+                for r in recs
+                for lab in (r.labels if not uses_csv else [None] * len(r.windows))
+            ]
             table_rows[split] = labels
             out[f"{split}_x0"] = torch.from_numpy(x)
         if self.normalize:
@@ -289,45 +302,58 @@ class SensorArrays(ReaderSpec):
             labels = self.labels(both)
         except ValueError as err:
             key = "label_columns" if self.label_type == "multilabel" and self.label_columns else "label_column"
-            raise ReaderSpecError("classes" if self.classes and "reader.classes" in str(err) else key,
-                                  f"{self.labels_csv or 'the recordings'}: {err}") from None
+            raise ReaderSpecError(
+                "classes" if self.classes and "reader.classes" in str(err) else key,
+                f"{self.labels_csv or 'the recordings'}: {err}",
+            ) from None
         n_train = len(table_rows["train"])
         out["train_y"], out["test_y"] = labels[:n_train], labels[n_train:]
         out["excluded"] = {split: left[split].state() for split in ("train", "test")}
         return out
 
-    def _check_names(self, recordings: list["Recording"]) -> None:
+    def _check_names(self, recordings: list[Recording]) -> None:
         """``labels_csv`` matches recordings by file name: two files of one name would share a row."""
         seen: dict[str, Path] = {}
         for r in recordings:
             other = seen.setdefault(r.path.name, r.path)
             if other != r.path:
-                raise ReaderSpecError("labels_csv", f"matches recordings by file name, and {other} and {r.path} are "
-                                                    "both named " + r.path.name + "; rename one")
+                raise ReaderSpecError(
+                    "labels_csv",
+                    f"matches recordings by file name, and {other} and {r.path} are "
+                    "both named " + r.path.name + "; rename one",
+                )
 
-    def _refuse(self, recordings: list["Recording"], uses_csv: bool) -> None:
+    def _refuse(self, recordings: list[Recording], uses_csv: bool) -> None:
         """Stop in one line for recordings without a label (``unlabelled: error``) or shorter than ``window``
         (``short: error``), counted over the whole dataset, before any split is drawn."""
+
         def names(reason: str) -> list[str]:
             return [r.name for r in recordings if r.reason == reason]
 
         where = f"{self.labels_csv}" if uses_csv else ""
         for reason, what, fix in (
-                (NOT_LISTED, f"recordings are not in labels_csv {where}", "add a row for each"),
-                (EMPTY_LABEL, f"recordings have an empty {self.label_column or 'label'} cell in {where}",
-                 "fill in their labels"),
-                (EMPTY_WINDOW_LABEL, f"recordings hold windows whose {self.label_column} is empty",
-                 "fill in the labels"),
-                (NO_LABELS, f"array recordings have no {self.label_column} column to label them",
-                 "set reader.labels_csv")):
+            (NOT_LISTED, f"recordings are not in labels_csv {where}", "add a row for each"),
+            (
+                EMPTY_LABEL,
+                f"recordings have an empty {self.label_column or 'label'} cell in {where}",
+                "fill in their labels",
+            ),
+            (EMPTY_WINDOW_LABEL, f"recordings hold windows whose {self.label_column} is empty", "fill in the labels"),
+            (NO_LABELS, f"array recordings have no {self.label_column} column to label them", "set reader.labels_csv"),
+        ):
             found = names(reason)
             self.refuse_unlabelled(len(found), what, found, fix)
         short = names(SHORT)
         if short and self.short != "skip":
-            raise refuse("short", len(short), f"recordings are shorter than window={self.window} steps", short,
-                         "lower reader.window")
+            raise refuse(
+                "short",
+                len(short),
+                f"recordings are shorter than window={self.window} steps",
+                short,
+                "lower reader.window",
+            )
 
-    def _split(self, recordings: list["Recording"], rows: dict | None) -> dict[str, list]:
+    def _split(self, recordings: list[Recording], rows: dict | None) -> dict[str, list]:
         """Recordings per split, drawn over every recording read (those left out included)."""
         if self.split_by == "column":
             parts: dict[str, list] = {"train": [], "test": []}
@@ -338,25 +364,43 @@ class SensorArrays(ReaderSpec):
                 elif value == str(self.test_value):
                     parts["test"].append(r)
                 else:  # in no split: counted in both
-                    reason = (f"{r.reason} (so in no split)" if r.reason in (NOT_LISTED, CORRUPT_FILES)
-                              else self.neither_reason("recordings"))
+                    reason = (
+                        f"{r.reason} (so in no split)"
+                        if r.reason in (NOT_LISTED, CORRUPT_FILES)
+                        else self.neither_reason("recordings")
+                    )
                     for part in parts.values():
                         part.append(Recording(r.path, r.name, None, [], reason))
             return parts
         if len(recordings) > 1:
-            return {split: [recordings[i] for i in self.split_rows(len(recordings), split)]
-                    for split in ("train", "test")}
+            return {
+                split: [recordings[i] for i in self.split_rows(len(recordings), split)] for split in ("train", "test")
+            }
         (r,) = recordings  # a single recording: its windows are split
         if r.windows is None or r.reason not in (None, EMPTY_WINDOW_LABEL):
             return {"train": [r], "test": []}  # nothing to split: counted once
-        return {split: [Recording(r.path, r.name, r.windows[idx], [r.labels[i] for i in idx], r.reason)]
-                for split in ("train", "test") for idx in [self.split_rows(len(r.windows), split)]}
+        return {
+            split: [Recording(r.path, r.name, r.windows[idx], [r.labels[i] for i in idx], r.reason)]
+            for split in ("train", "test")
+            for idx in [self.split_rows(len(r.windows), split)]
+        }
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
-        sources = [*(self.files(self.path) if self.path else []), *(self.files(self.train) if self.train else []),
-                   *(self.files(self.test) if self.test else []), *([Path(self.labels_csv)] if self.labels_csv else [])]
-        return self.cached("sensor", split, cache_dir, sources, lambda: self.build(on_corrupt), on_corrupt,
-                           dataset=Path(self.path or self.train or "").name)
+        sources = [
+            *(self.files(self.path) if self.path else []),
+            *(self.files(self.train) if self.train else []),
+            *(self.files(self.test) if self.test else []),
+            *([Path(self.labels_csv)] if self.labels_csv else []),
+        ]
+        return self.cached(
+            "sensor",
+            split,
+            cache_dir,
+            sources,
+            lambda: self.build(on_corrupt),
+            on_corrupt,
+            dataset=Path(self.path or self.train or "").name,
+        )
 
 
 def sensor_arrays(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):

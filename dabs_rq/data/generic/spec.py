@@ -37,8 +37,9 @@ import csv
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -85,27 +86,28 @@ class ReaderSpec:
     split_by: str = "ratio"
     test_fraction: float = 0.2
     split_seed: int = 0
-    split_column: Optional[str] = None
+    split_column: str | None = None
     train_value: str = "train"
     test_value: str = "test"
     label_type: str = "class"
-    label_column: Optional[str] = None
-    label_columns: Optional[list[str]] = None
-    label_separator: Optional[str] = None
-    classes: Optional[list[str]] = None
+    label_column: str | None = None
+    label_columns: list[str] | None = None
+    label_separator: str | None = None
+    classes: list[str] | None = None
     unlabelled: str = "error"
 
     # ------------------------------------------------------------------ construction and checks
 
     @classmethod
-    def from_mapping(cls, mapping: dict, base: Path | None = None) -> "ReaderSpec":
+    def from_mapping(cls, mapping: dict, base: Path | None = None) -> ReaderSpec:
         """Typed, checked spec from a YAML mapping (``_target_`` and run-time keys left out)."""
         values = {k: v for k, v in mapping.items() if k not in ("_target_", "cache_dir", "split")}
         names = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
-                raise ReaderSpecError(key, f"is not a key of {cls.TARGET.rsplit('.', 1)[-1]}; valid keys: "
-                                           f"{', '.join(names)}")
+                raise ReaderSpecError(
+                    key, f"is not a key of {cls.TARGET.rsplit('.', 1)[-1]}; valid keys: {', '.join(names)}"
+                )
         try:
             typed = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(values))
         except ValidationError as err:
@@ -143,7 +145,9 @@ class ReaderSpec:
         if not 0.0 < self.test_fraction < 1.0:
             raise ReaderSpecError("test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         if self.split_by == "column" and not self.split_column:
-            raise ReaderSpecError("split_column", "is needed with split_by: column (the column naming each row's split)")
+            raise ReaderSpecError(
+                "split_column", "is needed with split_by: column (the column naming each row's split)"
+            )
         for name in self.PATH_FIELDS:
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
@@ -162,34 +166,37 @@ class ReaderSpec:
         if path.is_dir():
             raise ReaderSpecError(key, f"{path} is a folder; give a {'/'.join(TABLE_SUFFIXES)} file")
         if path.is_file() and path.stat().st_size == 0:
-            raise ReaderSpecError(key, f"{path} is empty (0 bytes); write a header row naming its columns, then one "
-                                       "row per example")
+            raise ReaderSpecError(
+                key, f"{path} is empty (0 bytes); write a header row naming its columns, then one row per example"
+            )
         try:
             columns = table_columns(path)
         except (ValueError, OSError) as err:
             raise ReaderSpecError(key, f"cannot read the columns of {path} ({str(err).splitlines()[0]})") from None
         if not table_has_rows(path):
-            raise ReaderSpecError(key, f"{path} has a header ({', '.join(columns)}) but no rows; add one row per "
-                                       "example")
+            raise ReaderSpecError(
+                key, f"{path} has a header ({', '.join(columns)}) but no rows; add one row per example"
+            )
         return columns
 
-    def check_columns(self, source: str, columns: Sequence[str], needed: Iterable[tuple[str, Optional[str]]]) -> None:
+    def check_columns(self, source: str, columns: Sequence[str], needed: Iterable[tuple[str, str | None]]) -> None:
         """Every ``(key, column)`` with a column set must name a column of the table ``source``."""
         for key, column in needed:
             if column is not None and column not in columns:
                 raise ReaderSpecError(key, f"column {column!r} is not in {source}; its columns: {', '.join(columns)}")
 
-    def label_needs(self) -> list[tuple[str, Optional[str]]]:
+    def label_needs(self) -> list[tuple[str, str | None]]:
         """The (key, column) pairs the labels and split read from a table."""
-        needs: list[tuple[str, Optional[str]]] = []
+        needs: list[tuple[str, str | None]] = []
         if self.label_type in ("class", "score"):
             needs.append(("label_column", self.require("label_column", f"with label_type: {self.label_type}")))
         elif self.label_type == "multilabel":
             if self.label_columns:
                 needs += [("label_columns", c) for c in self.label_columns]
             else:
-                needs.append(("label_column", self.require("label_column", "with label_type: multilabel "
-                                                            "(or label_columns)")))
+                needs.append(
+                    ("label_column", self.require("label_column", "with label_type: multilabel (or label_columns)"))
+                )
         if self.split_by == "column":
             needs.append(("split_column", self.split_column))
         return needs
@@ -234,8 +241,10 @@ class ReaderSpec:
         if self.label_type == "class" or self.label_type == "score":
             return np.array([blank(v) for v in table[self.label_column]], dtype=bool).reshape(n)
         if self.label_type == "multilabel" and self.label_columns:
-            return np.array([any(blank(v) for v in row) for row in table[list(self.label_columns)].itertuples(
-                index=False)], dtype=bool).reshape(n)
+            return np.array(
+                [any(blank(v) for v in row) for row in table[list(self.label_columns)].itertuples(index=False)],
+                dtype=bool,
+            ).reshape(n)
         return np.zeros(n, dtype=bool)
 
     def refuse_unlabelled(self, count: int, what: str, names: Sequence[str], fix: str) -> None:
@@ -307,8 +316,16 @@ class ReaderSpec:
 
     # ------------------------------------------------------------------ caching
 
-    def cached(self, name: str, split: str, cache_dir: Path, sources: Iterable[Path], build: Any,
-               on_corrupt: str = "error", dataset: str = "") -> TensorInputsDataset:
+    def cached(
+        self,
+        name: str,
+        split: str,
+        cache_dir: Path,
+        sources: Iterable[Path],
+        build: Any,
+        on_corrupt: str = "error",
+        dataset: str = "",
+    ) -> TensorInputsDataset:
         """The split's tensors, built once per (settings, on_corrupt, source files' size and mtime).
 
         ``build`` returns ``{split}_x<k>`` / ``{split}_y`` tensors and ``excluded``: per split, a
@@ -348,8 +365,9 @@ def read_table(path: str | Path) -> Any:
     if suffix not in TABLE_SUFFIXES:
         raise ValueError(f"{path}: tables must be one of {', '.join(TABLE_SUFFIXES)}")
     if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                           quoting=csv.QUOTE_MINIMAL)
+        return pd.read_csv(
+            path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL
+        )
     if suffix == ".jsonl":
         return pd.read_json(path, lines=True, dtype=False)
     if suffix == ".json":

@@ -59,7 +59,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -76,6 +76,8 @@ EMPTY_LABEL = "rows with an empty label"
 
 class _NoLabel(ValueError):
     """A row without a label (``unlabelled`` decides), not a malformed one."""
+
+
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
@@ -83,7 +85,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
-def _cell(value: Any) -> Optional[str]:
+def _cell(value: Any) -> str | None:
     """A scalar cell as text (``3.0`` read from a column with gaps -> ``"3"``); None if missing,
     not a scalar, or blank."""
     if _missing(value) or isinstance(value, (list, tuple, dict, np.ndarray)):
@@ -108,16 +110,16 @@ class TextTable(TokenizerPath, ReaderSpec):
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ("path", "train", "test", "vocab_from", "tokenizer")
     TARGET: ClassVar[str] = "dabs_rq.data.generic.text.text_table"
 
-    path: Optional[str] = None
-    train: Optional[str] = None
-    test: Optional[str] = None
+    path: str | None = None
+    train: str | None = None
+    test: str | None = None
     text_column: str = "text"
-    text_pair_column: Optional[str] = None
+    text_pair_column: str | None = None
     tokenizer: str = WORDS
     seq_len: int = 128
     vocab_size: int = 8192
-    vocab_from: Optional[str] = None
-    vocab_columns: Optional[list[str]] = None
+    vocab_from: str | None = None
+    vocab_columns: list[str] | None = None
 
     # ------------------------------------------------------------------ construction and checks
 
@@ -126,8 +128,11 @@ class TextTable(TokenizerPath, ReaderSpec):
         tokenizer = self.tokenizer
         minimum = 4 if self.text_pair_column else 3
         if self.seq_len < minimum:
-            raise ReaderSpecError("seq_len", f"must be at least {minimum} ([CLS] text [SEP]"
-                                             f"{' pair [SEP]' if self.text_pair_column else ''}), got {self.seq_len}")
+            raise ReaderSpecError(
+                "seq_len",
+                f"must be at least {minimum} ([CLS] text [SEP]"
+                f"{' pair [SEP]' if self.text_pair_column else ''}), got {self.seq_len}",
+            )
         if tokenizer == WORDS and self.vocab_size <= 4:
             raise ReaderSpecError("vocab_size", f"must be more than 4 (the special tokens), got {self.vocab_size}")
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
@@ -135,8 +140,14 @@ class TextTable(TokenizerPath, ReaderSpec):
         if self.split_by == "files":
             tables = [(key, self.require(key, "with split_by: files")) for key in ("train", "test")]
         else:
-            tables = [("path", self.require("path", "(a .csv/.tsv/.jsonl/.json/.parquet table; or split_by: files "
-                                                    "with train and test)"))]
+            tables = [
+                (
+                    "path",
+                    self.require(
+                        "path", "(a .csv/.tsv/.jsonl/.json/.parquet table; or split_by: files with train and test)"
+                    ),
+                )
+            ]
         needs = [("text_column", self.text_column), ("text_pair_column", self.text_pair_column), *self.label_needs()]
         for key, table in tables:
             self.check_columns(table, self._columns(table, key), needs)
@@ -217,8 +228,9 @@ class TextTable(TokenizerPath, ReaderSpec):
             raise ValueError(f"label {value!r} is not one of reader.classes: {', '.join(self.classes)}")
         return value
 
-    def _rows(self, path: str, cells: dict[str, list], rows: list[int], log: CorruptLog,
-              unlabelled: set[int]) -> dict[int, tuple]:
+    def _rows(
+        self, path: str, cells: dict[str, list], rows: list[int], log: CorruptLog, unlabelled: set[int]
+    ) -> dict[int, tuple]:
         """row -> (text, pair, label) of the good ``rows``; corrupt rows are raised, or logged and left out;
         rows without a label go to ``unlabelled`` with ``unlabelled: skip`` (else they are corrupt)."""
         good = {}
@@ -233,8 +245,14 @@ class TextTable(TokenizerPath, ReaderSpec):
                 if self.unlabelled == "skip":
                     unlabelled.add(row)
                 else:
-                    log.add(CorruptDataError(path, f"{err} (or set reader.unlabelled: skip to leave such rows out)",
-                                             line=row + 1, unit="row"))
+                    log.add(
+                        CorruptDataError(
+                            path,
+                            f"{err} (or set reader.unlabelled: skip to leave such rows out)",
+                            line=row + 1,
+                            unit="row",
+                        )
+                    )
                 continue
             except ValueError as err:
                 log.add(CorruptDataError(path, str(err), line=row + 1, unit="row"))
@@ -245,8 +263,11 @@ class TextTable(TokenizerPath, ReaderSpec):
     def _parts(self) -> dict[str, tuple[str, dict, np.ndarray]]:
         """Per split: (file, its columns, the split's row indices), chosen before any row is checked."""
         if self.split_by == "files":
-            return {split: (where, cells, np.arange(len(cells[self.text_column])))
-                    for split, where in (("train", self.train), ("test", self.test)) for cells in [self._table(where)]}
+            return {
+                split: (where, cells, np.arange(len(cells[self.text_column])))
+                for split, where in (("train", self.train), ("test", self.test))
+                for cells in [self._table(where)]
+            }
         cells = self._table(self.path)
         values = [_cell(v) for v in cells[self.split_column]] if self.split_by == "column" else None
         n = len(cells[self.text_column])
@@ -275,16 +296,22 @@ class TextTable(TokenizerPath, ReaderSpec):
             left.add(EMPTY_LABEL, len(gone), [f"row {r + 1}" for r in gone])
             left.add(CORRUPT_ROWS, sum(int(r) not in good[path] for r in idx) - len(gone))
             if self.split_by == "column":
-                left.add(self.neither_reason("rows"), len(self.unsplit_rows(
-                    [_cell(v) for v in cells[self.split_column]])))
+                left.add(
+                    self.neither_reason("rows"), len(self.unsplit_rows([_cell(v) for v in cells[self.split_column]]))
+                )
             excluded[split] = left.state()
-        read = {split: [list(column) for column in zip(*[good[path][r] for r in idx.tolist() if r in good[path]])]
-                or [[], [], []] for split, (path, _, idx) in parts.items()}
+        read = {
+            split: [list(column) for column in zip(*[good[path][r] for r in idx.tolist() if r in good[path]])]
+            or [[], [], []]
+            for split, (path, _, idx) in parts.items()
+        }
         for split, (texts, _, _) in read.items():
             if not texts:
                 key = "split_by" if self.split_by != "column" else f"{split}_value"
-                raise ReaderSpecError(key, f"the {split} split of {self.path or getattr(self, split)} has no rows "
-                                           f"(split_by: {self.split_by})")
+                raise ReaderSpecError(
+                    key,
+                    f"the {split} split of {self.path or getattr(self, split)} has no rows (split_by: {self.split_by})",
+                )
         n_train = len(read["train"][0])
         texts = read["train"][0] + read["test"][0]
         pairs = read["train"][1] + read["test"][1] if self.text_pair_column else None
@@ -296,8 +323,13 @@ class TextTable(TokenizerPath, ReaderSpec):
         ids = encode_texts(texts, pairs, self.tokenizer, self.seq_len, self.vocab_size, train_rows)
         ids = ids[: n_train + len(read["test"][0])]
         labels = self._label_tensor(read["train"][2] + read["test"][2])
-        return {"train_x0": ids[:n_train], "test_x0": ids[n_train:],
-                "train_y": labels[:n_train], "test_y": labels[n_train:], "excluded": excluded}
+        return {
+            "train_x0": ids[:n_train],
+            "test_x0": ids[n_train:],
+            "train_y": labels[:n_train],
+            "test_y": labels[n_train:],
+            "excluded": excluded,
+        }
 
     def _label_tensor(self, labels: list) -> torch.Tensor:
         n = len(labels)
@@ -336,8 +368,15 @@ class TextTable(TokenizerPath, ReaderSpec):
         return files
 
     def load(self, split: str, cache_dir: Path, on_corrupt: str = "error"):
-        return self.cached("text", split, cache_dir, self.sources(), lambda: self.build(on_corrupt), on_corrupt,
-                           dataset=Path(self.path or self.train or "text").name)
+        return self.cached(
+            "text",
+            split,
+            cache_dir,
+            self.sources(),
+            lambda: self.build(on_corrupt),
+            on_corrupt,
+            dataset=Path(self.path or self.train or "text").name,
+        )
 
 
 def text_table(split: str, cache_dir: Path, on_corrupt: str = "error", **settings):

@@ -4,8 +4,8 @@ folder (``tokenizer: bert-base-uncased``; see :mod:`dabs_rq.data.readers.tokeniz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -46,12 +46,21 @@ class TokenizerPath:
         finally:
             self.tokenizer = tokenizer
         if folder and not Path(tokenizer).expanduser().is_dir():
-            raise ReaderSpecError("tokenizer", f"{tokenizer} is not a folder (give 'words', a folder written by "
-                                               "save_pretrained, or a tokenizer name in the Hugging Face cache)")
+            raise ReaderSpecError(
+                "tokenizer",
+                f"{tokenizer} is not a folder (give 'words', a folder written by "
+                "save_pretrained, or a tokenizer name in the Hugging Face cache)",
+            )
 
 
-def encode_texts(texts: Sequence[str], pairs: Sequence[str] | None, tokenizer: str, seq_len: int,
-                 vocab_size: int, train_rows: Sequence[int]) -> torch.Tensor:
+def encode_texts(
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    tokenizer: str,
+    seq_len: int,
+    vocab_size: int,
+    train_rows: Sequence[int],
+) -> torch.Tensor:
     """[N, seq_len] int32 ids of every row (``[CLS] a [SEP] (b [SEP])``, padded/truncated).
 
     ``words``: the ``vocab_size`` most frequent words of the train rows (``train_rows``), so the
@@ -78,5 +87,5 @@ def encode_texts(texts: Sequence[str], pairs: Sequence[str] | None, tokenizer: s
         while len(first) + len(second) > seq_len - 3:  # trim the longer one first, as tokenizers do
             (first if len(first) >= len(second) else second).pop()
         seq = [CLS, *first, SEP, *second, SEP]
-        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.int32)
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.int32)
     return ids

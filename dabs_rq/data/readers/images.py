@@ -34,9 +34,10 @@ import glob
 import io
 import os
 import pickle
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,14 +51,22 @@ from dabs_rq.data import image_cache
 from dabs_rq.data.array_cache import source_identity
 from dabs_rq.data.image_cache import Box, FileImages, list_digest
 from dabs_rq.data.splits import check_split
-from dabs_rq.data.storage import (CORRUPT, CorruptDataError, CorruptLog, DatasetMissingError, LeftOut, download,
-                                  download_and_extract)
+from dabs_rq.data.storage import (
+    CORRUPT,
+    CorruptDataError,
+    CorruptLog,
+    DatasetMissingError,
+    LeftOut,
+    download,
+    download_and_extract,
+)
 from dabs_rq.errors import UserError
 
 IMAGE_SIZE = 224
 
 
 # --------------------------------------------------------------------------- downloads
+
 
 @dataclass(frozen=True)
 class Download:
@@ -78,8 +87,9 @@ DOWNLOADS: dict[str, list[Download]] = {
     ],
     # DABS's archive: the official training set (39,209 images). torchvision.datasets.GTSRB
     # downloads a different training archive (GTSRB-Training_fixed.zip), so it is not used.
-    "traffic_sign": [Download("https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
-                              "GTSRB_Final_Training_Images.zip")],
+    "traffic_sign": [
+        Download("https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB_Final_Training_Images.zip")
+    ],
     "aircraft": [Download(f"{VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz")],
 }
 
@@ -108,6 +118,7 @@ def ensure_files(name: str, root: Path, needed: Iterable[Path], download: bool) 
 
 # --------------------------------------------------------------------------- preprocessing and cache
 
+
 def dabs_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
     """DABS's image pipeline up to ``ToTensor``; the cache stores its uint8 result (``ToTensor`` = that / 255)."""
     size = (image_size, image_size)
@@ -124,9 +135,19 @@ class ArrayImages:
         return Image.fromarray(self.pixels[i])
 
 
-def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image], labels: Sequence[int],
-                  cache_dir: Path, source: str, settings: dict[str, Any] | None = None, image_size: int = IMAGE_SIZE,
-                  memmap: bool = True, workers: int | None = None, corrupt: CorruptLog | None = None) -> Dataset:
+def image_dataset(
+    name: str,
+    split: str,
+    open_image: Callable[[int], Image.Image],
+    labels: Sequence[int],
+    cache_dir: Path,
+    source: str,
+    settings: dict[str, Any] | None = None,
+    image_size: int = IMAGE_SIZE,
+    memmap: bool = True,
+    workers: int | None = None,
+    corrupt: CorruptLog | None = None,
+) -> Dataset:
     """Items ``((float32 [3, s, s] in [0, 1],), label)`` for images ``open_image(i)``, cached as uint8 memmap.
 
     The cache (:mod:`dabs_rq.data.image_cache`) is keyed by dataset, split, ``source`` (a
@@ -138,18 +159,35 @@ def image_dataset(name: str, split: str, open_image: Callable[[int], Image.Image
     labels = np.asarray(labels, dtype=np.int64)
     cache = image_cache.cache_file(cache_dir, name, split, source=source, image_size=image_size, **(settings or {}))
     lines = len(corrupt) if corrupt is not None else 0  # index lines already skipped
-    dataset = image_cache.image_dataset(open_image, len(labels), dabs_transform(image_size), labels,
-                                        cache=cache if memmap else None, shape=(3, image_size, image_size),
-                                        workers=workers, corrupt=corrupt,
-                                        scan_record=cache.with_name(f"{cache.stem}.scan.json"))
+    dataset = image_cache.image_dataset(
+        open_image,
+        len(labels),
+        dabs_transform(image_size),
+        labels,
+        cache=cache if memmap else None,
+        shape=(3, image_size, image_size),
+        workers=workers,
+        corrupt=corrupt,
+        scan_record=cache.with_name(f"{cache.stem}.scan.json"),
+    )
     left = LeftOut(name, split)
     left.add(f"index lines and images {CORRUPT}", lines + len(labels) - len(dataset))
     return left.attach(dataset)
 
 
-def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Sequence[int], cache_dir: Path,
-                  boxes: Sequence[Box] | None = None, settings: dict[str, Any] | None = None,
-                  corrupt: CorruptLog | None = None, *, root: Path, **options: Any) -> Dataset:
+def files_dataset(
+    name: str,
+    split: str,
+    paths: Sequence[str | Path],
+    labels: Sequence[int],
+    cache_dir: Path,
+    boxes: Sequence[Box] | None = None,
+    settings: dict[str, Any] | None = None,
+    corrupt: CorruptLog | None = None,
+    *,
+    root: Path,
+    **options: Any,
+) -> Dataset:
     """:func:`image_dataset` of image files (optionally cropped to ``boxes``, as DABS does for Aircraft).
 
     The cache key holds the files' :func:`~dabs_rq.data.array_cache.source_identity` under the data ``root``.
@@ -161,10 +199,12 @@ def files_dataset(name: str, split: str, paths: Sequence[str | Path], labels: Se
             corrupt.report(kept=0)
         raise DatasetMissingError(f"dataset '{name}': no {split} images found")
     boxes = list(boxes) if boxes is not None else None
-    source = list_digest([source_identity(root, files=paths),
-                          *zip(paths, labels, boxes if boxes is not None else [None] * len(paths))])
-    return image_dataset(name, split, FileImages(paths, boxes), labels, cache_dir, source, settings, corrupt=corrupt,
-                         **options)
+    source = list_digest(
+        [source_identity(root, files=paths), *zip(paths, labels, boxes if boxes is not None else [None] * len(paths))]
+    )
+    return image_dataset(
+        name, split, FileImages(paths, boxes), labels, cache_dir, source, settings, corrupt=corrupt, **options
+    )
 
 
 def _is_train(split: str) -> bool:
@@ -173,8 +213,9 @@ def _is_train(split: str) -> bool:
     return split == "train"
 
 
-def per_class_split(groups: Iterable[tuple[int, Sequence[Any]]], train: bool, seed: int = 42,
-                    train_fraction: float = 0.8) -> tuple[list[Any], list[int]]:
+def per_class_split(
+    groups: Iterable[tuple[int, Sequence[Any]]], train: bool, seed: int = 42, train_fraction: float = 0.8
+) -> tuple[list[Any], list[int]]:
     """DABS's per-class random split (Flowers, GTSRB): items and labels of one side.
 
     One ``RandomState(seed)`` shuffles each class's items in turn, in the order ``groups``
@@ -236,9 +277,15 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only what CIFAR's batches hold (dicts, lists, strings, numpy arrays): no arbitrary objects."""
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -262,8 +309,10 @@ def load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- datasets
 
-def cifar10(split: str, cache_dir: Path, root: Path, download: bool = False, on_corrupt: str = "error",
-            **options: Any) -> Dataset:
+
+def cifar10(
+    split: str, cache_dir: Path, root: Path, download: bool = False, on_corrupt: str = "error", **options: Any
+) -> Dataset:
     """CIFAR-10: official train (50k) / test (10k) python-pickle batches in ``cifar-10-batches-py/``.
 
     The batches are read directly (``torchvision.datasets.CIFAR10`` would insist on the
@@ -281,12 +330,18 @@ def cifar10(split: str, cache_dir: Path, root: Path, download: bool = False, on_
     pixels = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))  # HWC, as PIL wants
     labels = np.concatenate([labels for _, labels in batches])
     source = source_identity(root, files=files)
-    return image_dataset("cifar10", split, ArrayImages(pixels), labels, cache_dir, source,
-                         corrupt=corrupt, **options)
+    return image_dataset("cifar10", split, ArrayImages(pixels), labels, cache_dir, source, corrupt=corrupt, **options)
 
 
-def cu_birds(split: str, cache_dir: Path, root: Path, download: bool = False, on_corrupt: str = "error",
-             num_classes: int = 200, **options: Any) -> Dataset:
+def cu_birds(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    on_corrupt: str = "error",
+    num_classes: int = 200,
+    **options: Any,
+) -> Dataset:
     """CUB-200-2011: official ``train_test_split.txt`` (5,994 / 5,794), label = class id - 1, no bbox crop.
 
     An image whose line in one of the three index files is malformed or missing is a corrupt
@@ -296,8 +351,11 @@ def cu_birds(split: str, cache_dir: Path, root: Path, download: bool = False, on
     train = _is_train(split)
     corrupt = CorruptLog("cu_birds", split, on_corrupt)
     base = Path(root) / "CUB_200_2011"
-    files = {"path": base / "images.txt", "class_id": base / "image_class_labels.txt",
-             "is_train": base / "train_test_split.txt"}
+    files = {
+        "path": base / "images.txt",
+        "class_id": base / "image_class_labels.txt",
+        "is_train": base / "train_test_split.txt",
+    }
     ensure_files("cu_birds", Path(root), files.values(), download)
     paths = _id_table(files["path"], str, "path", corrupt)
     class_ids = _id_table(files["class_id"], _int_in(1, num_classes), "class id", corrupt)
@@ -321,14 +379,28 @@ def load_flower_labels(path: Path, num_classes: int = 102) -> np.ndarray:
         labels = np.asarray(loadmat(path)["labels"]).reshape(-1)
     except (ValueError, TypeError, KeyError, OSError, EOFError, IndexError) as err:
         raise CorruptDataError(path, f"cannot read the labels ({type(err).__name__}: {err})") from err
-    if (not len(labels) or labels.dtype.kind not in "iuf" or not np.isfinite(labels).all()
-            or (labels != np.round(labels)).any() or labels.min() < 1 or labels.max() > num_classes):
+    if (
+        not len(labels)
+        or labels.dtype.kind not in "iuf"
+        or not np.isfinite(labels).all()
+        or (labels != np.round(labels)).any()
+        or labels.min() < 1
+        or labels.max() > num_classes
+    ):
         raise CorruptDataError(path, f"'labels' must be integers in 1..{num_classes}")
     return labels.astype(int) - 1
 
 
-def vgg_flower(split: str, cache_dir: Path, root: Path, download: bool = False, seed: int = 42,
-               train_fraction: float = 0.8, on_corrupt: str = "error", **options: Any) -> Dataset:
+def vgg_flower(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    seed: int = 42,
+    train_fraction: float = 0.8,
+    on_corrupt: str = "error",
+    **options: Any,
+) -> Dataset:
     """Oxford Flowers-102, DABS's split: per-class random 80/20 of all 8,189 images (``setid.mat`` unused).
 
     Classes are visited in order of first appearance in ``imagelabels.mat`` (DABS's dict
@@ -349,8 +421,15 @@ def vgg_flower(split: str, cache_dir: Path, root: Path, download: bool = False, 
     return files_dataset("vgg_flower", split, paths, split_labels, cache_dir, corrupt=corrupt, root=root, **options)
 
 
-def dtd(split: str, cache_dir: Path, root: Path, download: bool = False, partition: int = 1,
-        on_corrupt: str = "error", **options: Any) -> Dataset:
+def dtd(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    partition: int = 1,
+    on_corrupt: str = "error",
+    **options: Any,
+) -> Dataset:
     """DTD: ``train{p}.txt`` + ``val{p}.txt`` (3,760) / ``test{p}.txt`` (1,880); label = index in sorted categories.
 
     A list line that is not ``<category>/<file>`` of a known category is a corrupt sample.
@@ -367,18 +446,39 @@ def dtd(split: str, cache_dir: Path, root: Path, download: bool = False, partiti
         for n, row in _numbered_lines(path):
             category, _, file = row.partition("/")
             if category not in index or not file:
-                corrupt.add(CorruptDataError(path, f"expected '<category>/<image file>' of a folder in "
-                                                   f"{base / 'images'}, got {row!r}", n))
+                corrupt.add(
+                    CorruptDataError(
+                        path, f"expected '<category>/<image file>' of a folder in {base / 'images'}, got {row!r}", n
+                    )
+                )
                 continue
             rows.append(row)
             labels.append(index[category])
-    return files_dataset("dtd", split, [base / "images" / row for row in rows], labels, cache_dir,
-                         settings={"partition": partition}, corrupt=corrupt, root=root, **options)
+    return files_dataset(
+        "dtd",
+        split,
+        [base / "images" / row for row in rows],
+        labels,
+        cache_dir,
+        settings={"partition": partition},
+        corrupt=corrupt,
+        root=root,
+        **options,
+    )
 
 
-def traffic_sign(split: str, cache_dir: Path, root: Path, download: bool = False, seed: int = 42,
-                 train_fraction: float = 0.8, num_classes: int = 43, gtsrb_sorted_files: bool = True,
-                 on_corrupt: str = "error", **options: Any) -> Dataset:
+def traffic_sign(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    seed: int = 42,
+    train_fraction: float = 0.8,
+    num_classes: int = 43,
+    gtsrb_sorted_files: bool = True,
+    on_corrupt: str = "error",
+    **options: Any,
+) -> Dataset:
     """GTSRB, DABS's split: the official training set only, per-class random 80/20 with ``RandomState(42)``.
 
     Quirk ``gtsrb_sorted_files``: DABS shuffles each class's files in ``glob`` order, which
@@ -395,8 +495,17 @@ def traffic_sign(split: str, cache_dir: Path, root: Path, download: bool = False
         return sorted(found) if gtsrb_sorted_files else found
 
     paths, labels = per_class_split(((c, files(c)) for c in range(num_classes)), train, seed, train_fraction)
-    return files_dataset("traffic_sign", split, paths, labels, cache_dir,
-                         settings={"gtsrb_sorted_files": gtsrb_sorted_files}, corrupt=corrupt, root=root, **options)
+    return files_dataset(
+        "traffic_sign",
+        split,
+        paths,
+        labels,
+        cache_dir,
+        settings={"gtsrb_sorted_files": gtsrb_sorted_files},
+        corrupt=corrupt,
+        root=root,
+        **options,
+    )
 
 
 def _boxes(path: Path) -> tuple[dict[str, Box], dict[str, CorruptDataError]]:
@@ -410,13 +519,22 @@ def _boxes(path: Path) -> tuple[dict[str, Box], dict[str, CorruptDataError]]:
                 raise ValueError
             boxes[name] = box
         except ValueError:
-            errors[name] = CorruptDataError(path, f"expected '<image> xmin ymin xmax ymax' (integers, min < max), "
-                                                  f"got {line!r}", n)
+            errors[name] = CorruptDataError(
+                path, f"expected '<image> xmin ymin xmax ymax' (integers, min < max), got {line!r}", n
+            )
     return boxes, errors
 
 
-def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, aircraft_bbox_crop: bool = True,
-             aircraft_head_outputs: int = 102, on_corrupt: str = "error", **options: Any) -> Dataset:
+def aircraft(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    aircraft_bbox_crop: bool = True,
+    aircraft_head_outputs: int = 102,
+    on_corrupt: str = "error",
+    **options: Any,
+) -> Dataset:
     """FGVC-Aircraft 2013b: ``images_variant_trainval.txt`` (6,667) / ``images_variant_test.txt`` (3,333).
 
     Label = index of the variant in the sorted variant names. Quirks: ``aircraft_bbox_crop``
@@ -429,8 +547,9 @@ def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, ai
     corrupt = CorruptLog("aircraft", split, on_corrupt)
     data = Path(root) / "fgvc-aircraft-2013b" / "data"
     index = data / f"images_variant_{'trainval' if train else 'test'}.txt"
-    ensure_files("aircraft", Path(root), [data / "images", data / "variants.txt", data / "images_box.txt", index],
-                 download)
+    ensure_files(
+        "aircraft", Path(root), [data / "images", data / "variants.txt", data / "images_box.txt", index], download
+    )
     variants = sorted(_lines(data / "variants.txt"))
     if aircraft_head_outputs < len(variants):
         raise ValueError(f"aircraft_head_outputs={aircraft_head_outputs} cannot hold {len(variants)} variants")
@@ -440,8 +559,9 @@ def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, ai
     for n, line in _numbered_lines(index):
         name, _, variant = line.partition(" ")
         if variant not in label_of:
-            corrupt.add(CorruptDataError(index, f"expected '<image> <variant>' of a variant in variants.txt, "
-                                                f"got {line!r}", n))
+            corrupt.add(
+                CorruptDataError(index, f"expected '<image> <variant>' of a variant in variants.txt, got {line!r}", n)
+            )
             continue
         if aircraft_bbox_crop:
             if name in bad_boxes:
@@ -453,8 +573,18 @@ def aircraft(split: str, cache_dir: Path, root: Path, download: bool = False, ai
             boxes.append(all_boxes[name])
         paths.append(data / "images" / f"{name}.jpg")
         labels.append(label_of[variant])
-    return files_dataset("aircraft", split, paths, labels, cache_dir, boxes=boxes if aircraft_bbox_crop else None,
-                         settings={"aircraft_bbox_crop": aircraft_bbox_crop}, corrupt=corrupt, root=root, **options)
+    return files_dataset(
+        "aircraft",
+        split,
+        paths,
+        labels,
+        cache_dir,
+        boxes=boxes if aircraft_bbox_crop else None,
+        settings={"aircraft_bbox_crop": aircraft_bbox_crop},
+        corrupt=corrupt,
+        root=root,
+        **options,
+    )
 
 
 def check_class_folders(folder: Path, classes: dict[str, int]) -> None:
@@ -471,16 +601,27 @@ def check_class_folders(folder: Path, classes: dict[str, int]) -> None:
             outside.append(entry.name)
     if outside:
         shown = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
-        raise UserError(f"{folder} holds {len(outside)} images outside the class folders ({shown}), which would "
-                        "have no label: put each into its class (wnid) folder, as train/ is laid out")
+        raise UserError(
+            f"{folder} holds {len(outside)} images outside the class folders ({shown}), which would "
+            "have no label: put each into its class (wnid) folder, as train/ is laid out"
+        )
     if unknown:
         shown = ", ".join(list(unknown)[:3]) + (", ..." if len(unknown) > 3 else "")
-        raise UserError(f"{folder} has {len(unknown)} folders of {sum(unknown.values())} images that are not "
-                        f"classes of the train folder ({shown}): fix the layout, or the 'folders' option")
+        raise UserError(
+            f"{folder} has {len(unknown)} folders of {sum(unknown.values())} images that are not "
+            f"classes of the train folder ({shown}): fix the layout, or the 'folders' option"
+        )
 
 
-def imagenet(split: str, cache_dir: Path, root: Path, download: bool = False,
-             folders: dict[str, str] | None = None, on_corrupt: str = "error", **options: Any) -> Dataset:
+def imagenet(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    folders: dict[str, str] | None = None,
+    on_corrupt: str = "error",
+    **options: Any,
+) -> Dataset:
     """ImageNet-1k as two ImageFolders (``train/`` and ``val/``, one folder per wnid); label = sorted wnid index.
 
     Classes come from the train folder for both splits, so labels agree even if a split

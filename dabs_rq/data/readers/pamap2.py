@@ -39,8 +39,8 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,8 +55,12 @@ from dabs_rq.io import write_array_atomic, write_json_atomic
 
 #: activity ids of the PAMAP2 protocol that DABS uses, in label order (optional activities excluded)
 ACTIVITIES = (1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24)
-COLUMNS = ["timestamp", "activity_id", "heart_rate",
-           *(f"{part}{i}" for part in ("hand", "chest", "ankle") for i in range(17))]
+COLUMNS = [
+    "timestamp",
+    "activity_id",
+    "heart_rate",
+    *(f"{part}{i}" for part in ("hand", "chest", "ankle") for i in range(17)),
+]
 URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/00231/PAMAP2_Dataset.zip"
 WINDOW_MODES = ("seeded", "grid")
 
@@ -131,8 +135,7 @@ def parse_subject(path: Path, corrupt: CorruptLog | None = None) -> pd.DataFrame
         wrong = (values.isna() & frame[text_columns].notna()).to_numpy()
         for row in np.flatnonzero(wrong.any(axis=1)):
             column = text_columns[int(np.flatnonzero(wrong[row])[0])]
-            corrupt.add(CorruptDataError(path, f"{column} is {frame[column].iloc[row]!r}, not a number",
-                                         numbers[row]))
+            corrupt.add(CorruptDataError(path, f"{column} is {frame[column].iloc[row]!r}, not a number", numbers[row]))
         frame[text_columns] = values
         frame = frame[~wrong.any(axis=1)].reset_index(drop=True)
     return frame
@@ -166,8 +169,9 @@ def fetch(root: Path, url: str = URL) -> None:
         extract_archive(inner, root, remove_finished=True)
 
 
-def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int],
-                  corrupt: CorruptLog | None = None) -> tuple[np.ndarray, np.ndarray]:
+def activity_runs(
+    root: Path, subjects: Sequence[int], activities: Sequence[int], corrupt: CorruptLog | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """All rows of each (subject, activity) concatenated: ``(rows [N, 52] float32, runs [R, 4])``.
 
     ``runs`` rows are ``(offset, length, subject, label)``; label = index in ``activities``.
@@ -183,8 +187,9 @@ def activity_runs(root: Path, subjects: Sequence[int], activities: Sequence[int]
     return np.concatenate(rows), np.asarray(runs, dtype=np.int64).reshape(-1, 4)
 
 
-def cached_runs(path: Path, build: Callable[[], tuple[np.ndarray, np.ndarray]],
-                corrupt: CorruptLog | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cached_runs(
+    path: Path, build: Callable[[], tuple[np.ndarray, np.ndarray]], corrupt: CorruptLog | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, runs)`` from ``path`` (rows memory-mapped), built and saved on first use.
 
     With a skipping ``corrupt`` log, the lines ``build`` skipped are remembered beside the
@@ -281,10 +286,18 @@ def pamap2(
     subjects = [int(s) for s in (train_subjects if split == "train" else test_subjects)]
     # skipping builds other rows than stopping would, so it gets its own cache
     recordings = [protocol_dir(root) / f"subject{subject}.dat" for subject in subjects]
-    key = cache_key(subjects=subjects, activities=ACTIVITIES, interpolate="linear-both",
-                    source=source_identity(root, tables=recordings), **({"on_corrupt": "skip"} if corrupt.skip else {}))
-    rows, runs = cached_runs(Path(cache_dir) / "pamap2" / f"rows-{key}.npy",
-                             lambda: activity_runs(Path(root), subjects, ACTIVITIES, corrupt), corrupt)
+    key = cache_key(
+        subjects=subjects,
+        activities=ACTIVITIES,
+        interpolate="linear-both",
+        source=source_identity(root, tables=recordings),
+        **({"on_corrupt": "skip"} if corrupt.skip else {}),
+    )
+    rows, runs = cached_runs(
+        Path(cache_dir) / "pamap2" / f"rows-{key}.npy",
+        lambda: activity_runs(Path(root), subjects, ACTIVITIES, corrupt),
+        corrupt,
+    )
     if windows == "seeded":
         count = train_windows if split == "train" else test_windows
         starts, labels = seeded_windows(runs, int(count), window, int(window_seed) + (split == "test"))
@@ -293,7 +306,10 @@ def pamap2(
     corrupt.report(kept=len(starts))
     left = LeftOut("pamap2", split)
     short = runs[(runs[:, 1] > 0) & (runs[:, 1] <= window)]
-    left.add(f"(subject, activity) runs of at most window={window} rows (no window, as DABS)", len(short),
-             [f"subject {s} activity {ACTIVITIES[a]}" for _, _, s, a in short])
+    left.add(
+        f"(subject, activity) runs of at most window={window} rows (no window, as DABS)",
+        len(short),
+        [f"subject {s} activity {ACTIVITIES[a]}" for _, _, s, a in short],
+    )
     left.add(f"lines {CORRUPT}", len(corrupt))
     return left.attach(WindowDataset(rows, starts, labels, window))

@@ -53,10 +53,10 @@ from __future__ import annotations
 import csv
 import os
 import struct
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -75,40 +75,116 @@ N_MELS = 224
 CHUNK = 64
 
 LIBRISPEECH_TRAIN = ("train-clean-100", "train-clean-360", "train-other-500")
-AUDIO_MNIST_TRAIN_SPEAKERS = (28, 56, 7, 19, 35, 1, 6, 16, 23, 34, 46, 53, 36, 57, 9, 24, 37, 2, 8, 17, 29, 39, 48,
-                              54, 43, 58, 14, 25, 38, 3, 10, 20, 30, 40, 49, 55)
+AUDIO_MNIST_TRAIN_SPEAKERS = (
+    28,
+    56,
+    7,
+    19,
+    35,
+    1,
+    6,
+    16,
+    23,
+    34,
+    46,
+    53,
+    36,
+    57,
+    9,
+    24,
+    37,
+    2,
+    8,
+    17,
+    29,
+    39,
+    48,
+    54,
+    43,
+    58,
+    14,
+    25,
+    38,
+    3,
+    10,
+    20,
+    30,
+    40,
+    49,
+    55,
+)
 AUDIO_MNIST_VAL_SPEAKERS = (12, 47, 59, 15, 27, 41, 4, 11, 21, 31, 44, 50)
 AUDIO_MNIST_TEST_SPEAKERS = (26, 52, 60, 18, 32, 42, 5, 13, 22, 33, 45, 51)
 #: DABS's label order (index = class); 35 words + ``_background_noise_`` (36 outputs)
-GSC_LABELS = ("eight", "right", "happy", "three", "yes", "up", "no", "stop", "on", "four", "nine", "zero", "down",
-              "go", "six", "two", "left", "five", "off", "seven", "one", "cat", "bird", "marvin", "wow", "tree", "dog",
-              "sheila", "bed", "house", "follow", "visual", "backward", "forward", "learn", "_background_noise_")
+GSC_LABELS = (
+    "eight",
+    "right",
+    "happy",
+    "three",
+    "yes",
+    "up",
+    "no",
+    "stop",
+    "on",
+    "four",
+    "nine",
+    "zero",
+    "down",
+    "go",
+    "six",
+    "two",
+    "left",
+    "five",
+    "off",
+    "seven",
+    "one",
+    "cat",
+    "bird",
+    "marvin",
+    "wow",
+    "tree",
+    "dog",
+    "sheila",
+    "bed",
+    "house",
+    "follow",
+    "visual",
+    "backward",
+    "forward",
+    "learn",
+    "_background_noise_",
+)
 GSC_BACKGROUND = "_background_noise_"
 #: The archives' published sha256 digests (torchaudio's tables), checked by :func:`download_and_extract`
 SHA256 = {
-    "http://www.openslr.org/resources/12/dev-clean.tar.gz":
-        "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
-    "http://www.openslr.org/resources/12/dev-other.tar.gz":
-        "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
-    "http://www.openslr.org/resources/12/test-clean.tar.gz":
-        "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
-    "http://www.openslr.org/resources/12/test-other.tar.gz":
-        "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
-    "http://www.openslr.org/resources/12/train-clean-100.tar.gz":
-        "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
-    "http://www.openslr.org/resources/12/train-clean-360.tar.gz":
-        "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
-    "http://www.openslr.org/resources/12/train-other-500.tar.gz":
-        "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
-    "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz":
-        "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
-    "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz":
-        "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+    "http://www.openslr.org/resources/12/dev-clean.tar.gz": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    "http://www.openslr.org/resources/12/dev-other.tar.gz": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    "http://www.openslr.org/resources/12/test-clean.tar.gz": "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    "http://www.openslr.org/resources/12/test-other.tar.gz": "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    "http://www.openslr.org/resources/12/train-clean-100.tar.gz": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    "http://www.openslr.org/resources/12/train-clean-360.tar.gz": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    "http://www.openslr.org/resources/12/train-other-500.tar.gz": "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+    "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz": "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz": "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
 }
 FLUENT_LABELS = {
     "action": ("change language", "activate", "deactivate", "increase", "decrease", "bring"),
-    "object": ("none", "music", "lights", "volume", "heat", "lamp", "newspaper", "juice", "socks", "shoes", "Chinese",
-               "Korean", "English", "German"),
+    "object": (
+        "none",
+        "music",
+        "lights",
+        "volume",
+        "heat",
+        "lamp",
+        "newspaper",
+        "juice",
+        "socks",
+        "shoes",
+        "Chinese",
+        "Korean",
+        "English",
+        "German",
+    ),
     "location": ("none", "kitchen", "bedroom", "washroom"),
 }
 
@@ -143,8 +219,15 @@ class FrontEnd:
     def mel(self) -> MelSettings:
         """Steps 3 and 4 for the shared front end: librosa's default mel (Slaney scale and
         normalisation), power squared or not, dB floored 80 dB below each clip's maximum."""
-        return MelSettings(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels, pad_mode=self.pad_mode,
-                           mel_scale="slaney", norm="slaney", square_power=self.db_of_squared_power)
+        return MelSettings(
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            pad_mode=self.pad_mode,
+            mel_scale="slaney",
+            norm="slaney",
+            square_power=self.db_of_squared_power,
+        )
 
 
 def spectrograms(waves: Tensor, sample_rate: int, front_end: FrontEnd) -> Tensor:
@@ -287,6 +370,7 @@ def _lengths(paths: Sequence[Path | None], front_end: FrontEnd) -> Rows:
 
     ``None`` stands for a clip already known to be corrupt (length 0, not read).
     """
+
     def length(path: Path | None) -> object:
         return 0 if path is None else _or_error(_clip_length, path, front_end)
 
@@ -309,8 +393,15 @@ class SpeechDataset(ArrayDataset):
     corrupt clips were left out; ``labels`` and ``files`` are per example.
     """
 
-    def __init__(self, first: np.ndarray, labels: np.ndarray, files: Sequence[str], last: np.ndarray | None = None,
-                 last_row: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        first: np.ndarray,
+        labels: np.ndarray,
+        files: Sequence[str],
+        last: np.ndarray | None = None,
+        last_row: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
         if rows is None:
             super().__init__([first], labels)
         else:
@@ -357,8 +448,15 @@ def _cache_path(cache_dir: Path, name: str, split: str, window: str, source: str
     return Path(cache_dir) / "speech" / f"{name}-{split}-{window}-{key}.npy"
 
 
-def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, name: str,
-                        front_end: FrontEnd, corrupt: CorruptLog | None = None) -> SpeechDataset:
+def spectrogram_dataset(
+    clips: Clips,
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    name: str,
+    front_end: FrontEnd,
+    corrupt: CorruptLog | None = None,
+) -> SpeechDataset:
     """The cached :class:`SpeechDataset` of ``clips`` (built on first use; random windows for ``train``).
 
     Corrupt clips go to the split's ``corrupt`` log (default: the first one stops the run);
@@ -376,27 +474,45 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
     count = len(clips.files)
     source = source_identity(root, files=clips.files)  # one stat per clip, shared by the three caches
     first, bad = checked_memmap_cache(
-        _cache_path(cache_dir, name, split, "first", source, front_end), count, shape, np.float16,
+        _cache_path(cache_dir, name, split, "first", source, front_end),
+        count,
+        shape,
+        np.float16,
         _chunked(lambda rows: _spectrogram_batch([clips.files[i] for i in rows], front_end, last=False), count),
-        desc=f"{name} {split} spectrograms", skip_corrupt=corrupt.skip,
+        desc=f"{name} {split} spectrograms",
+        skip_corrupt=corrupt.skip,
     )
     last = last_row = None
     if split == "train":
         lengths, bad_lengths = checked_memmap_cache(
-            _cache_path(cache_dir, name, split, "lengths", source, front_end), count, (), np.int64,
-            _chunked(lambda rows: _lengths([None if i in bad else clips.files[i] for i in rows], front_end), count,
-                     chunk=1024),
-            desc=f"{name} {split} clip lengths", skip_corrupt=corrupt.skip,
+            _cache_path(cache_dir, name, split, "lengths", source, front_end),
+            count,
+            (),
+            np.int64,
+            _chunked(
+                lambda rows: _lengths([None if i in bad else clips.files[i] for i in rows], front_end),
+                count,
+                chunk=1024,
+            ),
+            desc=f"{name} {split} clip lengths",
+            skip_corrupt=corrupt.skip,
         )
         bad = {**bad_lengths, **bad}
-        long = np.array([i for i in np.flatnonzero(np.asarray(lengths) > front_end.max_length) if i not in bad],
-                        dtype=np.int64)
+        long = np.array(
+            [i for i in np.flatnonzero(np.asarray(lengths) > front_end.max_length) if i not in bad], dtype=np.int64
+        )
         if len(long):
             last, bad_last = checked_memmap_cache(
-                _cache_path(cache_dir, name, split, "last", source, front_end), len(long), shape, np.float16,
-                _chunked(lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
-                         len(long)),
-                desc=f"{name} {split} last windows", skip_corrupt=corrupt.skip,
+                _cache_path(cache_dir, name, split, "last", source, front_end),
+                len(long),
+                shape,
+                np.float16,
+                _chunked(
+                    lambda rows: _spectrogram_batch([clips.files[long[i]] for i in rows], front_end, last=True),
+                    len(long),
+                ),
+                desc=f"{name} {split} last windows",
+                skip_corrupt=corrupt.skip,
             )
             bad = {**{int(long[i]): e for i, e in bad_last.items()}, **bad}
             last_row = np.full(count, -1, dtype=np.int64)
@@ -407,19 +523,26 @@ def spectrogram_dataset(clips: Clips, split: str, cache_dir: Path, root: Path, n
     else:
         corrupt.extend(bad[i] for i in sorted(bad))
         rows = np.array([i for i in range(count) if i not in bad], dtype=np.int64)
-        dataset = SpeechDataset(first, clips.labels[rows], [files[i] for i in rows], last=last, last_row=last_row,
-                                rows=rows)
+        dataset = SpeechDataset(
+            first, clips.labels[rows], [files[i] for i in rows], last=last, last_row=last_row, rows=rows
+        )
     corrupt.report(kept=len(dataset))
     left = LeftOut(corrupt.dataset, split)
     left.add(f"list lines and clips {CORRUPT}", lines + count - len(dataset))
     return left.attach(dataset)
 
 
-def _front_end(mean: float, std: float, db_of_squared_power: bool, pad_mode: str,
-               resample_to: int | None = None) -> FrontEnd:
+def _front_end(
+    mean: float, std: float, db_of_squared_power: bool, pad_mode: str, resample_to: int | None = None
+) -> FrontEnd:
     """The front-end of a reader's YAML arguments (cast: Hydra may hand over OmegaConf nodes)."""
-    return FrontEnd(mean=float(mean), std=float(std), db_of_squared_power=bool(db_of_squared_power),
-                    pad_mode=str(pad_mode), resample_to=resample_to)
+    return FrontEnd(
+        mean=float(mean),
+        std=float(std),
+        db_of_squared_power=bool(db_of_squared_power),
+        pad_mode=str(pad_mode),
+        resample_to=resample_to,
+    )
 
 
 def _index_map(values: Iterable) -> dict:
@@ -440,10 +563,19 @@ def _librispeech_subset(root: Path, subset: str, download: bool) -> tuple[list[P
     return [Path(root) / "LibriSpeech" / m[0] for m in meta], [int(m[3]) for m in meta]
 
 
-def librispeech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-                train_subsets: Sequence[str] = LIBRISPEECH_TRAIN, test_subset: str = "dev-clean",
-                db_of_squared_power: bool = True, pad_mode: str = "reflect",
-                on_corrupt: str = "error") -> SpeechDataset:
+def librispeech(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    download: bool = False,
+    train_subsets: Sequence[str] = LIBRISPEECH_TRAIN,
+    test_subset: str = "dev-clean",
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """LibriSpeech pretraining set: ``train`` = the 960 h subsets, ``test`` = dev-clean.
 
     Labels are speaker indices (sorted speaker ids of the split); pretraining ignores them.
@@ -461,8 +593,9 @@ def librispeech(split: str, cache_dir: Path, root: Path, mean: float, std: float
     return spectrogram_dataset(clips, split, cache_dir, root, "librispeech", front_end, corrupt)
 
 
-def per_speaker_split(speakers: Sequence[int], train_fraction: float = 0.8, seed: int = 42) -> tuple[list[int],
-                                                                                                      list[int]]:
+def per_speaker_split(
+    speakers: Sequence[int], train_fraction: float = 0.8, seed: int = 42
+) -> tuple[list[int], list[int]]:
     """DABS's LibriSpeech split: per speaker (sorted), shuffle its utterances with one RandomState, first 80% train."""
     rs = np.random.RandomState(seed)
     speakers = np.asarray(speakers)
@@ -476,10 +609,20 @@ def per_speaker_split(speakers: Sequence[int], train_fraction: float = 0.8, seed
     return train, test
 
 
-def librispeech_speaker_id(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-                           subset: str = "dev-clean", train_fraction: float = 0.8, split_seed: int = 42,
-                           db_of_squared_power: bool = True, pad_mode: str = "reflect",
-                           on_corrupt: str = "error") -> SpeechDataset:
+def librispeech_speaker_id(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    download: bool = False,
+    subset: str = "dev-clean",
+    train_fraction: float = 0.8,
+    split_seed: int = 42,
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """Speaker identification on dev-clean (40 speakers), DABS's per-speaker 80/20 split with RandomState(42)."""
     corrupt = CorruptLog("librispeech_speaker_id", split, on_corrupt)
     files, speakers = _librispeech_subset(root, subset, download)
@@ -516,9 +659,17 @@ def voxceleb_lists(path: Path, corrupt: CorruptLog) -> dict[str, list[str]]:
     return {s: sorted(paths) for s, paths in lists.items()}
 
 
-def voxceleb1(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-              db_of_squared_power: bool = True, pad_mode: str = "reflect",
-              on_corrupt: str = "error") -> SpeechDataset:
+def voxceleb1(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    download: bool = False,
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """VoxCeleb1 speaker identification from ``iden_split.txt``: train = sets 1 + 2, test = set 3.
 
     Labels index the sorted speaker ids of all three sets (DABS indexes each split's own
@@ -544,9 +695,18 @@ def voxceleb1(split: str, cache_dir: Path, root: Path, mean: float, std: float, 
 # --------------------------------------------------------------------------- AudioMNIST
 
 
-def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-                native_sample_rate: bool = True, db_of_squared_power: bool = True,
-                pad_mode: str = "reflect", on_corrupt: str = "error") -> SpeechDataset:
+def audio_mnist(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    download: bool = False,
+    native_sample_rate: bool = True,
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """AudioMNIST digits (``data/NN/{digit}_{speaker}_{rep}.wav``), DABS's speaker split (48 / 12 speakers).
 
     ``native_sample_rate`` (DABS) keeps the 48 kHz audio; ``False`` resamples to 16 kHz
@@ -570,24 +730,36 @@ def audio_mnist(split: str, cache_dir: Path, root: Path, mean: float, std: float
 # --------------------------------------------------------------------------- Speech Commands
 
 
-def _speech_commands(root: Path, subset: str | None, url: str, folder_in_archive: str,
-                     download: bool) -> list[tuple[Path, str]]:
+def _speech_commands(
+    root: Path, subset: str | None, url: str, folder_in_archive: str, download: bool
+) -> list[tuple[Path, str]]:
     """(file, word) of one torchaudio SPEECHCOMMANDS subset (None = every word clip), sorted."""
     folder = Path(root) / folder_in_archive / url
     if download and not folder.is_dir() and url in ("speech_commands_v0.01", "speech_commands_v0.02"):
         archive = f"http://download.tensorflow.org/data/{url}.tar.gz"
         download_and_extract(archive, Path(root), extract_root=folder, sha256=SHA256.get(archive))
-    ds = torchaudio.datasets.SPEECHCOMMANDS(root, url=url, folder_in_archive=folder_in_archive, download=False,
-                                            subset=subset)
+    ds = torchaudio.datasets.SPEECHCOMMANDS(
+        root, url=url, folder_in_archive=folder_in_archive, download=False, subset=subset
+    )
     meta = [ds.get_metadata(n) for n in range(len(ds))]
     return [(Path(root) / folder_in_archive / m[0], m[2]) for m in meta]
 
 
-def google_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, download: bool = False,
-                  url: str = "speech_commands_v0.02", folder_in_archive: str = "SpeechCommands",
-                  gsc_train_includes_test: bool = True, gsc_background_noise_class: bool = True,
-                  db_of_squared_power: bool = True, pad_mode: str = "reflect",
-                  on_corrupt: str = "error") -> SpeechDataset:
+def google_speech(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    download: bool = False,
+    url: str = "speech_commands_v0.02",
+    folder_in_archive: str = "SpeechCommands",
+    gsc_train_includes_test: bool = True,
+    gsc_background_noise_class: bool = True,
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """Google Speech Commands v0.02, 35 words (+ ``_background_noise_``), labels in DABS's order.
 
     ``test`` = ``testing_list.txt``. ``train`` = the official training files plus
@@ -654,9 +826,18 @@ def fluent_rows(path: Path, corrupt: CorruptLog) -> list[tuple[str, dict[str, st
     return rows
 
 
-def fluent_speech(split: str, cache_dir: Path, root: Path, mean: float, std: float, label: str,
-                  download: bool = False, db_of_squared_power: bool = True, pad_mode: str = "reflect",
-                  on_corrupt: str = "error") -> SpeechDataset:
+def fluent_speech(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    mean: float,
+    std: float,
+    label: str,
+    download: bool = False,
+    db_of_squared_power: bool = True,
+    pad_mode: str = "reflect",
+    on_corrupt: str = "error",
+) -> SpeechDataset:
     """Fluent Speech Commands, one slot (``action``, ``object`` or ``location``) as the class.
 
     train = ``train_data.csv`` + ``valid_data.csv``, test = ``test_data.csv``; labels index

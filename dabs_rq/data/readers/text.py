@@ -34,9 +34,10 @@ import codecs
 import csv
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,8 +66,12 @@ CACHE_VERSION = 2
 EMPTY_INPUT = "rows with an empty input (drop_empty, as DABS)"
 UNLABELLED = "rows labelled -1 (unlabelled, as DABS)"
 #: Original-archive file names of the hub split names (GLUE ``dev.tsv``, PAWS-X ``dev_2k.tsv``, ...).
-GLUE_TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv", "validation_matched": "dev_matched.tsv",
-                  "validation_mismatched": "dev_mismatched.tsv"}
+GLUE_TSV_FILES = {
+    "train": "train.tsv",
+    "validation": "dev.tsv",
+    "validation_matched": "dev_matched.tsv",
+    "validation_mismatched": "dev_mismatched.tsv",
+}
 NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
 NLI2 = {"entailment": 0, "not_entailment": 1}
 
@@ -133,9 +138,15 @@ def tsv_options(columns: Sequence[str], names: Sequence[str] | None = None) -> d
     """
     from datasets import Features, Value
 
-    options = {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False, "encoding": "utf-8-sig",
-               "on_bad_lines": "warn", "usecols": list(columns),
-               "features": Features({c: Value("string") for c in columns})}
+    options = {
+        "sep": "\t",
+        "quoting": csv.QUOTE_NONE,
+        "keep_default_na": False,
+        "encoding": "utf-8-sig",
+        "on_bad_lines": "warn",
+        "usecols": list(columns),
+        "features": Features({c: Value("string") for c in columns}),
+    }
     if names is not None:
         options.update(header=None, column_names=list(names))
     return options
@@ -191,8 +202,16 @@ def glue_table(root: Path, config: str, split: str, download: bool) -> TableSpli
     if not is_original:
         return TableSplit(name, "parquet", files, task.inputs, "label", regression=task.regression)
     columns = (*task.tsv_inputs, task.tsv_label)
-    return TableSplit(name, "csv", files, task.tsv_inputs, task.tsv_label, task.label_map, task.regression,
-                      tsv_options(columns, task.tsv_names))
+    return TableSplit(
+        name,
+        "csv",
+        files,
+        task.tsv_inputs,
+        task.tsv_label,
+        task.label_map,
+        task.regression,
+        tsv_options(columns, task.tsv_names),
+    )
 
 
 def paws_x_table(root: Path, language: str, split: str, download: bool) -> TableSplit:
@@ -233,18 +252,24 @@ def open_stream(builder: str, files: Sequence[Path], cache_dir: Path, **options:
     """
     from datasets import Dataset
 
-    readers = {"parquet": Dataset.from_parquet, "csv": Dataset.from_csv, "text": Dataset.from_text,
-               "json": Dataset.from_json}
-    return readers[builder]([str(f) for f in files], streaming=True, cache_dir=str(cache_dir / "hf_datasets"),
-                            **options)
+    readers = {
+        "parquet": Dataset.from_parquet,
+        "csv": Dataset.from_csv,
+        "text": Dataset.from_text,
+        "json": Dataset.from_json,
+    }
+    return readers[builder](
+        [str(f) for f in files], streaming=True, cache_dir=str(cache_dir / "hf_datasets"), **options
+    )
 
 
 #: where a row comes from: (file, 1-based line of a text table or row of a parquet file, "line" | "row")
 Where = tuple[Path, int, str]
 
 
-def tsv_rows(path: Path, columns: Sequence[str], names: Sequence[str] | None = None,
-             encoding: str = "utf-8-sig") -> Iterator[tuple[int, list[str] | CorruptDataError]]:
+def tsv_rows(
+    path: Path, columns: Sequence[str], names: Sequence[str] | None = None, encoding: str = "utf-8-sig"
+) -> Iterator[tuple[int, list[str] | CorruptDataError]]:
     """``(line, [cell of each of columns])`` per line of a GLUE / PAWS-X TSV (tabs, quotes literal, no NaN).
 
     What ``datasets``' csv builder with :func:`tsv_options` reads, line by line: the header
@@ -258,7 +283,7 @@ def tsv_rows(path: Path, columns: Sequence[str], names: Sequence[str] | None = N
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             if n == 1 and bom and raw.startswith(bom):
-                raw = raw[len(bom):]
+                raw = raw[len(bom) :]
             raw = raw.rstrip(b"\r\n")
             if not raw:
                 continue
@@ -293,8 +318,9 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
     return ValueError, OSError, EOFError, pyarrow.ArrowException, DatasetGenerationError
 
 
-def iter_batches(table: TableSplit, cache_dir: Path, corrupt: CorruptLog | None = None,
-                 batch_size: int = 4096) -> Iterator[tuple[dict[str, list], list[Where]]]:
+def iter_batches(
+    table: TableSplit, cache_dir: Path, corrupt: CorruptLog | None = None, batch_size: int = 4096
+) -> Iterator[tuple[dict[str, list], list[Where]]]:
     """Column batches of a split, streamed from its files (nothing converted to Arrow on disk), with each row's origin.
 
     The original TSVs are read by :func:`tsv_rows` (malformed lines go to ``corrupt``,
@@ -336,8 +362,9 @@ def iter_batches(table: TableSplit, cache_dir: Path, corrupt: CorruptLog | None 
             raise _read_error(path, err) from err
 
 
-def parse_labels(table: TableSplit, values: Sequence[Any] | None, where: Sequence[Where],
-                 corrupt: CorruptLog) -> tuple[np.ndarray, np.ndarray]:
+def parse_labels(
+    table: TableSplit, values: Sequence[Any] | None, where: Sequence[Where], corrupt: CorruptLog
+) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, valid)``: :func:`convert_labels` of well-formed labels; a malformed one goes to ``corrupt``.
 
     Malformed: missing (``None`` / empty), not a number, not integral (classification),
@@ -406,9 +433,16 @@ def tokenizer_identity(name: str, data_root: Path) -> str:
     return name
 
 
-def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_length: int, drop_empty: bool,
-                   cache_dir: Path, corrupt: CorruptLog | None = None,
-                   dropped: dict[str, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def tokenize_table(
+    table: TableSplit,
+    tokenizer: str,
+    data_root: Path,
+    max_length: int,
+    drop_empty: bool,
+    cache_dir: Path,
+    corrupt: CorruptLog | None = None,
+    dropped: dict[str, int] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids [n, max_length] int32, labels [n]) chunks of the kept rows of a split; corrupt rows go to ``corrupt``.
 
     ``dropped`` (filled as the rows are read) counts the well-formed rows left out on purpose:
@@ -424,20 +458,32 @@ def tokenize_table(table: TableSplit, tokenizer: str, data_root: Path, max_lengt
         labelled = keep_rows(texts, labels, False) & valid
         keep = keep_rows(texts, labels, drop_empty) & valid
         total += int(valid.sum())
-        for reason, count in ((UNLABELLED, int((valid & ~labelled).sum())),
-                              (EMPTY_INPUT, int((labelled & ~keep).sum()))):
+        for reason, count in (
+            (UNLABELLED, int((valid & ~labelled).sum())),
+            (EMPTY_INPUT, int((labelled & ~keep).sum())),
+        ):
             if count:
                 dropped[reason] = dropped.get(reason, 0) + count
         kept = [[t for t, k in zip(column, keep) if k] for column in texts]
         if kept[0]:
             ids = encode(tok, kept[0], kept[1] if len(kept) > 1 else None, max_length=max_length)
             yield ids.numpy(), labels[keep]
-    log.info("%s: %d of %d rows kept (%d dropped: empty input or no label)", table.name,
-             total - sum(dropped.values()), total, sum(dropped.values()))
+    log.info(
+        "%s: %d of %d rows kept (%d dropped: empty input or no label)",
+        table.name,
+        total - sum(dropped.values()),
+        total,
+        sum(dropped.values()),
+    )
 
 
-def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
-                max_length: int, before: Callable[[], None] | None = None) -> None:
+def save_arrays(
+    ids_path: Path,
+    labels_path: Path,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    max_length: int,
+    before: Callable[[], None] | None = None,
+) -> None:
     """Write the chunks as two ``.npy`` files, atomically (labels first; the ids file marks completion).
 
     ``before()``, if given, runs once every chunk is computed and before anything is written.
@@ -462,8 +508,15 @@ def save_arrays(ids_path: Path, labels_path: Path, chunks: Iterable[tuple[np.nda
         del array
 
 
-def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root: Path, max_length: int,
-                  drop_empty: bool, corrupt: CorruptLog | None = None) -> ArrayDataset:
+def token_dataset(
+    table: TableSplit,
+    cache_dir: Path,
+    tokenizer: str,
+    data_root: Path,
+    max_length: int,
+    drop_empty: bool,
+    corrupt: CorruptLog | None = None,
+) -> ArrayDataset:
     """The kept rows of a split as ``((input_ids,), label)``, tokenized once and memory-mapped from the cache.
 
     Skipping corrupt rows (``corrupt.skip``) keeps other rows than stopping would, so it has
@@ -472,10 +525,19 @@ def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root:
     (or one holding pickled objects) is rebuilt, never unpickled.
     """
     corrupt = corrupt if corrupt is not None else CorruptLog(table.name, "")
-    key = cache_key(files=table.fingerprint(data_root), builder=table.builder, inputs=table.inputs, label=table.label,
-                    label_map=table.label_map, regression=table.regression, max_length=max_length,
-                    tokenizer=tokenizer_identity(tokenizer, data_root), drop_empty=drop_empty, version=CACHE_VERSION,
-                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
+    key = cache_key(
+        files=table.fingerprint(data_root),
+        builder=table.builder,
+        inputs=table.inputs,
+        label=table.label,
+        label_map=table.label_map,
+        regression=table.regression,
+        max_length=max_length,
+        tokenizer=tokenizer_identity(tokenizer, data_root),
+        drop_empty=drop_empty,
+        version=CACHE_VERSION,
+        **({"on_corrupt": "skip"} if corrupt.skip else {}),
+    )
     folder = Path(cache_dir) / "text"
     ids_path, labels_path = folder / f"{table.name}-{key}.ids.npy", folder / f"{table.name}-{key}.labels.npy"
     skipped_path = folder / f"{table.name}-{key}.skipped.json"
@@ -490,8 +552,7 @@ def token_dataset(table: TableSplit, cache_dir: Path, tokenizer: str, data_root:
                 write_json_atomic(skipped_path, [e.to_record() for e in corrupt.errors], indent=None)
             write_json_atomic(dropped_path, dropped, indent=None)
 
-        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt,
-                                dropped)
+        chunks = tokenize_table(table, tokenizer, data_root, max_length, drop_empty, Path(cache_dir), corrupt, dropped)
         save_arrays(ids_path, labels_path, chunks, max_length, before=remember_skipped)
         ids, labels = np.load(ids_path, mmap_mode="r"), np.load(labels_path)
     elif corrupt.skip and skipped_path.exists():
@@ -515,9 +576,18 @@ def _read_counts(path: Path) -> dict[str, int] | None:
 # Readers named by the dataset YAMLs
 
 
-def glue(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "cola",
-         eval_split: str = "validation", tokenizer: str = BERT, max_length: int = 128,
-         drop_empty: bool = True, on_corrupt: str = "error") -> ArrayDataset:
+def glue(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    config: str = "cola",
+    eval_split: str = "validation",
+    tokenizer: str = BERT,
+    max_length: int = 128,
+    drop_empty: bool = True,
+    on_corrupt: str = "error",
+) -> ArrayDataset:
     """A GLUE task as DABS uses it: GLUE train for ``train``, ``eval_split`` (a validation split) for ``test``.
 
     GLUE's test labels are hidden, so DABS evaluates on validation; rows with an empty input
@@ -529,15 +599,24 @@ def glue(split: str, cache_dir: Path, root: Path, download: bool = False, config
     if config not in GLUE_TASKS:
         raise ValueError(f"config must be one of {', '.join(GLUE_TASKS)}; got {config!r}")
     if eval_split == "train" or eval_split not in GLUE_TSV_FILES:
-        raise ValueError(f"eval_split must be a validation split ({', '.join(list(GLUE_TSV_FILES)[1:])}); "
-                         f"got {eval_split!r}")
+        raise ValueError(
+            f"eval_split must be a validation split ({', '.join(list(GLUE_TSV_FILES)[1:])}); got {eval_split!r}"
+        )
     table = glue_table(Path(root), config, "train" if split == "train" else eval_split, download)
     return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty, corrupt)
 
 
-def paws_x(split: str, cache_dir: Path, root: Path, download: bool = False, language: str = "en",
-           tokenizer: str = XLMR, max_length: int = 128, drop_empty: bool = False,
-           on_corrupt: str = "error") -> ArrayDataset:
+def paws_x(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    language: str = "en",
+    tokenizer: str = XLMR,
+    max_length: int = 128,
+    drop_empty: bool = False,
+    on_corrupt: str = "error",
+) -> ArrayDataset:
     """PAWS-X ``language``: its train split for ``train``, validation (2,000 pairs) for ``test``, as DABS.
 
     Rows whose label is not 0/1 (the hub marks unlabelled pairs -1) are always dropped: BCE
@@ -550,8 +629,16 @@ def paws_x(split: str, cache_dir: Path, root: Path, download: bool = False, lang
     return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty, corrupt)
 
 
-def wikitext(split: str, cache_dir: Path, root: Path, download: bool = False, config: str = "wikitext-103-v1",
-             tokenizer: str = BERT, max_length: int = 128, on_corrupt: str = "error") -> ArrayDataset:
+def wikitext(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    config: str = "wikitext-103-v1",
+    tokenizer: str = BERT,
+    max_length: int = 128,
+    on_corrupt: str = "error",
+) -> ArrayDataset:
     """WikiText (DABS: ``wikitext-103-v1``, the ``<unk>`` version): every non-empty line is one example.
 
     ``train`` is the train split, ``test`` the validation split; labels are all 0 (unlabelled).
@@ -561,8 +648,7 @@ def wikitext(split: str, cache_dir: Path, root: Path, download: bool = False, co
     check_split(split)
     corrupt = CorruptLog("wikitext", split, on_corrupt)
     table = wikitext_table(Path(root), config, "train" if split == "train" else "validation", download)
-    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty=True,
-                         corrupt=corrupt)
+    return token_dataset(table, cache_dir, tokenizer, Path(root).parent, max_length, drop_empty=True, corrupt=corrupt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,8 +668,15 @@ class TokenStream(IterableDataset):
 
     supports_batch_indexing = False
 
-    def __init__(self, stream: Any, tokenizer: str, data_root: Path, max_length: int = 128,
-                 text_column: str = "text", chunk: int = 256) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        tokenizer: str,
+        data_root: Path,
+        max_length: int = 128,
+        text_column: str = "text",
+        chunk: int = 256,
+    ) -> None:
         super().__init__()
         self.stream, self.tokenizer, self.data_root = stream, tokenizer, Path(data_root)
         self.max_length, self.text_column, self.chunk = int(max_length), text_column, int(chunk)
@@ -592,8 +685,9 @@ class TokenStream(IterableDataset):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             from datasets.distributed import split_dataset_by_node
 
-            return split_dataset_by_node(self.stream, rank=torch.distributed.get_rank(),
-                                         world_size=torch.distributed.get_world_size())
+            return split_dataset_by_node(
+                self.stream, rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size()
+            )
         return self.stream
 
     def _encode(self, tok: Any, texts: list[str]) -> Iterator[tuple[tuple[Tensor], int]]:
@@ -625,14 +719,28 @@ def c4_stream(files: Sequence[Path] | None, language: str, split: str, cache_dir
     if files:
         data = open_stream("json", files, cache_dir)
     else:
-        data = load_dataset(C4_HUB, data_files={"train": c4_pattern(language, split)}, split="train",
-                            streaming=True, cache_dir=str(cache_dir / "hf_datasets"))
+        data = load_dataset(
+            C4_HUB,
+            data_files={"train": c4_pattern(language, split)},
+            split="train",
+            streaming=True,
+            cache_dir=str(cache_dir / "hf_datasets"),
+        )
     return data.select_columns(["text"])
 
 
-def mc4(split: str, cache_dir: Path, root: Path, download: bool = False,
-        languages: Sequence[str] = MC4_LANGUAGES, tokenizer: str = XLMR, max_length: int = 128,
-        shuffle_buffer: int = 0, seed: int = 0, on_corrupt: str = "error") -> TokenStream:
+def mc4(
+    split: str,
+    cache_dir: Path,
+    root: Path,
+    download: bool = False,
+    languages: Sequence[str] = MC4_LANGUAGES,
+    tokenizer: str = XLMR,
+    max_length: int = 128,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    on_corrupt: str = "error",
+) -> TokenStream:
     """mC4 in ``languages``, interleaved round-robin (DABS), as a :class:`TokenStream`.
 
     ``train`` reads the train shards, ``test`` the validation shards. Local shards in the

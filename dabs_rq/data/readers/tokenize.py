@@ -8,9 +8,10 @@ is fetched from the Hugging Face hub by name (cached by ``transformers``). DABS 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -38,8 +39,9 @@ def load_tokenizer(name: str, data_root: str | Path | None = None) -> Any:
         ) from err
 
 
-def encode(tokenizer: Any, first: Sequence[str], second: Sequence[str] | None = None, max_length: int = 128,
-           batch: int = 4096) -> torch.Tensor:
+def encode(
+    tokenizer: Any, first: Sequence[str], second: Sequence[str] | None = None, max_length: int = 128, batch: int = 4096
+) -> torch.Tensor:
     """[N, max_length] int32 ``input_ids`` (pairs as ``[CLS] a [SEP] b [SEP]``), padded and truncated."""
     out = []
     for start in range(0, len(first), batch):

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,12 +74,19 @@ GOLD_NOT_A_CHOICE = "questions whose gold answer is not a choice (as DABS)"
 
 def coco_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
     """DABS's captioned-image transform up to ``ToTensor``, after the cache's ``convert("RGB")``."""
-    return transforms.Compose([transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)),
-                               transforms.Resize(tuple(size))])
+    return transforms.Compose(
+        [transforms.Resize((640, 480)), transforms.CenterCrop((480, 480)), transforms.Resize(tuple(size))]
+    )
 
 
-def coco_dataset(files: Sequence[Path], cache: Path, image_size: Sequence[int], text: dict[str, Any],
-                 workers: int | None = None, corrupt: CorruptLog | None = None) -> ImageDataset:
+def coco_dataset(
+    files: Sequence[Path],
+    cache: Path,
+    image_size: Sequence[int],
+    text: dict[str, Any],
+    workers: int | None = None,
+    corrupt: CorruptLog | None = None,
+) -> ImageDataset:
     """``files`` through :func:`coco_transform` into the shared cache, served with ``text``'s token ids and labels.
 
     ``text["rows"]``, where present, maps each example to its image (VQA: questions share images).
@@ -89,9 +97,18 @@ def coco_dataset(files: Sequence[Path], cache: Path, image_size: Sequence[int], 
         corrupt.extend(CorruptDataError.from_record(r) for r in text["corrupt"])
     rows = text["rows"].numpy() if "rows" in text else None
     lines = len(corrupt) if corrupt is not None else 0
-    dataset = image_cache.image_dataset(FileImages(files), len(files), coco_transform(image_size), text["labels"],
-                                        cache=cache, shape=(3, *image_size), rows=rows, extra=[text["tokens"]],
-                                        workers=workers, corrupt=corrupt)
+    dataset = image_cache.image_dataset(
+        FileImages(files),
+        len(files),
+        coco_transform(image_size),
+        text["labels"],
+        cache=cache,
+        shape=(3, *image_size),
+        rows=rows,
+        extra=[text["tokens"]],
+        workers=workers,
+        corrupt=corrupt,
+    )
     left = LeftOut(corrupt.dataset, corrupt.split) if corrupt is not None else LeftOut(Path(cache).stem, "")
     for reason, count in (text.get("dropped") or {}).items():
         left.add(reason, int(count))
@@ -148,8 +165,13 @@ def _check_rows(rows: str) -> None:
         raise ValueError(f"rows must be one of {', '.join(COCO_ROWS)}; got {rows!r}")
 
 
-def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None, rows: str = "per_image",
-               dropped: dict[str, int] | None = None) -> tuple[list[int], list[str], list[int]]:
+def coco_index(
+    root: Path,
+    part: str,
+    corrupt: CorruptLog | None = None,
+    rows: str = "per_image",
+    dropped: dict[str, int] | None = None,
+) -> tuple[list[int], list[str], list[int]]:
     """``(image id, caption, label)`` of each example of ``part``: images that have a caption and an instance.
 
     The caption of an image is the last of its captions in ``captions_<part>.json`` (DABS
@@ -184,8 +206,9 @@ def coco_index(root: Path, part: str, corrupt: CorruptLog | None = None, rows: s
         try:
             _fields(a, ["image_id", "category_id"], instances_path, k, "annotation")
             if a["category_id"] not in category:
-                raise CorruptDataError(instances_path, f"annotation has unknown category {a['category_id']!r}", k,
-                                       "entry")
+                raise CorruptDataError(
+                    instances_path, f"annotation has unknown category {a['category_id']!r}", k, "entry"
+                )
         except CorruptDataError as err:
             if image_id is None:
                 raise  # no way to tell which image's "last annotation" it was
@@ -254,8 +277,13 @@ def mscoco(
     corrupt = CorruptLog("mscoco", split, on_corrupt)
     part = "train2017" if split == "train" else "val2017"
     if download:
-        fetch(root, [(f"{COCO_URL}/annotations/annotations_trainval2017.zip", f"annotations/captions_{part}.json"),
-                     (f"{COCO_URL}/zips/{part}.zip", part)])
+        fetch(
+            root,
+            [
+                (f"{COCO_URL}/annotations/annotations_trainval2017.zip", f"annotations/captions_{part}.json"),
+                (f"{COCO_URL}/zips/{part}.zip", part),
+            ],
+        )
     tok = load_tokenizer(tokenizer, Path(root).parent)
 
     def build() -> dict[str, Any]:
@@ -264,30 +292,40 @@ def mscoco(
         ids, captions, labels = coco_index(Path(root), part, skipped, rows, dropped)
         text = {"labels": torch.tensor(labels, dtype=torch.long), "corrupt": _records(skipped), "dropped": dropped}
         if rows == "per_image":
-            return {**text, "image_ids": torch.tensor(ids, dtype=torch.long),
-                    "tokens": encode(tok, captions, max_length=seq_len)}
+            return {
+                **text,
+                "image_ids": torch.tensor(ids, dtype=torch.long),
+                "tokens": encode(tok, captions, max_length=seq_len),
+            }
         images = list(dict.fromkeys(ids))  # distinct images, first-annotation order; each caption encoded once
         index = {image_id: n for n, image_id in enumerate(images)}
         row_of = torch.tensor([index[i] for i in ids], dtype=torch.long)
         caption_of = dict(zip(ids, captions))
         tokens = encode(tok, [caption_of[i] for i in images], max_length=seq_len)
-        return {**text, "image_ids": torch.tensor(images, dtype=torch.long), "rows": row_of,
-                "tokens": tokens[row_of]}
+        return {**text, "image_ids": torch.tensor(images, dtype=torch.long), "rows": row_of, "tokens": tokens[row_of]}
 
     annotations = [Path(root) / "annotations" / f"{kind}_{part}.json" for kind in ("instances", "captions")]
     # skipping keeps other entries than stopping would: its own cache
-    key = cache_key(part=part, seq_len=seq_len, tokenizer=tokenizer_digest(tok), rows=rows, counts_dropped=True,
-                    source=source_identity(root, tables=annotations),
-                    **({"on_corrupt": "skip"} if corrupt.skip else {}))
+    key = cache_key(
+        part=part,
+        seq_len=seq_len,
+        tokenizer=tokenizer_digest(tok),
+        rows=rows,
+        counts_dropped=True,
+        source=source_identity(root, tables=annotations),
+        **({"on_corrupt": "skip"} if corrupt.skip else {}),
+    )
     text = cached_tensors(Path(cache_dir) / "mscoco" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f"{i:012d}.jpg" for i in text["image_ids"].tolist()]
-    cache = image_cache.cache_file(cache_dir, "mscoco", split, part=part, size=list(image_size),
-                                   files=source_identity(root, files=files))
+    cache = image_cache.cache_file(
+        cache_dir, "mscoco", split, part=part, size=list(image_size), files=source_identity(root, files=files)
+    )
     return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)
 
 
-def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None,
-                  dropped: dict[str, int] | None = None) -> list[dict]:
+def vqa_questions(
+    root: Path, part: str, corrupt: CorruptLog | None = None, dropped: dict[str, int] | None = None
+) -> list[dict]:
     """Questions of ``part`` whose gold ``multiple_choice_answer`` is among its choices, in annotation order.
 
     Each: ``image_id``, ``file_name``, ``question``, ``answer`` (gold), ``choices``. A
@@ -321,24 +359,35 @@ def vqa_questions(root: Path, part: str, corrupt: CorruptLog | None = None,
     kept = []
     for k, ann in enumerate(_entries(_load_json(annotations_path), "annotations", annotations_path), start=1):
         try:
-            question_id, image_id, gold = _fields(ann, ["question_id", "image_id", "multiple_choice_answer"],
-                                                  annotations_path, k, "annotation")
+            question_id, image_id, gold = _fields(
+                ann, ["question_id", "image_id", "multiple_choice_answer"], annotations_path, k, "annotation"
+            )
             if question_id not in questions:
-                raise CorruptDataError(annotations_path, f"annotation's question {question_id} is not in "
-                                                         f"{questions_path.name}", k, "entry")
+                raise CorruptDataError(
+                    annotations_path, f"annotation's question {question_id} is not in {questions_path.name}", k, "entry"
+                )
             if image_id not in files:
-                raise CorruptDataError(annotations_path, f"annotation's image {image_id} is not in "
-                                                         f"{captions_path.name}", k, "entry")
+                raise CorruptDataError(
+                    annotations_path, f"annotation's image {image_id} is not in {captions_path.name}", k, "entry"
+                )
             question = questions[question_id]
             if gold in question["multiple_choices"] and all(c == gold for c in question["multiple_choices"]):
-                raise CorruptDataError(annotations_path, f"question {question_id} has no choice but the gold answer",
-                                       k, "entry")
+                raise CorruptDataError(
+                    annotations_path, f"question {question_id} has no choice but the gold answer", k, "entry"
+                )
         except CorruptDataError as err:
             corrupt.add(err)
             continue
         if gold in question["multiple_choices"]:
-            kept.append({"image_id": image_id, "file_name": files[image_id], "question": question["question"],
-                         "answer": gold, "choices": question["multiple_choices"]})
+            kept.append(
+                {
+                    "image_id": image_id,
+                    "file_name": files[image_id],
+                    "question": question["question"],
+                    "answer": gold,
+                    "choices": question["multiple_choices"],
+                }
+            )
         else:
             dropped[GOLD_NOT_A_CHOICE] = dropped.get(GOLD_NOT_A_CHOICE, 0) + 1
     return kept
@@ -379,10 +428,15 @@ def vqa(
     part = "train2014" if split == "train" else "val2014"
     name = part[:-4].capitalize()
     if download:
-        fetch(root, [(f"{COCO_URL}/annotations/annotations_trainval2014.zip", f"annotations/captions_{part}.json"),
-                     (f"{COCO_URL}/zips/{part}.zip", part),
-                     (f"{VQA_URL}/Annotations_{name}_mscoco.zip", f"mscoco_{part}_annotations.json"),
-                     (f"{VQA_URL}/Questions_{name}_mscoco.zip", f"MultipleChoice_mscoco_{part}_questions.json")])
+        fetch(
+            root,
+            [
+                (f"{COCO_URL}/annotations/annotations_trainval2014.zip", f"annotations/captions_{part}.json"),
+                (f"{COCO_URL}/zips/{part}.zip", part),
+                (f"{VQA_URL}/Annotations_{name}_mscoco.zip", f"mscoco_{part}_annotations.json"),
+                (f"{VQA_URL}/Questions_{name}_mscoco.zip", f"MultipleChoice_mscoco_{part}_questions.json"),
+            ],
+        )
     tok = load_tokenizer(tokenizer, Path(root).parent)
 
     def build() -> dict[str, Any]:
@@ -393,23 +447,35 @@ def vqa(
         answers, labels = draw_answers(questions, rng)
         image_ids = sorted({q["image_id"] for q in questions})
         file_of = {q["image_id"]: q["file_name"] for q in questions}
-        return {"tokens": encode(tok, [q["question"] for q in questions], answers, max_length=seq_len),
-                "labels": torch.tensor(labels, dtype=torch.long),
-                "rows": torch.tensor(np.searchsorted(image_ids, [q["image_id"] for q in questions])),
-                "files": [file_of[i] for i in image_ids], "corrupt": _records(skipped), "dropped": dropped}
+        return {
+            "tokens": encode(tok, [q["question"] for q in questions], answers, max_length=seq_len),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "rows": torch.tensor(np.searchsorted(image_ids, [q["image_id"] for q in questions])),
+            "files": [file_of[i] for i in image_ids],
+            "corrupt": _records(skipped),
+            "dropped": dropped,
+        }
 
     if answer_seed is None:
         text = build()
     else:
-        sources = [Path(root) / "annotations" / f"captions_{part}.json",
-                   Path(root) / f"MultipleChoice_mscoco_{part}_questions.json",
-                   Path(root) / f"mscoco_{part}_annotations.json"]
-        key = cache_key(part=part, seq_len=seq_len, seed=answer_seed, tokenizer=tokenizer_digest(tok),
-                        counts_dropped=True,
-                        source=source_identity(root, tables=sources),
-                        **({"on_corrupt": "skip"} if corrupt.skip else {}))
+        sources = [
+            Path(root) / "annotations" / f"captions_{part}.json",
+            Path(root) / f"MultipleChoice_mscoco_{part}_questions.json",
+            Path(root) / f"mscoco_{part}_annotations.json",
+        ]
+        key = cache_key(
+            part=part,
+            seq_len=seq_len,
+            seed=answer_seed,
+            tokenizer=tokenizer_digest(tok),
+            counts_dropped=True,
+            source=source_identity(root, tables=sources),
+            **({"on_corrupt": "skip"} if corrupt.skip else {}),
+        )
         text = cached_tensors(Path(cache_dir) / "vqa" / f"{split}-text-{key}.pt", build)
     files = [Path(root) / part / f for f in text["files"]]
-    cache = image_cache.cache_file(cache_dir, "vqa", split, part=part, size=list(image_size),
-                                   files=source_identity(root, files=files))
+    cache = image_cache.cache_file(
+        cache_dir, "vqa", split, part=part, size=list(image_size), files=source_identity(root, files=files)
+    )
     return coco_dataset(files, cache, image_size, text, decode_workers, corrupt)

@@ -34,8 +34,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,8 +50,16 @@ from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut
 
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-XRAY8_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                     "Pneumothorax")
+XRAY8_PATHOLOGIES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
 
 
 def to_gray(image: Image.Image) -> Image.Image:
@@ -64,14 +72,28 @@ def xray_transform(size: Sequence[int] = (224, 224)) -> transforms.Compose:
     return transforms.Compose([to_gray, transforms.Resize(tuple(size))])
 
 
-def xray_dataset(files: Sequence[Path], labels: ArrayLike, cache: Path, image_size: Sequence[int],
-                 workers: int | None = None, corrupt: CorruptLog | None = None) -> ImageDataset:
+def xray_dataset(
+    files: Sequence[Path],
+    labels: ArrayLike,
+    cache: Path,
+    image_size: Sequence[int],
+    workers: int | None = None,
+    corrupt: CorruptLog | None = None,
+) -> ImageDataset:
     """X-ray files through :func:`xray_transform` into the shared cache: one channel stored, three served.
 
     The dataset's ``excluded`` counts the CSV lines and images ``corrupt`` skipped."""
     lines = len(corrupt) if corrupt is not None else 0
-    dataset = image_cache.image_dataset(FileImages(files), len(files), xray_transform(image_size), labels,
-                                        cache=cache, shape=(1, *image_size), workers=workers, corrupt=corrupt)
+    dataset = image_cache.image_dataset(
+        FileImages(files),
+        len(files),
+        xray_transform(image_size),
+        labels,
+        cache=cache,
+        shape=(1, *image_size),
+        workers=workers,
+        corrupt=corrupt,
+    )
     left = LeftOut(corrupt.dataset, corrupt.split) if corrupt is not None else LeftOut(Path(cache).stem, "")
     left.add(f"lines and images {CORRUPT}", lines + len(files) - len(dataset))
     return left.attach(dataset)
@@ -122,8 +144,7 @@ def read_chexpert_csv(path: Path, tasks: Sequence[str], corrupt: CorruptLog) -> 
                 cell = record[task].strip()
                 value = math.nan if cell in BLANK else _float(cell)
                 if not (math.isnan(value) or value in (1.0, 0.0, -1.0)):
-                    raise CorruptDataError(path, f"{task} is {record[task]!r}, expected blank, 1.0, 0.0 or -1.0",
-                                           line)
+                    raise CorruptDataError(path, f"{task} is {record[task]!r}, expected blank, 1.0, 0.0 or -1.0", line)
                 row.append(value)
         except CorruptDataError as err:
             corrupt.add(err)
@@ -170,8 +191,9 @@ def chexpert(
     tasks = [str(t) for t in tasks]
     table = read_chexpert_csv(Path(root) / folder / ("train.csv" if split == "train" else "valid.csv"), tasks, corrupt)
     files = [Path(root) / p for p in table["Path"]]
-    cache = image_cache.cache_file(cache_dir, "chexpert", split, folder=folder, size=list(image_size),
-                                   files=source_identity(root, files=files))
+    cache = image_cache.cache_file(
+        cache_dir, "chexpert", split, folder=folder, size=list(image_size), files=source_identity(root, files=files)
+    )
     return xray_dataset(files, chexpert_labels(table, tasks, uncertain), cache, image_size, decode_workers, corrupt)
 
 
@@ -188,8 +210,9 @@ def xray8_labels(findings: pd.Series, pathologies: Sequence[str]) -> np.ndarray:
     return np.stack([findings.str.contains(p, regex=False).to_numpy() for p in pathologies], axis=1).astype(np.int64)
 
 
-def read_xray8_findings(path: Path, skip: bool) -> tuple[dict[str, str], dict[str, CorruptDataError],
-                                                         list[CorruptDataError]]:
+def read_xray8_findings(
+    path: Path, skip: bool
+) -> tuple[dict[str, str], dict[str, CorruptDataError], list[CorruptDataError]]:
     """``Finding Labels`` of every image in NIH's metadata CSV (first line of an image wins).
 
     Also returns the malformed lines (wrong field count, no findings): ``{image: error}`` for
@@ -242,13 +265,17 @@ def chestxray8(
     corrupt.extend(unnamed)
     corrupt.extend(malformed[n] for n in names if n in malformed)
     names = [n for n in names if n not in malformed]
-    findings = pd.Series([known.get(n) for n in names], index=pd.Index(names, name="Image Index"), dtype=object,
-                         name="Finding Labels")
+    findings = pd.Series(
+        [known.get(n) for n in names], index=pd.Index(names, name="Image Index"), dtype=object, name="Finding Labels"
+    )
     if findings.isna().any():
         missing = findings.index[findings.isna()]
-        raise ValueError(f"{len(missing)} images of {Path(root) / 'images'} are not in metadata.csv "
-                         f"(e.g. {missing[0]}): is metadata.csv the NIH Data_Entry_2017 file?")
+        raise ValueError(
+            f"{len(missing)} images of {Path(root) / 'images'} are not in metadata.csv "
+            f"(e.g. {missing[0]}): is metadata.csv the NIH Data_Entry_2017 file?"
+        )
     files = [Path(root) / "images" / n for n in names]
-    cache = image_cache.cache_file(cache_dir, "xray8", split, size=list(image_size),
-                                   files=source_identity(root, files=files))
+    cache = image_cache.cache_file(
+        cache_dir, "xray8", split, size=list(image_size), files=source_identity(root, files=files)
+    )
     return xray_dataset(files, xray8_labels(findings, pathologies), cache, image_size, decode_workers, corrupt)
