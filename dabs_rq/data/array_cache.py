@@ -229,11 +229,11 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int | list[int]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        rows = tuple(torch.as_tensor(_own_copy(x[index], x)).to(dt) for x, dt in zip(self.inputs, self.dtypes))
+        rows = tuple(torch.as_tensor(own_memory(x[index], x)).to(dt) for x, dt in zip(self.inputs, self.dtypes))
         return rows, self.labels[index]
 
 
-def _own_copy(rows: np.ndarray, source: np.ndarray) -> np.ndarray:
+def own_memory(rows: np.ndarray, source: np.ndarray) -> np.ndarray:
     """``rows`` in memory of its own: a tensor must never share memory with a read-only memory-mapped
     cache (writing to it, e.g. an in-place augmentation, would crash the process). Fancy indexing
     (a batch) already copies; a single row is a view and is copied."""

@@ -64,7 +64,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, source_identity
+from dabs_rq.data.array_cache import ArrayDataset, cache_key, checked_memmap_cache, own_memory, source_identity
 from dabs_rq.data.audio_features import MelSettings, fix_length, log_mel, resample
 from dabs_rq.data.splits import check_split
 from dabs_rq.data.storage import CORRUPT, CorruptDataError, CorruptLog, LeftOut, download_and_extract
@@ -422,7 +422,7 @@ class SpeechDataset(ArrayDataset):
             row = index
         else:
             row = self.rows[index]
-            x, y = torch.as_tensor(np.ascontiguousarray(self.inputs[0][row])).float(), self.labels[index]
+            x, y = torch.as_tensor(own_memory(self.inputs[0][row], self.inputs[0])).float(), self.labels[index]
         if self.last is None:
             return (x,), y
         rows = np.atleast_1d(self.last_row[row])
