@@ -81,8 +81,8 @@ def summary_markdown(out_dir: Path) -> str:
     parts = [
         "# Benchmarks\n",
         "Regenerate with `dabs-rq bench` (all) or `dabs-rq bench --only rq encoder`; "
-        "`--device cuda` on a GPU. Each table compares our implementation with a baseline run "
-        "side by side in the same process.\n",
+        "`--device cuda` on a GPU. Each table's variants are measured side by side in one process "
+        "(ratios against a baseline or reference where the table has one).\n",
     ]
     for path in sorted(out_dir.glob("*.json")):
         data = json.loads(path.read_text())
