@@ -256,6 +256,25 @@ def test_precision_auto_is_bf16_mixed_on_a_gpu_and_float32_elsewhere(monkeypatch
 
 
 @pytest.mark.integration
+def _srun_task(args: list[str], rank: int, job_id: str, port: str, data_cache) -> subprocess.Popen:
+    """Task ``rank`` of a 2-task, 1-node SLURM job as srun starts it: the command with srun's variables."""
+    env = {
+        **os.environ,
+        "DABS_RQ_CACHE": str(data_cache),
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_PROCID": str(rank),
+        "SLURM_LOCALID": str(rank),
+        "SLURM_NODEID": "0",
+        "SLURM_NNODES": "1",
+        "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_NAME": "dabs",
+        "MASTER_PORT": port,
+    }
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, data_cache):
     """What srun gives each task of a 2-GPU job (submitit launches exactly this): Lightning's
     SLURM environment turns the variables into ranks; only rank 0 writes the record."""
@@ -278,21 +297,7 @@ def test_two_slurm_tasks_form_one_ddp_job_from_slurm_variables_alone(tmp_path, d
     ]
     procs = []
     for rank in (0, 1):
-        env = {
-            **os.environ,
-            "DABS_RQ_CACHE": str(data_cache),
-            "SLURM_NTASKS": "2",
-            "SLURM_NTASKS_PER_NODE": "2",
-            "SLURM_PROCID": str(rank),
-            "SLURM_LOCALID": str(rank),
-            "SLURM_NODEID": "0",
-            "SLURM_NNODES": "1",
-            "SLURM_NODELIST": "127.0.0.1",
-            "SLURM_JOB_ID": "4242",
-            "SLURM_JOB_NAME": "dabs",
-            "MASTER_PORT": port,
-        }
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(_srun_task(args, rank, "4242", port, data_cache))
     outputs = [p.communicate(timeout=600) for p in procs]
     for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
@@ -334,21 +339,7 @@ def test_a_preempted_two_process_job_stops_together_and_resumes_from_one_checkpo
         port = str(free_port())
         procs = []
         for rank in (0, 1):
-            env = {
-                **os.environ,
-                "DABS_RQ_CACHE": str(data_cache),
-                "SLURM_NTASKS": "2",
-                "SLURM_NTASKS_PER_NODE": "2",
-                "SLURM_PROCID": str(rank),
-                "SLURM_LOCALID": str(rank),
-                "SLURM_NODEID": "0",
-                "SLURM_NNODES": "1",
-                "SLURM_NODELIST": "127.0.0.1",
-                "SLURM_JOB_ID": "4243",
-                "SLURM_JOB_NAME": "dabs",
-                "MASTER_PORT": port,
-            }
-            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(_srun_task(args, rank, "4243", port, data_cache))
         return procs
 
     ckpt = tmp_path / "job/checkpoints/last.ckpt"
