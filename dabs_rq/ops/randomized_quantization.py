@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -325,21 +326,14 @@ class RandomizedQuantization(nn.Module):
         self.p, self.generator, self.compile, self.statistics = p, generator, compile, statistics
 
     def forward(self, x: Tensor) -> Tensor:
-        return randomized_quantization(
-            x,
-            self.num_bins,
-            self.channel_dim,
-            self.collapse,
-            self.spacing,
-            self.p,
-            self.generator,
-            self.compile,
-            self.statistics,
-        )
+        return self._quantize(x, return_applied=False)
 
     def forward_with_applied(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(forward(x), applied)``: the same draws and output, and the [batch] bool mask of the
         samples that were quantized (False where the ``p`` draw kept the input)."""
+        return self._quantize(x, return_applied=True)
+
+    def _quantize(self, x: Tensor, return_applied: bool) -> Any:
         return randomized_quantization(
             x,
             self.num_bins,
@@ -350,7 +344,7 @@ class RandomizedQuantization(nn.Module):
             self.generator,
             self.compile,
             self.statistics,
-            return_applied=True,
+            return_applied=return_applied,
         )
 
     def extra_repr(self) -> str:
