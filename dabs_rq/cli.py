@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from dabs_rq.data.storage import CorruptDataError, DatasetMissingError
 from dabs_rq.errors import UserError
@@ -218,30 +219,32 @@ def _fix_hint(err: BaseException) -> str:
     return ""
 
 
+def run_job(cfg: Any) -> None:
+    """One job of ``dabs-rq`` (Hydra's task function): run it; a user's mistake becomes one line and exit 2.
+
+    Module-level so that a launcher running jobs in worker processes can pickle it by reference."""
+    from dabs_rq.checkpointing import Preempted
+    from dabs_rq.noise import silence_known_noise
+    from dabs_rq.run import run
+
+    silence_known_noise()
+    try:
+        run(cfg)
+    except Preempted as err:  # checkpoint saved; the exit status tells the scheduler it was a signal
+        print(f"dabs-rq: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
+    except Exception as err:  # noqa: BLE001 - user errors become one line, others keep their traceback
+        user_error = _user_error(err)
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"dabs-rq: error: {user_error}{_fix_hint(user_error)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _hydra_main() -> None:
     import hydra
-    from omegaconf import DictConfig
 
     from dabs_rq.paths import CONF_DIR
-
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def job(cfg: DictConfig) -> None:
-        from dabs_rq.checkpointing import Preempted
-        from dabs_rq.noise import silence_known_noise
-        from dabs_rq.run import run
-
-        silence_known_noise()
-        try:
-            run(cfg)
-        except Preempted as err:  # checkpoint saved; the exit status tells the scheduler it was a signal
-            print(f"dabs-rq: {err}", file=sys.stderr)
-            sys.exit(128 + err.signum)
-        except Exception as err:  # noqa: BLE001 - user errors become one line, others keep their traceback
-            user_error = _user_error(err)
-            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"dabs-rq: error: {user_error}{_fix_hint(user_error)}", file=sys.stderr)
-            sys.exit(2)
 
     if os.environ.get("HYDRA_FULL_ERROR") != "1":
         try:
@@ -249,7 +252,7 @@ def _hydra_main() -> None:
         except ValueError as err:
             print(f"dabs-rq: error: {err}", file=sys.stderr)
             sys.exit(2)
-    job()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(run_job)()
 
 
 def main() -> None:
