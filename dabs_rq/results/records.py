@@ -35,6 +35,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def compute_context() -> dict[str, Any]:
+    """What ran the job, beyond package versions: torch's intra-op thread count (floating-point sums,
+    hence the last digits of a result, depend on it) and the GPU, if one was used."""
+    import torch
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_initialized() else None,
+    }
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The project's commit (with ``-dirty`` if the tree has changes), or None outside git."""
@@ -137,6 +148,7 @@ def build_record(
         "fingerprint": fingerprint(config),
         **launch,
         "versions": package_versions(),
+        "compute": compute_context(),
         "git_commit": git_commit(),
         "timings": {"pretrain_s": round(pretraining["seconds"], 3), "transfer_s": round(transfer_seconds, 3)},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
