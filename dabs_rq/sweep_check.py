@@ -27,7 +27,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     # hydra 1.3 has no public home for the basic sweeper (hydra-core is pinned in pyproject.toml)
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+    params = config.hydra.sweeper.get("params")  # None when no experiment sets any
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
     (batch,) = BasicSweeper.split_arguments(overrides, None)
