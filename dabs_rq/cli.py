@@ -266,6 +266,10 @@ def main() -> None:
         from dabs_rq.bench import main as bench_main
 
         sys.exit(bench_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "plan":
+        from dabs_rq.plan import main as plan_main
+
+        sys.exit(plan_main(sys.argv[2:]))
     _hydra_main()
 
 
