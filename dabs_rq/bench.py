@@ -23,7 +23,7 @@ import pandas as pd
 from dabs_rq.io import write_json_atomic, write_text_atomic
 from dabs_rq.paths import PROJECT_ROOT, RESULTS_DIR
 
-BENCHMARKS = ("rq", "encoder", "pretrain_step", "end_to_end")
+BENCHMARKS = ("rq", "encoder", "pretrain_step", "end_to_end", "data_pipeline")
 BENCH_DIR = RESULTS_DIR / "bench"
 
 
@@ -69,11 +69,25 @@ def run_benchmark(name: str, device: str, quick: bool, out_dir: Path) -> Path:
         "machine": machine(device),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rows": rows,
+        "columns": list(
+            dict.fromkeys(key for row in rows for key in row)
+        ),  # the summary's order (JSON keys are sorted)
     }
     path = out_dir / f"{name}-{device.replace(':', '')}{'-quick' if quick else ''}.json"
     write_json_atomic(path, payload)
     print(pd.DataFrame(rows).to_string(index=False))
     return path
+
+
+def _float_formats(table: pd.DataFrame) -> list[str]:
+    """``.3g`` per column, but whole numbers for a float column that holds only whole numbers (an integer
+    column with gaps, which pandas stores as floats): 1914, not 1.91e+03."""
+    formats = []
+    for _, column in table.items():
+        values = column.dropna()
+        whole = pd.api.types.is_float_dtype(column) and len(values) and bool((values % 1 == 0).all())
+        formats.append(".0f" if whole else ".3g")
+    return formats
 
 
 def summary_markdown(out_dir: Path) -> str:
@@ -92,7 +106,10 @@ def summary_markdown(out_dir: Path) -> str:
         )
         parts.append(f"## {data['title']} — {data['machine']['device']}{' (quick)' if data.get('quick') else ''}\n")
         parts.append(f"Machine: {where}; torch {m['torch']}; {data['created']}\n")
-        parts.append(pd.DataFrame(data["rows"]).to_markdown(index=False, floatfmt=".3g") + "\n")
+        table = pd.DataFrame(data["rows"])
+        if data.get("columns"):  # the benchmark's own column order (older results: the JSON's sorted keys)
+            table = table[[c for c in data["columns"] if c in table] + [c for c in table if c not in data["columns"]]]
+        parts.append(table.to_markdown(index=False, floatfmt=_float_formats(table)) + "\n")
     return "\n".join(parts)
 
 

@@ -38,6 +38,19 @@ def test_summary_only_refreshes_readme_block(tmp_path):
     assert (tmp_path / "README.md").exists()
 
 
+def test_summary_keeps_the_benchmark_column_order_and_whole_numbers(tmp_path):
+    write_result(tmp_path)
+    path = tmp_path / "rq-cpu.json"
+    payload = json.loads(path.read_text())
+    payload["columns"] = ["shape", "ref/ours", "ours_ms", "ref_ms", "target", "met"]
+    payload["rows"].append({"shape": "(4, 3)", "ref/ours": None, "ours_ms": 1234.0})  # gaps make a float column
+    payload["rows"][0]["ours_ms"] = 2345.0
+    path.write_text(json.dumps(payload, sort_keys=True))
+    header = next(line for line in summary_markdown(tmp_path).splitlines() if line.startswith("| shape"))
+    assert [c.strip() for c in header.strip("|").split("|")] == payload["columns"]
+    assert "2345" in summary_markdown(tmp_path) and "e+03" not in summary_markdown(tmp_path)
+
+
 def test_end_to_end_split_counts_each_pretraining_once():
     records = [
         {
