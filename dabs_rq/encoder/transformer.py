@@ -20,11 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dabs_rq.compile_setting import check_compile, compile_mode, resolve_compile
 from dabs_rq.encoder.embedders import MultiInputEmbedding
 from dabs_rq.errors import UserError
 
 POOLING = ("mean", "cls")
 OUTPUTS = ("pooled", "tokens", "projection")
+#: What ``compile="auto"`` runs the encoder with on CUDA: ``torch.compile``'s default mode (fused kernels, no CUDA
+#: graphs, so no output of one call is overwritten by the next: the transfer stage keeps features across calls).
+#: On a CPU ``auto`` is off.
+AUTO_COMPILE_CUDA: bool | str = True
 
 
 class Attention(nn.Module):
@@ -72,8 +77,10 @@ class DomainAgnosticTransformer(nn.Module):
     ``encode`` runs the transformer on embeddings and returns pooled features
     (``output="pooled"``, DABS's *prehead*: mean over all positions, CLS included),
     per-position features (``"tokens"``, CLS first) or the SSL projection (``"projection"``).
-    ``compile`` (opt-in: ``True`` or a ``torch.compile`` mode, e.g. ``"reduce-overhead"`` for CUDA
-    graphs) runs ``encode`` through ``torch.compile``: it changes speed, not the function computed.
+    ``compile`` (``True`` or a ``torch.compile`` mode, e.g. ``"reduce-overhead"`` for CUDA graphs,
+    or ``"auto"``: on for CUDA (:data:`AUTO_COMPILE_CUDA`), off on a CPU, resolved at each call from
+    the embeddings' device) runs ``encode`` through ``torch.compile``: it changes speed, not the
+    function computed. ``torch.compile`` is called on the first compiled call (once per mode).
     Mixed precision is the trainer's (``trainer.precision=bf16-mixed``).
     """
 
@@ -105,8 +112,8 @@ class DomainAgnosticTransformer(nn.Module):
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dim_head, mlp_dim, dropout, attn_dropout) for _ in range(depth))
         self.projection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
-        self.compile_mode = compile  # (nn.Module.compile is a method)
-        self._compiled_encode = None
+        self.compile_mode = check_compile(compile)  # (nn.Module.compile is a method)
+        self._compiled_encode: dict[bool | str, object] = {}  # per resolved mode
 
     def embed(self, inputs: Sequence[Tensor]) -> Tensor:
         """Token embeddings [B, L, dim] of the raw inputs (one tensor per domain input)."""
@@ -116,12 +123,18 @@ class DomainAgnosticTransformer(nn.Module):
         """The transformer on token embeddings: pooled features, every token's, or the projection."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be 'pooled', 'tokens' or 'projection'; got {output!r}")
-        if not self.compile_mode:
+        mode = self.compile_on(embeddings.device)
+        if not mode:
             return self._encode(embeddings, output)
-        if self._compiled_encode is None:  # compiled on first use (True, or a torch.compile mode)
-            mode = None if self.compile_mode is True else str(self.compile_mode)
-            self._compiled_encode = torch.compile(self._encode, mode=mode)
-        return self._compiled_encode(embeddings, output)
+        compiled = self._compiled_encode.get(mode)
+        if compiled is None:  # compiled on first use (True, or a torch.compile mode)
+            compiled = torch.compile(self._encode, mode=compile_mode(mode))
+            self._compiled_encode[mode] = compiled
+        return compiled(embeddings, output)
+
+    def compile_on(self, device: torch.device | str) -> bool | str:
+        """What ``encode`` runs with on ``device``: False (eager), True (``torch.compile``) or a mode."""
+        return resolve_compile(self.compile_mode, torch.device(device), AUTO_COMPILE_CUDA)
 
     def _encode(self, embeddings: Tensor, output: str) -> Tensor:
         cls = self.cls_token.expand(embeddings.shape[0], -1, -1)
