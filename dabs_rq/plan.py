@@ -16,7 +16,8 @@ Every number says where it comes from, and an assumption is never shown as a mea
   for one card (``--card``, default: the card of the newest GPU benchmark), or from one file
   (``--bench``): *measured* where a ``pretrain_step`` benchmark has a row of the job's domain and
   algorithm (``samples_per_s``, or ``batch`` and ``step_ms``; its ``none`` row, a frozen forward
-  pass, times the transfer's feature extraction); otherwise *assumed, not measured*: an
+  pass, times the transfer's feature extraction; where eager and compiled rows exist (``compiled``),
+  the one run as the job's ``model.compile`` is used); otherwise *assumed, not measured*: an
   ``encoder`` benchmark's encoder-only training step at the domain's token count divided by the
   algorithm's encoder passes per step (:data:`ENCODER_PASSES`), and forward-only = that step x
   :data:`FORWARD_SPEEDUP`; with no benchmark at all, :data:`DEFAULT_ENCODER_SAMPLES_PER_S`.
@@ -377,17 +378,26 @@ class Bench:
     def _where(self, data: dict) -> str:
         return f"{Path(data['_path']).name} ({_card(data)}, {str(data.get('created', '?'))[:10]})"
 
-    def _step_row(self, domain: str, algorithm: str, protocol: str | None) -> float | None:
+    def _step_row(
+        self, domain: str, algorithm: str, protocol: str | None, compile_on: bool
+    ) -> tuple[float, str] | None:
+        """Samples/s of the first measured row of (domain, algorithm) at ``protocol``, and how it ran; among rows
+        that say whether they ran compiled (``compiled``), one that ran as ``compile_on`` comes first."""
+        rows = []
         for row in (self.pretrain_step or {}).get("rows", []):
             if row.get("domain") != domain or row.get("algorithm") != algorithm:
                 continue
             if protocol is not None and row.get("protocol") not in (None, protocol):
                 continue
             if row.get("samples_per_s"):
-                return float(row["samples_per_s"])
-            if row.get("batch") and row.get("step_ms"):
-                return 1000.0 * float(row["batch"]) / float(row["step_ms"])
-        return None
+                rows.append((row, float(row["samples_per_s"])))
+            elif row.get("batch") and row.get("step_ms"):
+                rows.append((row, 1000.0 * float(row["batch"]) / float(row["step_ms"])))
+        rows.sort(key=lambda r: "compiled" in r[0] and bool(r[0]["compiled"]) != compile_on)  # stable
+        if not rows:
+            return None
+        row, sps = rows[0]
+        return sps, "" if "compiled" not in row else " (compiled)" if row["compiled"] else " (eager)"
 
     def _encoder_row(self, tokens: int | None, variant: str) -> tuple[float, str] | None:
         rows = [r for r in (self.encoder or {}).get("rows", []) if r.get("variant") == variant]
@@ -421,9 +431,11 @@ class Bench:
         self, domain: str, algorithm: str, tokens: int | None, precision: str, compile_on: bool, protocol: str | None
     ) -> Throughput:
         """Pretraining samples/s per GPU of (domain, algorithm)."""
-        measured = self._step_row(domain, algorithm, protocol)
+        measured = self._step_row(domain, algorithm, protocol, compile_on)
         if measured is not None:
-            return Throughput(measured, True, f"{self._where(self.pretrain_step)}, row {domain} / {algorithm}")
+            return Throughput(
+                measured[0], True, f"{self._where(self.pretrain_step)}, row {domain} / {algorithm}{measured[1]}"
+            )
         sps, source = self._encoder_pass(tokens, precision, compile_on)
         passes = ENCODER_PASSES.get(algorithm, DEFAULT_PASSES)
         known = "" if algorithm in ENCODER_PASSES else " (assumed for an algorithm this plan does not know)"
@@ -433,10 +445,12 @@ class Bench:
         self, domain: str, tokens: int | None, precision: str, compile_on: bool, protocol: str | None
     ) -> Throughput:
         """Frozen-encoder forward samples/s per GPU (transfer feature extraction / online probe)."""
-        measured = self._step_row(domain, "none", protocol)
+        measured = self._step_row(domain, "none", protocol, compile_on)
         if measured is not None:
             return Throughput(
-                measured, True, f"{self._where(self.pretrain_step)}, row {domain} / none (frozen forward)"
+                measured[0],
+                True,
+                f"{self._where(self.pretrain_step)}, row {domain} / none{measured[1]} (frozen forward)",
             )
         sps, source = self._encoder_pass(tokens, precision, compile_on)
         return Throughput(

@@ -155,6 +155,24 @@ def test_card_selects_that_cards_benchmarks_and_compile_adds_an_allowance(tmp_pa
     assert unknown.card is None and "no GPU benchmark" in unknown.note and CARD in unknown.note
 
 
+def test_eager_and_compiled_rows_the_one_run_as_the_jobs_compile_setting_is_used(tmp_path):
+    path = tmp_path / "pretrain_step-cuda.json"
+    rows = [
+        {"protocol": "dabs", "domain": "imagenet", "algorithm": a, "compiled": c, "samples_per_s": sps}
+        for a, c, sps in (("rq", False, 900.0), ("rq", True, 2700.0), ("none", False, 3000.0), ("none", True, 9000.0))
+    ]
+    payload = {"benchmark": "pretrain_step", "quick": False, "card": CARD, "machine": {"device": "cuda"}, "rows": rows}
+    path.write_text(json.dumps(payload))
+    bench = Bench.find(tmp_path, None, path)
+    for compile_on, rq, none in ((False, 900, 3000), (True, 2700, 9000)):
+        step = bench.pretrain("imagenet", "rq", 197, "bf16-mixed", compile_on, "dabs")
+        forward = bench.forward("imagenet", 197, "bf16-mixed", compile_on, "dabs")
+        assert (step.samples_per_s, forward.samples_per_s) == (rq, none) and step.measured and forward.measured
+        assert ("(compiled)" if compile_on else "(eager)") in step.source
+    planned = make_plan(["domain=imagenet", "algorithm=rq", "model.compile=auto"], bench)["jobs"][0]
+    assert planned["pretrain_throughput"]["samples_per_s"] == 2700  # auto: compiled on a GPU
+
+
 def test_main_writes_the_plan_as_json(tmp_path, capsys):
     out = tmp_path / "plan.json"
     code = main(["-m", "domain=pamap2", "algorithm=none,rq", "--bench-dir", str(tmp_path), "--json", str(out)])
