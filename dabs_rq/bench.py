@@ -3,8 +3,11 @@
 Each benchmark module exposes ``TITLE`` and ``run(device, quick) -> list[dict]``: one flat
 row per measured case (a baseline and our implementation run side by side in the same
 process, so the ratios are meaningful), with optional ``target`` (what is asked) and ``met``
-(whether it is). Results go to ``results/bench/<name>-<device>.json`` (with the machine they
-ran on) and every JSON found is summarised in ``results/bench/README.md``.
+(whether it is). A module whose ``run`` also takes ``protocol`` (``pretrain_step``: ``dabs`` or
+``smoke``) gets ``--protocol``; one run at a protocol other than the module's default for the
+device (``default_protocol(device)``) is written as ``<name>-<protocol>-<device>.json``. Results
+go to ``results/bench/<name>-<device>.json`` with the machine they ran on (on CUDA also ``card``,
+the GPU's name, at the top level) and every JSON found is summarised in ``results/bench/README.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -39,7 +43,11 @@ def machine(device: str) -> dict:
         "device": device,
     }
     if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
+        info["compute_capability"] = f"{props.major}.{props.minor}"
+        info["cuda"] = torch.version.cuda
     else:
         info["cpu_model"] = (
             next(
@@ -56,24 +64,35 @@ def machine(device: str) -> dict:
     return info
 
 
-def run_benchmark(name: str, device: str, quick: bool, out_dir: Path) -> Path:
+def run_benchmark(name: str, device: str, quick: bool, out_dir: Path, protocol: str | None = None) -> Path:
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))  # benchmarks/ lives beside the package
     module = importlib.import_module(f"benchmarks.{name}")
-    print(f"[bench] {module.TITLE} on {device}{' (quick)' if quick else ''} ...", flush=True)
-    rows = module.run(device=device, quick=quick)
+    kwargs, tag = {}, ""
+    if "protocol" in inspect.signature(module.run).parameters:
+        protocol = protocol or module.default_protocol(device)
+        kwargs["protocol"] = protocol
+        tag = "" if protocol == module.default_protocol(device) else f"{protocol}-"
+    elif protocol is not None:
+        print(f"[bench] {name} has no protocols; --protocol {protocol} does not apply to it", flush=True)
+    title = module.TITLE + (f" (protocol {kwargs['protocol']})" if kwargs else "")
+    print(f"[bench] {title} on {device}{' (quick)' if quick else ''} ...", flush=True)
+    rows = module.run(device=device, quick=quick, **kwargs)
+    info = machine(device)
     payload = {
         "benchmark": name,
-        "title": module.TITLE,
+        "title": title,
         "quick": quick,
-        "machine": machine(device),
+        **({"protocol": kwargs["protocol"]} if kwargs else {}),
+        **({"card": info["gpu"]} if info.get("gpu") else {}),
+        "machine": info,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rows": rows,
         "columns": list(
             dict.fromkeys(key for row in rows for key in row)
         ),  # the summary's order (JSON keys are sorted)
     }
-    path = out_dir / f"{name}-{device.replace(':', '')}{'-quick' if quick else ''}.json"
+    path = out_dir / f"{name}-{tag}{device.replace(':', '')}{'-quick' if quick else ''}.json"
     write_json_atomic(path, payload)
     print(pd.DataFrame(rows).to_string(index=False))
     return path
@@ -118,6 +137,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None, help="run only these benchmarks")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test of the benchmarks)")
+    parser.add_argument(
+        "--protocol",
+        choices=("dabs", "smoke"),
+        default=None,
+        help="pretrain_step: the paper's protocol on real-format data (default on CUDA) or the embedded "
+        "default (default on a CPU)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
     parser.add_argument(
@@ -130,7 +156,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.summary_only:
         for name in args.only or list(BENCHMARKS):
-            run_benchmark(name, args.device, args.quick, args.out)
+            run_benchmark(name, args.device, args.quick, args.out, args.protocol)
     summary = summary_markdown(args.out)
     write_text_atomic(args.out / "README.md", summary)
     if args.readme:
