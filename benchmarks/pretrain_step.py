@@ -36,7 +36,8 @@ compiled by an earlier row of the same shape are reused) and is left out of ever
 the warm-up steps. ``none`` has no pretraining step; its row times the transfer-side equivalent: data
 wait + the frozen encoder's forward pass in eval mode without gradients (feature extraction).
 ``speedup`` = samples/s over the eager row's. Targets: data wait < 5 % for every row, RQ < 2 % of an
-``rq`` step. A row that fails keeps its ``error`` and the benchmark goes on.
+``rq`` step. A row that fails keeps its ``error`` and the benchmark goes on; with a time budget
+(``dabs-rq bench --budget-s``), the rows it leaves no time for say so in ``error`` (``skipped``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ EXTRA_COMPILE = {("imagenet", "rq"): ("reduce-overhead",)}
 FIXTURE_BATCHES = 20
 #: ``--quick`` (a test of the code path): this batch instead of the DABS one, ``model=tiny``, no loader workers
 QUICK_BATCH = 16
+#: with a time budget: the seconds a domain's fixture, an eager row and a compiled row need left to start
+FIXTURE_RESERVE_S, EAGER_RESERVE_S, COMPILE_RESERVE_S = 30.0, 10.0, 60.0
 
 
 def default_protocol(device: str) -> str:
@@ -443,14 +446,36 @@ def _add_speedups(rows: list[dict]) -> None:
         r["speedup"] = round(r["samples_per_s"] / base, 3) if base and r.get("samples_per_s") else None
 
 
+def _jobs(device: torch.device, domain: str, algorithms: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(algorithm, model.compile) of one domain in the order they run: eager and auto of each algorithm side
+    by side, then the extra settings (``EXTRA_COMPILE``)."""
+    jobs = [(a, c) for a in algorithms for c in _settings(device, domain, a)[:2]]
+    return jobs + [(a, c) for a in algorithms for c in _settings(device, domain, a)[2:]]
+
+
+def _skipped_row(domain: str, algorithm: str, compile: str, left_s: float) -> dict:
+    return {
+        "protocol": "dabs",
+        "domain": domain,
+        "algorithm": algorithm,
+        "compile": compile,
+        "error": f"skipped: {max(left_s, 0):.0f} s of the time budget left",
+    }
+
+
 def run_dabs(
     device: torch.device,
     quick: bool,
     domain_names: tuple[str, ...] | None = None,
     algorithms: tuple[str, ...] | None = None,
+    budget_s: float | None = None,
     log: Callable[[dict], None] = lambda row: print(f"[bench pretrain_step] {row}", flush=True),
 ) -> list[dict]:
+    """Every (domain, algorithm, compile setting) row. With ``budget_s``, a row that would start with less
+    than its reserve left (``COMPILE_RESERVE_S`` for a compiled one, ``EAGER_RESERVE_S`` else) is skipped
+    (its row says so), so that the run ends near its budget with what it measured."""
     domain_names, algorithms = domain_names or DABS_DOMAINS, algorithms or DABS_ALGORITHMS
+    deadline = time.perf_counter() + budget_s if budget_s else float("inf")
     steps = steps_for(device, quick)
     if device.type == "cuda":
         # One process runs every domain's jobs: more compiled variants of ``_encode`` than one job has.
@@ -458,32 +483,43 @@ def run_dabs(
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dabs_rq_pretrain_step_") as tmp:
         for domain in domain_names:
+            jobs = _jobs(device, domain, algorithms)
+            left = deadline - time.perf_counter()
+            if left < FIXTURE_RESERVE_S:
+                rows += [_skipped_row(domain, a, c, left) for a, c in jobs]
+                continue
             try:
                 data = DomainData(domain, Path(tmp) / domain, quick)
             except Exception as err:  # the other domains still run; the row says why
                 rows.append(_error_row(domain, "*", "*", err))
                 continue
-            for algorithm in algorithms:
-                for compile in _settings(device, domain, algorithm):
+            for algorithm, compile in jobs:
+                left = deadline - time.perf_counter()
+                if left < (EAGER_RESERVE_S if compile == "false" else COMPILE_RESERVE_S):
+                    row = _skipped_row(domain, algorithm, compile, left)
+                else:
                     try:
                         row = measure_dabs(data, domain, algorithm, compile, steps, device, quick)
                     except Exception as err:
                         row = _error_row(domain, algorithm, compile, err)
                         _free(device)
-                    rows.append(row)
-                    log(row)
+                rows.append(row)
+                log(row)
             del data
             _free(device)
     _add_speedups(rows)
     return rows
 
 
-def run(device: str = "cpu", quick: bool = False, protocol: str | None = None) -> list[dict]:
+def run(
+    device: str = "cpu", quick: bool = False, protocol: str | None = None, budget_s: float | None = None
+) -> list[dict]:
+    """The benchmark's rows; ``budget_s`` (dabs protocol): about how long it may take (see :func:`run_dabs`)."""
     protocol = protocol or default_protocol(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     dev = torch.device(device)
     if protocol == "dabs":
-        return run_dabs(dev, quick)
+        return run_dabs(dev, quick, budget_s=budget_s)
     steps = Steps(2, 0, 5 if quick else 30) if dev.type != "cuda" else steps_for(dev, quick)
     return [measure(d, a, steps, dev) for d in SMOKE_DOMAINS for a in SMOKE_ALGORITHMS]

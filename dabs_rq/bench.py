@@ -64,7 +64,9 @@ def machine(device: str) -> dict:
     return info
 
 
-def run_benchmark(name: str, device: str, quick: bool, out_dir: Path, protocol: str | None = None) -> Path:
+def run_benchmark(
+    name: str, device: str, quick: bool, out_dir: Path, protocol: str | None = None, budget_s: float | None = None
+) -> Path:
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))  # benchmarks/ lives beside the package
     module = importlib.import_module(f"benchmarks.{name}")
@@ -75,7 +77,9 @@ def run_benchmark(name: str, device: str, quick: bool, out_dir: Path, protocol: 
         tag = "" if protocol == module.default_protocol(device) else f"{protocol}-"
     elif protocol is not None:
         print(f"[bench] {name} has no protocols; --protocol {protocol} does not apply to it", flush=True)
-    title = module.TITLE + (f" (protocol {kwargs['protocol']})" if kwargs else "")
+    if budget_s is not None and "budget_s" in inspect.signature(module.run).parameters:
+        kwargs["budget_s"] = budget_s
+    title = module.TITLE + (f" (protocol {kwargs['protocol']})" if "protocol" in kwargs else "")
     print(f"[bench] {title} on {device}{' (quick)' if quick else ''} ...", flush=True)
     rows = module.run(device=device, quick=quick, **kwargs)
     info = machine(device)
@@ -83,7 +87,7 @@ def run_benchmark(name: str, device: str, quick: bool, out_dir: Path, protocol: 
         "benchmark": name,
         "title": title,
         "quick": quick,
-        **({"protocol": kwargs["protocol"]} if kwargs else {}),
+        **({"protocol": kwargs["protocol"]} if "protocol" in kwargs else {}),
         **({"card": info["gpu"]} if info.get("gpu") else {}),
         "machine": info,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -144,6 +148,12 @@ def main(argv: list[str]) -> int:
         help="pretrain_step: the paper's protocol on real-format data (default on CUDA) or the embedded "
         "default (default on a CPU)",
     )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="pretrain_step: about how many seconds it may take; rows it leaves no time for are marked skipped",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for the JSON results and README.md")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
     parser.add_argument(
@@ -156,7 +166,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.summary_only:
         for name in args.only or list(BENCHMARKS):
-            run_benchmark(name, args.device, args.quick, args.out, args.protocol)
+            run_benchmark(name, args.device, args.quick, args.out, args.protocol, args.budget_s)
     summary = summary_markdown(args.out)
     write_text_atomic(args.out / "README.md", summary)
     if args.readme:

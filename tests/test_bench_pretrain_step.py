@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks import pretrain_step
 from dabs_rq.bench import main
@@ -61,3 +62,15 @@ def test_plan_reads_measured_throughputs_from_it(quick_run, tmp_path):
     planned = make_plan(["domain=wikitext103", "algorithm=rq", "protocol=dabs"], bench)["jobs"][0]
     assert planned["pretrain_throughput"]["measured"] and planned["pretrain_throughput"]["samples_per_s"] == rows["rq"]
     assert planned["pretrain_gpu_hours"] == pytest.approx(100_000 * 128 / rows["rq"] / 3600)
+
+
+def test_rows_a_time_budget_leaves_no_time_for_are_marked_skipped():
+    rows = pretrain_step.run_dabs(torch.device("cpu"), True, ("imagenet",), ("none", "rq"), budget_s=1e-6)
+    assert [(r["algorithm"], r["compile"]) for r in rows] == [("none", "false"), ("rq", "false")]
+    assert all(r["error"].startswith("skipped:") and "samples_per_s" not in r for r in rows)
+
+
+def test_on_cuda_eager_and_auto_run_side_by_side_then_the_extra_settings():
+    jobs = pretrain_step._jobs(torch.device("cuda"), "imagenet", ("none", "rq"))
+    assert jobs == [("none", "false"), ("none", "auto"), ("rq", "false"), ("rq", "auto"), ("rq", "reduce-overhead")]
+    assert pretrain_step._jobs(torch.device("cpu"), "imagenet", ("rq",)) == [("rq", "false")]  # auto is eager there
