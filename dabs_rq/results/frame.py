@@ -200,10 +200,10 @@ def figure(path: Path, nrows: int, figsize: tuple[float, float], dpi: int) -> It
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, 1, figsize=figsize, squeeze=False)
+    # constrained layout keeps a suptitle and legends outside the axes clear of the panels (tight_layout does not)
+    fig, axes = plt.subplots(nrows, 1, figsize=figsize, squeeze=False, layout="constrained")
     try:
         yield fig, list(axes[:, 0])
-        fig.tight_layout()
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
     finally:
