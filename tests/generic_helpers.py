@@ -19,6 +19,26 @@ def write_domain(folder: Path, name: str, **fields) -> Path:
     return path
 
 
+def run_tiny_sweep(tmp_path: Path, data_cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``dabs-rq -m experiment=embedded <overrides>`` with a tiny encoder, 2 pretraining steps and 1 probe epoch;
+    records in ``tmp_path / "results"``, job folders in ``tmp_path / "multirun"``."""
+    env = {**os.environ, "DABS_RQ_RESULTS": str(tmp_path / "results"), "DABS_RQ_CACHE": str(data_cache)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "dabs_rq.cli",
+        "-m",
+        "experiment=embedded",
+        "model=tiny",
+        "logger=none",
+        "pretrain.max_steps=2",
+        "transfer.epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *overrides,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
 def run_public_command(
     domain: str, domains_dir: Path, tmp_path: Path, data_cache: Path, *extra: str, algorithm: str = "rq"
 ) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import pytest
 from dabs_rq.results.table import build_table
 from dabs_rq.run import run
 from tests.conftest import compose_config
+from tests.generic_helpers import run_tiny_sweep
 from tests.markdown_helpers import unpadded
 
 
@@ -54,24 +55,14 @@ def test_online_transfer_mode_runs_the_encoder_in_the_loop(tiny_run_overrides, t
 @pytest.mark.integration
 def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_cache):
     results = tmp_path / "results"
-    env = {**os.environ, "DABS_RQ_RESULTS": str(results), "DABS_RQ_CACHE": str(data_cache)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "dabs_rq.cli",
-        "-m",
-        "experiment=embedded",
+    done = run_tiny_sweep(
+        tmp_path,
+        data_cache,
         "domain=embedded_sensor",
         "algorithm=none,emix",
         "seed=0",
-        "model=tiny",
-        "logger=none",
-        "pretrain.max_steps=2",
-        "transfer.epochs=1",
         "trainer.enable_progress_bar=false",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Results table:" in done.stdout
     for algorithm in ("none", "emix"):
@@ -80,7 +71,10 @@ def test_multirun_cli_sweeps_algorithms_and_rebuilds_the_table(tmp_path, data_ca
     header = next(line for line in md.splitlines() if line.startswith("| Domain |"))
     assert "| none | emix |" in header.replace("Metric | ", "")
     record = json.loads((results / "records/embedded/embedded_watch_exercise/none/seed0.json").read_text())
-    assert record["command"].startswith("dabs-rq -m experiment=embedded domain=embedded_sensor")
+    assert (
+        record["command"].startswith("dabs-rq -m experiment=embedded ")
+        and " domain=embedded_sensor " in record["command"]
+    )
     assert "algorithm=none" in record["job_overrides"]
     assert "Produced by:\n- `dabs-rq -m experiment=embedded" in md
 

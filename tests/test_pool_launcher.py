@@ -1,15 +1,13 @@
 """hydra/launcher=pool: jobs side by side in worker processes, each with its own fixed thread count."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks.end_to_end import launched_workers
 from hydra_plugins.dabs_rq_launcher.pool_launcher import job_overrides_for_pool, resolve_workers, usable_cores
 from tests.conftest import compose_config
+from tests.generic_helpers import run_tiny_sweep
 
 
 def test_auto_workers_is_one_per_gpu_else_per_threads_of_the_usable_cores():
@@ -52,22 +50,7 @@ def test_the_end_to_end_benchmark_reads_the_worker_count_from_the_launch_line():
 
 
 def _sweep(tmp_path, data_cache, *overrides):
-    env = {**os.environ, "DABS_RQ_RESULTS": str(tmp_path / "results"), "DABS_RQ_CACHE": str(data_cache)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "dabs_rq.cli",
-        "-m",
-        "experiment=embedded",
-        "model=tiny",
-        "logger=none",
-        "pretrain.max_steps=2",
-        "transfer.epochs=1",
-        "hydra.launcher.workers=2",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        *overrides,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return run_tiny_sweep(tmp_path, data_cache, "hydra.launcher.workers=2", *overrides)
 
 
 @pytest.mark.integration

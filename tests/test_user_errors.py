@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 
 from dabs_rq.cli import _user_error
 from dabs_rq.errors import UserError
-from tests.generic_helpers import run_public_command, write_domain
+from tests.generic_helpers import run_public_command, run_tiny_sweep, write_domain
 from tests.test_generic_sensor import INPUTS, _recordings, _yamls
 
 
@@ -136,30 +136,8 @@ def test_config_error_types_are_user_errors(module, name):
 @pytest.mark.integration
 def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache):
     """-m domain=good,broken used to run the good job to the end before the broken one failed."""
-    import os
-
-    env = {**os.environ, "DABS_RQ_CACHE": str(data_cache), "DABS_RQ_RESULTS": str(tmp_path / "results")}
-    base = [
-        sys.executable,
-        "-m",
-        "dabs_rq.cli",
-        "-m",
-        "experiment=embedded",
-        "model=tiny",
-        "logger=none",
-        "seed=0",
-        "pretrain.max_steps=2",
-        "transfer.epochs=1",
-        "trainer.enable_progress_bar=false",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    done = subprocess.run(
-        [*base, "domain=embedded_sensor,embedded_sensr", "algorithm=none"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    base = ["seed=0", "trainer.enable_progress_bar=false"]
+    done = run_tiny_sweep(tmp_path, data_cache, *base, "domain=embedded_sensor,embedded_sensr", "algorithm=none")
     assert done.returncode == 2, done.stderr[-3000:]
     assert (
         "job domain=embedded_sensr algorithm=none" in done.stderr
@@ -168,17 +146,13 @@ def test_a_sweep_checks_every_job_before_starting_the_first(tmp_path, data_cache
     assert "1 of 2 jobs of this sweep are invalid; none was started" in done.stderr
     assert not (tmp_path / "results").exists() and "Traceback" not in done.stderr  # the good job never ran
     # a dataset setting that only one job reads is checked in that job
-    done = subprocess.run(
-        [
-            *base,
-            "domain=embedded_sensor,embedded_image",
-            "algorithm=none",
-            "+dataset_overrides.embedded_mnist.batch_size=0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_tiny_sweep(
+        tmp_path,
+        data_cache,
+        *base,
+        "domain=embedded_sensor,embedded_image",
+        "algorithm=none",
+        "+dataset_overrides.embedded_mnist.batch_size=0",
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "job domain=embedded_image algorithm=none" in done.stderr and "batch_size' must be a positive" in done.stderr
