@@ -50,7 +50,7 @@ from dabs_rq.io import write_json_atomic
 from dabs_rq.paths import DOMAINS_DIR, resolve_results_dir
 from dabs_rq.paths import cache_dir as default_cache_dir
 from dabs_rq.progress import StepProgressBar
-from dabs_rq.results.protocol import dataset_settings, digest, portable
+from dabs_rq.results.protocol import dataset_identity, dataset_settings, digest, portable
 from dabs_rq.results.records import build_record, record_path
 from dabs_rq.transfer import LinearProbe, extract_features
 
@@ -161,7 +161,9 @@ def plan(cfg: DictConfig) -> Job:
         d.name: dataset_settings(pretrain_yaml, OmegaConf.to_container(d, resolve=True), roots) for d in transfer_sets
     }
     # The pretraining dataset's definition is part of the job: another one is another job.
-    state = RunState(output_dir, {**config, "pretrain_dataset": portable(pretrain_yaml, roots)}).load()
+    state = RunState(
+        output_dir, {**config, "pretrain_dataset": portable(dataset_identity(pretrain_yaml), roots)}
+    ).load()
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     job = Job(cfg, config, domain, transfer_sets, datasets, results_dir, output_dir, cache, state)
     check_records_free(cfg, {job.record_path(d.name): {**config, "datasets": datasets[d.name]} for d in job.pending})

@@ -211,3 +211,51 @@ def test_dabs_rq_plan_with_an_unknown_experiment_is_one_line_and_exit_2():
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("dabs-rq plan: error: unknown experiment 'nope'; valid: ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_example_counts_come_from_the_dataset_yaml_and_leave_its_fingerprint_unchanged():
+    """``examples`` in a dataset YAML is what plan reads (source: the YAML unless stated), and it is not
+    part of the dataset's identity: dataset fingerprints, records and run states ignore it."""
+    from omegaconf import OmegaConf
+
+    from dabs_rq.checkpointing import fingerprint
+    from dabs_rq.data import domains
+    from dabs_rq.plan.datasets import Examples, examples
+    from dabs_rq.results.protocol import dataset_identity, dataset_settings, digest, portable
+
+    cifar = domains.load("cifar10")
+    assert examples(cifar, False) == Examples(50_000, 10_000, "domains/cifar10.yaml")
+    assert examples(domains.load("vgg_flower"), False).approx
+    bare = OmegaConf.to_container(cifar, resolve=True)
+    del bare["examples"]
+    stated = {**bare, "examples": {"train": 1, "test": None, "source": "a count", "approximate": True}}
+    assert examples(OmegaConf.create(stated), False) == Examples(1, None, "a count", True)
+    assert examples(OmegaConf.create(bare), False).source == "unknown"
+    roots = {"home": Path.home()}
+    assert digest(dataset_settings(stated, stated, roots)) == digest(dataset_settings(bare, bare, roots))
+    run = {"seed": 0}
+    assert fingerprint({**run, "pretrain_dataset": portable(dataset_identity(stated), roots)}) == fingerprint(
+        {**run, "pretrain_dataset": portable(bare, roots)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("examples", "message"),
+    [
+        ({"train": 1}, "examples.test' is missing"),
+        ({"train": -1, "test": 1}, "non-negative integer or null"),
+        ({"train": 1, "test": 1, "rows": 2}, "examples.rows' is not a known key"),
+        ({"train": 1, "test": 1, "approximate": "yes"}, "true or false"),
+    ],
+)
+def test_a_malformed_examples_key_is_refused_naming_it(tmp_path, examples, message):
+    from omegaconf import OmegaConf
+
+    from dabs_rq.data import domains
+
+    cfg = domains.load("cifar10")
+    cfg.examples = examples
+    path = tmp_path / "cifar10.yaml"
+    OmegaConf.save(cfg, path)
+    with pytest.raises(domains.DomainConfigError, match=message):
+        domains.validate(OmegaConf.load(path), path)

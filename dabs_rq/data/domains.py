@@ -9,8 +9,11 @@ and ``batch_size``. A ``pretrain`` file also lists its ``transfer`` datasets; a
 ``transfer`` file has a ``task`` (``_target_`` of :mod:`dabs_rq.tasks`). Optional:
 ``display_name``, ``paper_name`` (row of the paper's table), ``synthetic``,
 ``num_workers``, ``description``, ``data`` (where the files live; see
-:mod:`dabs_rq.data.storage`) and ``reader_options`` (extra reader arguments that choose a DABS
-behaviour: a quirk of DABS reproduced or fixed; recorded with results).
+:mod:`dabs_rq.data.storage`), ``reader_options`` (extra reader arguments that choose a DABS
+behaviour: a quirk of DABS reproduced or fixed; recorded with results) and ``examples`` (the
+dataset's size for ``dabs-rq plan``: ``{train: N, test: M, source: "...", approximate: bool}``, a
+count ``null`` where unknown; not part of the dataset's identity, see
+:data:`dabs_rq.results.protocol.NON_IDENTITY_KEYS`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ OPTIONAL = (
     "task",
     "data",
     "reader_options",
+    "examples",
 )
+#: Keys of ``examples`` (``train`` and ``test`` required: a count or null).
+EXAMPLES_KEYS = ("train", "test", "source", "approximate")
 EXTRA_DIRS_ENV = "DABS_RQ_DOMAINS"
 
 
@@ -113,6 +119,24 @@ def _validate_generic_reader(cfg: DictConfig, path: Path) -> None:
         cfg.reader = OmegaConf.create(resolved)
 
 
+def _validate_examples(examples: Any, fail: Any) -> None:
+    """``examples``: ``{train, test}`` counts (non-negative integers or null), optional ``source`` and
+    ``approximate``."""
+    if not isinstance(examples, DictConfig):
+        fail("examples", "must be a mapping {train: N, test: M, source: '...', approximate: true|false}")
+    for key in examples:
+        if key not in EXAMPLES_KEYS:
+            fail(f"examples.{key}", f"is not a known key; valid keys: {', '.join(EXAMPLES_KEYS)}")
+    for key in ("train", "test"):
+        if key not in examples:
+            fail(f"examples.{key}", "is missing (give null where the count is unknown)")
+        value = examples[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            fail(f"examples.{key}", f"must be a non-negative integer or null, got {value!r}")
+    if not isinstance(examples.get("approximate", False), bool):
+        fail("examples.approximate", f"must be true or false, got {examples.approximate!r}")
+
+
 def validate(cfg: DictConfig, path: Path) -> DictConfig:
     def fail(key: str, expected: str) -> None:
         raise DomainConfigError(f"{path}: key '{key}' {expected}")
@@ -137,6 +161,8 @@ def validate(cfg: DictConfig, path: Path) -> DictConfig:
     _validate_generic_reader(cfg, path)
     if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
         fail("batch_size", f"must be a positive integer, got {cfg.batch_size!r}")
+    if "examples" in cfg:
+        _validate_examples(cfg.examples, fail)
     if cfg.role == "pretrain":
         if not isinstance(cfg.get("transfer"), ListConfig) or not cfg.transfer:
             fail("transfer", "must list the transfer datasets of a pretrain domain")

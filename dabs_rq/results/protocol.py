@@ -8,7 +8,8 @@ things:
   optimizer, and the transfer mode, epochs, batch, optimizer, ``drop_last`` and correlation
   aggregate: settings shared by every dataset and algorithm of a run;
 * the **datasets** (:func:`dataset_settings`): the resolved pretraining and transfer YAMLs (reader
-  settings, task, batch size, reader_options), with absolute paths made portable;
+  settings, task, batch size, reader_options), with absolute paths made portable and
+  :data:`NON_IDENTITY_KEYS` left out;
 * the **algorithm**: its ``settings()``.
 
 Settings that change speed or location but not numbers (attention kernel, ``compile``, workers,
@@ -24,13 +25,26 @@ from typing import Any
 
 from dabs_rq.hashing import digest
 
-__all__ = ["BATCH_SCOPES", "dataset_settings", "digest", "flatten", "portable", "protocol_settings"]
+__all__ = [
+    "BATCH_SCOPES",
+    "NON_IDENTITY_KEYS",
+    "dataset_identity",
+    "dataset_settings",
+    "digest",
+    "flatten",
+    "portable",
+    "protocol_settings",
+]
 
 #: Model config keys that choose a kernel, not the function computed.
 SPEED_ONLY_MODEL_KEYS = ("attention", "compile")
 #: ``batch_scope``: ``job`` (DABS) = a configured batch size is the job's effective batch, split over
 #: the devices; ``device`` (opt-in) = every device takes the full batch (effective batch x devices).
 BATCH_SCOPES = ("job", "device")
+#: Dataset YAML keys that describe a dataset without defining it (``examples``: its size, for
+#: ``dabs-rq plan``): left out of dataset fingerprints, records and run states, so stating or
+#: correcting them never makes a dataset another one.
+NON_IDENTITY_KEYS = ("examples",)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -95,8 +109,13 @@ def portable(node: Any, roots: Mapping[str, str | os.PathLike | None]) -> Any:
     return convert(node)
 
 
+def dataset_identity(yaml: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved dataset YAML without its :data:`NON_IDENTITY_KEYS`."""
+    return {k: v for k, v in yaml.items() if k not in NON_IDENTITY_KEYS}
+
+
 def dataset_settings(
     pretrain: Mapping[str, Any], transfer: Mapping[str, Any], roots: Mapping[str, str | os.PathLike | None]
 ) -> dict[str, Any]:
     """The resolved pretraining and transfer dataset YAMLs as stored in a record (portable paths)."""
-    return portable({"pretrain": dict(pretrain), "transfer": dict(transfer)}, roots)
+    return portable({"pretrain": dataset_identity(pretrain), "transfer": dataset_identity(transfer)}, roots)
