@@ -31,7 +31,7 @@ from tests.conftest import compose_config
         ("model=huge", "unknown model 'huge'; valid: dabs, small, tiny"),
         (
             "hydra/launcher=pbs",
-            "unknown hydra/launcher 'pbs'; valid: basic, local, slurm, submitit_local, submitit_slurm",
+            "unknown hydra/launcher 'pbs'; valid: basic, local, pool, slurm, submitit_local, submitit_slurm",
         ),
         ("logger=mlflow", "unknown logger 'mlflow'; valid: csv, none, tensorboard, wandb"),
     ],
