@@ -1,10 +1,15 @@
 """hydra/launcher=pool: jobs side by side in worker processes, each with its own fixed thread count."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from benchmarks.end_to_end import launched_workers
+from dabs_rq.paths import CONF_DIR
 from hydra_plugins.dabs_rq_launcher.pool_launcher import job_overrides_for_pool, resolve_workers, usable_cores
 from tests.conftest import compose_config
 from tests.generic_helpers import run_tiny_sweep
@@ -92,3 +97,47 @@ def test_a_user_error_in_a_pool_job_is_one_line_and_stops_the_sweep(tmp_path, da
     assert "Traceback" not in done.stderr
     jobs = tmp_path / "multirun/embedded_sensor/none"
     assert (jobs / "seed0").is_dir() and not (jobs / "seed1").exists() and not (jobs / "seed2").exists()
+
+
+@pytest.mark.integration
+def test_a_bug_in_a_pool_job_keeps_its_traceback_and_fails_the_sweep(tmp_path, data_cache):
+    """The worker prints the traceback where the bug happened (it does not cross the process boundary)."""
+    # the task lives in an importable module, as dabs_rq.cli.run_job does, so workers import it by name
+    (tmp_path / "buggy_task.py").write_text(
+        textwrap.dedent("""
+        def task(cfg):
+            if cfg.seed == 1:
+                raise ValueError("an internal invariant broke")
+    """)
+    )
+    (tmp_path / "buggy_app.py").write_text(
+        textwrap.dedent(f"""
+        import hydra
+        from buggy_task import task
+
+        if __name__ == "__main__":
+            hydra.main(version_base="1.3", config_path={str(CONF_DIR)!r}, config_name="config")(task)()
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.update(DABS_RQ_RESULTS=str(tmp_path / "results"), DABS_RQ_CACHE=str(data_cache))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "buggy_app.py"),
+            "-m",
+            "experiment=embedded",
+            "domain=embedded_sensor",
+            "algorithm=none",
+            "seed=0,1",
+            "hydra.launcher.workers=2",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and 'buggy_task.py", line 4, in task' in done.stderr
+    assert "an internal invariant broke" in done.stderr
