@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dabs_rq.cores import usable_cores
 from dabs_rq.data import domains
 from dabs_rq.data.datamodule import DomainDataModule
 
@@ -82,10 +83,6 @@ COLUMNS = (
 )
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------- fixtures in the real formats
 
 
@@ -119,7 +116,7 @@ def write_imagenet(folder: Path, n_train: int, n_val: int, classes: int = 10, se
         photo(s, PHOTO_SIZES[s % len(PHOTO_SIZES)]).save(path, "JPEG", quality=90)
         return path.stat().st_size
 
-    with ThreadPoolExecutor(_cpus()) as pool:
+    with ThreadPoolExecutor(usable_cores()) as pool:
         sizes = list(pool.map(write, jobs))
     return {"train": n_train, "test": n_val, "bytes": int(sum(sizes))}
 
@@ -156,7 +153,7 @@ def write_librispeech(folder: Path, n_train: int, n_dev: int, seed: int = 0, per
     for path, lines in transcripts.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
-    with ThreadPoolExecutor(_cpus()) as pool:
+    with ThreadPoolExecutor(usable_cores()) as pool:
         list(pool.map(lambda job: write_clip(job[0], seed=job[1], samples=job[2]), jobs))
     window = 150_526
     return {
@@ -201,7 +198,7 @@ def cache_build(name: str, root: Path, cache: Path, files: int) -> dict:
         domain=name,
         mode="memmap cache",
         stage="cache build (first epoch, once)",
-        workers=_cpus(),  # the readers build their caches on a thread per CPU
+        workers=usable_cores(),  # the readers build their caches on a thread per CPU
         files=files,
         samples=files,
         seconds=round(seconds, 2),
@@ -256,7 +253,7 @@ def loader_rate(
     del loader, dm  # shuts the persistent workers down
     gc.collect()
     rate = samples / seconds
-    per_core = rate / min(max(workers, 1), _cpus())
+    per_core = rate / min(max(workers, 1), usable_cores())
     target = TARGET_SAMPLES_PER_S if workers else SERIAL_TARGET_SAMPLES_PER_S
     return _row(
         domain=name,

@@ -9,8 +9,9 @@ import textwrap
 import pytest
 
 from benchmarks.end_to_end import launched_workers
+from dabs_rq.cores import usable_cores
 from dabs_rq.paths import CONF_DIR
-from hydra_plugins.dabs_rq_launcher.pool_launcher import job_overrides_for_pool, resolve_workers, usable_cores
+from hydra_plugins.dabs_rq_launcher.pool_launcher import job_overrides_for_pool, resolve_workers
 from tests.conftest import compose_config
 from tests.generic_helpers import run_tiny_sweep
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from numpy.typing import ArrayLike
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dabs_rq.cores import usable_cores
 from dabs_rq.data.array_cache import cache_key, checked_memmap_cache
 from dabs_rq.data.storage import CorruptDataError, CorruptLog
 from dabs_rq.io import write_json_atomic
@@ -139,7 +139,7 @@ class ParallelRows:
         self, load: Callable[[int], np.ndarray], count: int, workers: int | None = None, chunk: int = 256
     ) -> None:
         self.load, self.count, self.chunk = load, count, chunk
-        self.workers = _cpus() if workers is None else workers
+        self.workers = usable_cores() if workers is None else workers
         self._pool: ThreadPoolExecutor | None = None
         self._start, self._rows = 0, []
 
@@ -168,11 +168,6 @@ class ParallelRows:
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-
-
-def _cpus() -> int:
-    """CPUs this process may use (the affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def list_digest(items: Iterable[Any]) -> str:
@@ -241,7 +236,7 @@ def scan_images(
             return err
         return None
 
-    workers = _cpus() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers <= 1:
         found = [check(i) for i in range(count)]
     else:

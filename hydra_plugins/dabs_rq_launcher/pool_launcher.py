@@ -42,15 +42,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from dabs_rq.cores import usable_cores
+
 log = logging.getLogger(__name__)
 
 #: The job override the launcher adds when jobs run side by side (unless the command line sets it).
 PROGRESS_BAR_KEY = "trainer.enable_progress_bar"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, which cgroup-limited jobs narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def visible_gpus() -> list[str]:
@@ -93,11 +90,12 @@ def _start_worker(threads: int, slots: Any, gpus: Sequence[str]) -> None:
     torch.set_num_threads(threads)
 
 
-def _execute_job(payload: bytes) -> bytes:
-    """One job in a worker, as Hydra's basic launcher runs it in its own process. The payload and the
-    returned :class:`JobReturn` go through cloudpickle: Hydra's state holds OmegaConf resolvers that are
-    local functions, and the job's config holds Hydra's config classes as the worker re-imported them."""
-    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+def _execute_job(idx: int, overrides: Sequence[str], sweep: bytes) -> bytes:
+    """One job in a worker, as Hydra's basic launcher runs it in its own process. ``sweep`` (what every job
+    shares: Hydra's context, the sweep config, the task function, Hydra's state, serialized once per sweep)
+    and the returned :class:`JobReturn` go through cloudpickle: Hydra's state holds OmegaConf resolvers that
+    are local functions, and the job's config holds Hydra's config classes as the worker re-imported them."""
+    hydra_context, config, task_function, singleton_state = cloudpickle.loads(sweep)
     setup_globals()
     Singleton.set_state(singleton_state)
     sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
@@ -164,7 +162,7 @@ class PoolLauncher(Launcher):
         slots = context.Queue()
         for slot in range(workers):
             slots.put(slot)
-        state = Singleton.get_state()
+        sweep = cloudpickle.dumps((self.hydra_context, self.config, self.task_function, Singleton.get_state()))
         results: dict[int, JobReturn] = {}
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_start_worker, initargs=(self.threads_per_worker, slots, gpus)
@@ -176,8 +174,7 @@ class PoolLauncher(Launcher):
             def submit_next() -> None:
                 # one job per free worker: a queued job is still ours to cancel when the sweep stops
                 for idx, overrides in queue:
-                    payload = (idx, overrides, self.hydra_context, self.config, self.task_function, state)
-                    pending[pool.submit(_execute_job, cloudpickle.dumps(payload))] = idx
+                    pending[pool.submit(_execute_job, idx, overrides, sweep)] = idx
                     return
 
             for _ in range(workers):
