@@ -12,6 +12,7 @@ from PIL import Image
 
 from benchmarks import data_pipeline as dp
 from dabs_rq.bench import main
+from dabs_rq.cores import usable_cores
 
 QUICK_FILES = {"imagenet": 2 * 64 + 5, "librispeech": 2 * 64 + 3}
 
@@ -82,12 +83,12 @@ def test_quick_run_measures_both_domains_and_modes(quick_result):
     assert payload["columns"] == list(dp.COLUMNS) and all(list(row) == sorted(dp.COLUMNS) for row in rows)
     kinds = {(r["domain"], r["mode"], r["stage"].split(" (")[0], r["workers"]) for r in rows}
     assert kinds == {
-        ("imagenet", "memmap cache", "cache build", dp._cpus()),
+        ("imagenet", "memmap cache", "cache build", usable_cores()),
         ("imagenet", "memmap cache", "loader", 0),
         ("imagenet", "memmap cache", "loader", 4),  # domains/imagenet.yaml's num_workers
         ("imagenet", "decode on the fly", "loader", 0),
         ("imagenet", "decode on the fly", "loader", 4),
-        ("librispeech", "memmap cache", "cache build", dp._cpus()),
+        ("librispeech", "memmap cache", "cache build", usable_cores()),
         ("librispeech", "memmap cache", "loader", 0),
         ("librispeech", "memmap cache", "loader", 4),
     }
